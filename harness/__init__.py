@@ -1,0 +1,1 @@
+"""DL Rosetta: the same models, many frameworks and languages, one clock."""

@@ -1,0 +1,35 @@
+"""`python -m harness list`: every registered implementation and whether it can run here."""
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--lang", help="only this language")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--format", default="table", choices=("table", "json"))
+
+
+def rows(lang=None, model=None) -> list[dict]:
+    from harness import runtimes
+    from harness.registry import select
+
+    out = []
+    for impl in select(lang=lang, model=model, include_retired=True):
+        reason = runtimes.availability(impl)
+        out.append({"lang": impl.lang, "framework": impl.name, "backend": impl.backend or "", "model": impl.model,
+                    "env": impl.framework.env, "runnable": "yes" if reason is None else "no",
+                    "reason": reason or ""})
+    return out
+
+
+def main(args) -> int:
+    import json
+
+    table = rows(args.lang, args.model)
+    if args.format == "json":
+        print(json.dumps(table, indent=1))
+        return 0
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 120, "display.width", 250):
+        print(pd.DataFrame(table).to_string(index=False))
+    return 0

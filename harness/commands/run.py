@@ -1,0 +1,131 @@
+"""`python -m harness run`: train the selected implementations, one fresh worker per run."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from harness.protocol import DEVICES, PRECISIONS
+
+FORMATS = ("table", "json")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be above 0")
+    return value
+
+
+def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn") -> None:
+    p.add_argument("--lang", default="python", help="python, r or julia (default: python)")
+    p.add_argument("--framework", help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, pytensor, flux, knet "
+                   "(default: every framework of --lang)")
+    p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch (default: each)")
+    p.add_argument("--model", default=model_default, help="cnn, resnet50 or rnn (default: %(default)s)")
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="weight init and epoch order (default: 0)")
+    p.add_argument("--device", default="cpu", choices=DEVICES)
+    p.add_argument("--gpus", type=positive_int, default=1)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile where offered")
+    p.add_argument("--image-size", type=positive_int, default=32, help="resnet50 input side (default: 32)")
+    p.add_argument("--data-dir", help="data cache (default: $DL_ROSETTA_DATA or ~/.cache/dl-rosetta)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_selection(p)
+    p.add_argument("--epochs", type=positive_int, help="default: the spec's (cnn 10, resnet50 10, rnn 3)")
+    p.add_argument("--batch-size", type=positive_int, help="default: the spec's (64)")
+    p.add_argument("--data", help="cifar10, imdb, synthetic or FILE.npz (default: the model's data set)")
+    p.add_argument("--samples", type=positive_int, help="use the first N training examples")
+    p.add_argument("--repeats", type=positive_int, default=1, help="fresh worker processes per implementation")
+    add_options(p)
+    p.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per run (default: 3600)")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--format", default="table", choices=FORMATS)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def resolve(args, include_unavailable: bool = False):
+    """The implementations to run and the reasons the others cannot; bad values raise UsageError."""
+    from harness import runtimes
+    from harness.errors import UsageError
+    from harness.registry import select
+
+    impls = select(args.lang, args.framework, args.backend, args.model)
+    if not impls:
+        raise UsageError(f"nothing registered for --lang {args.lang} --framework {args.framework} --model {args.model}")
+    runnable, skipped = [], []
+    for impl in impls:
+        reason = runtimes.availability(impl)
+        (skipped if reason else runnable).append((impl, reason))
+    if skipped and args.framework and not include_unavailable:
+        impl, reason = skipped[0]
+        raise UsageError(f"{impl.label} cannot run here: {reason}")
+    if not runnable and not include_unavailable:
+        raise UsageError("no selected implementation can run here: "
+                         + "; ".join(f"{i.label}: {r}" for i, r in skipped))
+    return [i for i, _ in runnable], skipped
+
+
+def check_device(args) -> None:
+    from harness import environment
+    from harness.errors import UsageError
+
+    if args.device == "cuda":
+        found = environment.gpus()
+        if not found:
+            raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")
+        if args.gpus > len(found):
+            raise UsageError(f"--gpus {args.gpus}: only {len(found)} GPU(s) here")
+    elif args.gpus != 1:
+        raise UsageError(f"--gpus {args.gpus} needs --device cuda")
+    if args.precision == "fp16" and args.device == "cpu":
+        raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
+
+
+def main(args) -> int:
+    import json
+
+    from harness import data as datasets
+    from harness.progress import RunProgress
+    from harness.runs import execute, summary_table
+    from harness.specs import get_spec
+
+    impls, skipped = resolve(args)
+    check_device(args)
+    for impl, reason in skipped:
+        print(f"skipped {impl.label}: {reason}", file=sys.stderr)
+    prepared = {}
+    for impl in impls:
+        if impl.model not in prepared:
+            spec = get_spec(impl.model)
+            prepared[impl.model] = datasets.prepare(args.data or spec.dataset, spec, args.samples, args.data_dir)
+    command = "python -m harness " + shlex.join(sys.argv[1:])
+    records = []
+    with RunProgress(enabled=not args.quiet and sys.stderr.isatty()) as progress:
+        for repeat in range(args.repeats):  # round-robin: machine drift spreads over every row
+            for impl in impls:
+                records.append(execute(impl, args, prepared[impl.model], repeat, command, progress))
+    if args.format == "json":
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=1, default=str))
+    else:
+        print(summary_table(records).to_string(index=False))
+        print(f"\nrecords: {args.out}/", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in records) else 1

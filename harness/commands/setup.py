@@ -1,0 +1,86 @@
+"""`python3 -m harness setup`: create the environments, idempotently, with the standard library only.
+
+    (no flag)     .venv with the harness, PyTorch and the test tools
+    --frameworks  + TensorFlow, Keras 3, JAX/Flax/Optax, and the report tools
+    --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
+    --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
+    --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
+    --all         everything above
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MAIN = REPO / ".venv"
+LEGACY = REPO / ".venv-legacy"
+LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
+LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
+
+
+def add_arguments(p) -> None:
+    for flag in ("frameworks", "legacy", "r", "julia", "all"):
+        p.add_argument(f"--{flag}", action="store_true")
+
+
+def say(text: str) -> None:
+    print(f"[setup] {text}", file=sys.stderr, flush=True)
+
+
+def sh(*cmd, **kw) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def venv(path: Path) -> Path:
+    python = path / "bin" / "python"
+    if not python.exists():
+        say(f"creating {path.name}")
+        sh(sys.executable, "-m", "venv", path)
+    return python
+
+
+def pip(python: Path, *args) -> None:
+    sh(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *args)
+
+
+def setup_main(extras: list[str]) -> None:
+    python = venv(MAIN)
+    say(f"installing the harness into .venv with extras {','.join(extras)}")
+    pip(python, "-e", f"{REPO}[{','.join(extras)}]")
+
+
+def setup_legacy() -> None:
+    python = venv(LEGACY)
+    constraint = LEGACY / "build-constraints.txt"
+    constraint.write_text(LEGACY_BUILD_CONSTRAINT + "\n")
+    say("installing " + " ".join(LEGACY_PACKAGES) + " into .venv-legacy")
+    env = dict(os.environ, PIP_BUILD_CONSTRAINT=str(constraint))  # pip < 25 reads PIP_CONSTRAINT for builds
+    env["PIP_CONSTRAINT"] = str(constraint)
+    pip(python, *LEGACY_PACKAGES, env=env)
+
+
+def main(args) -> int:
+    everything = args.all
+    extras = ["pytorch", "test"]
+    if everything or args.frameworks:
+        extras += ["tensorflow", "keras", "jax", "report"]
+    if everything or args.r:
+        extras.append("r")
+    if everything or args.julia:
+        extras.append("julia")
+    if everything or args.r:
+        from harness import setup_r
+
+        setup_r.install_system()  # R must exist before rpy2 builds against it
+    setup_main(extras)
+    if everything or args.legacy:
+        setup_legacy()
+    if everything or args.r:
+        from harness import setup_r
+
+        setup_r.install_r_packages(MAIN / "bin" / "python")
+    say("done")
+    return 0

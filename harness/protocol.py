@@ -1,0 +1,83 @@
+"""The contract between the harness and an implementation, in any language.
+
+The harness owns the data arrays, the epoch order and the clock. An implementation module
+(`python_models/<framework>/<model>.py`) exposes
+
+    build(spec: ModelSpec, options: RunOptions) -> Trainer
+
+and the Trainer it returns does the rest:
+
+    trainer.info: dict                    fast-path options and deviations it declares
+                                          (keys: "layout", "fast_path", "deviations", ...)
+    trainer.fit_data(x, y)                untimed: take the training arrays (may copy to device)
+    trainer.train_epoch(batches) -> array timed: one step per row of `batches`, returns the
+                                          per-step losses (float, host memory) only once every
+                                          step's device work has finished
+    trainer.predict(x) -> ndarray         eval-mode logits (N, classes), float32, host memory
+    trainer.get_weights() -> dict         canonical weights (harness.specs keys, PyTorch layouts)
+    trainer.set_weights(dict)             load canonical weights
+    trainer.param_count() -> int          trainable parameters, counted by the framework itself
+    trainer.peak_device_memory() -> int|None   bytes, optional
+
+R and Julia runtimes wrap their language's objects to present the same methods.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int = 0
+    device: str = "cpu"
+    gpus: int = 1
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile / XLA jit_compile where the framework offers it
+    backend: str | None = None  # Keras 3 backend
+    dropout: bool = True  # False for the equivalence checks' training steps
+    image_size: int = 32  # resnet50 input side; larger sizes are upsampled before the clock
+    extra: dict = field(default_factory=dict)  # implementation-specific options, recorded verbatim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int):
+    """The harness's epoch order: a seeded permutation cut into full batches.
+
+    Returns (n // batch_size, batch_size) int64 row indices; the last partial batch is dropped."""
+    import numpy as np
+
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    steps = n // batch_size
+    return perm[: steps * batch_size].reshape(steps, batch_size).astype(np.int64)
+
+
+class Batches:
+    """Iterates the rows of an epoch plan, reporting progress at most every `every` seconds.
+
+    Iterating costs one clock read per batch; `.index` is the plain (steps, batch) array for
+    runtimes (R, Julia) that index on their side."""
+
+    def __init__(self, index, report=None, every: float = 0.5):
+        self.index = index
+        self._report = report
+        self._every = every
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self):
+        report, every = self._report, self._every
+        last = time.monotonic()
+        for i, row in enumerate(self.index):
+            yield row
+            if report is not None:
+                now = time.monotonic()
+                if now - last >= every:
+                    report(i + 1, len(self.index))
+                    last = now

@@ -1,0 +1,138 @@
+"""Launches one worker process per run and turns its events into a run record.
+
+A worker that crashes, hangs past its timeout or is killed (out of memory) becomes a failed
+record with the reason; the caller goes on with the next run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.environments import REPO, interpreter
+from harness.worker import SPAWN_VAR
+
+LOG_TAIL_LINES = 30
+
+
+@dataclass
+class Job:
+    impl: object  # harness.registry.Implementation
+    options: dict  # harness.protocol.RunOptions as a dict
+    data: dict  # {"folder": ..., "samples": ..., "name": ...}
+    epochs: int
+    batch_size: int
+    mode: str = "train"
+    timeout: float | None = None  # seconds for the whole worker
+    extra: dict = field(default_factory=dict)  # mode-specific inputs (paths of weights, inputs, ...)
+
+    def payload(self) -> dict:
+        i = self.impl
+        return {"impl": {"lang": i.lang, "framework": i.name, "backend": i.backend, "model": i.model},
+                "options": self.options, "data": self.data, "epochs": self.epochs,
+                "batch_size": self.batch_size, "mode": self.mode, **self.extra}
+
+
+@dataclass
+class Outcome:
+    status: str  # "ok" | "failed"
+    result: dict | None
+    error: str | None
+    epochs: list  # epoch events received, kept even when the run failed later
+    log: str  # the tail of the worker's stderr
+    returncode: int | None
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
+    python = interpreter(job.impl.framework.env)
+    if python is None:
+        return Outcome("failed", None, f"the {job.impl.framework.env} environment is missing: "
+                       f"{job.impl.framework.install}", [], "", None)
+    with tempfile.TemporaryDirectory(prefix="dl-rosetta-job-") as tmp:
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(json.dumps(job.payload()))
+        log_path = log_path or Path(tmp) / "worker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                   PYTHONUNBUFFERED="1")
+        env[SPAWN_VAR] = repr(time.monotonic())
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(python), "-m", "harness.worker", str(job_file), "--events-fd", str(write_fd)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO,
+                pass_fds=(write_fd,), start_new_session=True,
+            )
+            os.close(write_fd)
+            outcome = _collect(proc, read_fd, job.timeout, on_event)
+        outcome.log = _tail(log_path)
+        if outcome.status == "failed" and outcome.error is None:
+            outcome.error = _exit_reason(proc.returncode, outcome.log)
+        return outcome
+
+
+def _collect(proc, read_fd: int, timeout: float | None, on_event) -> Outcome:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    result, error, epochs, buf = None, None, [], b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([pipe], [], [], wait)
+            if not ready:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return Outcome("failed", None, f"timed out after {timeout:g} s", epochs, "", proc.returncode)
+            chunk = pipe.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                event = json.loads(line)
+                kind = event.pop("event")
+                if kind == "epoch":
+                    epochs.append(event)
+                elif kind == "result":
+                    result = event
+                elif kind == "error":
+                    error = f"{event['type']}: {event['message']}"
+                if on_event is not None:
+                    on_event(kind, event)
+    try:
+        proc.wait(timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if result is not None:
+        return Outcome("ok", result, None, epochs, "", proc.returncode)
+    return Outcome("failed", None, error, epochs, "", proc.returncode)
+
+
+def _exit_reason(code: int | None, log: str) -> str:
+    last = log.strip().splitlines()[-1] if log.strip() else "no output"
+    if code is not None and code < 0:
+        name = _signal_name(code)
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"worker killed by {name}{hint}; last output: {last}"
+    return f"worker exited with code {code}; last output: {last}"
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,102 @@
+"""The PyTorch training loop shared by the three PyTorch models: the harness protocol in torch."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+EVAL_BATCH = 256
+
+
+def make_optimizer(params, opt):
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum)
+    return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+
+
+class TorchTrainer:
+    """Wraps an nn.Module whose state_dict keys are the canonical weight keys (after `rename`)."""
+
+    def __init__(self, model: torch.nn.Module, spec, options, rename: dict[str, str] | None = None,
+                 channels_last: bool = False):
+        torch.manual_seed(options.seed)
+        self.device = torch.device("cuda" if options.device == "cuda" else "cpu")
+        self.options = options
+        self.rename = rename or {}  # torch key -> canonical key
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.optimizer = make_optimizer(self.model.parameters(), spec.optimizer)
+        self.amp = AMP_DTYPES.get(options.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # autotune: the fast path a PyTorch maintainer picks
+        self.forward = torch.compile(self.model) if options.compile else self.model
+        self.info = {
+            "layout": "NCHW",
+            "fast_path": {"cudnn_benchmark": self.device.type == "cuda", "channels_last": channels_last,
+                          "torch_compile": options.compile, "autocast": options.precision,
+                          "data_on_device": True},
+            "deviations": [],
+        }
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def fit_data(self, x, y) -> None:
+        # One copy into (device) memory before the clock; batches are then gathered on the device.
+        self.x = torch.as_tensor(np.array(x)).to(self.device)
+        self.y = torch.as_tensor(np.array(y)).to(self.device)
+
+    def _inputs(self, x):
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def train_epoch(self, batches) -> np.ndarray:
+        self.model.train()
+        losses = []
+        for idx in batches:
+            idx = torch.from_numpy(idx).to(self.device, non_blocking=True)
+            xb, yb = self._inputs(self.x[idx]), self.y[idx]
+            with self._autocast():
+                loss = F.cross_entropy(self.forward(xb), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            losses.append(loss.detach())
+        return torch.stack(losses).float().cpu().numpy()  # .cpu() waits for the device
+
+    @torch.no_grad()
+    def predict(self, x) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for i in range(0, len(x), EVAL_BATCH):
+            xb = self._inputs(torch.as_tensor(np.array(x[i:i + EVAL_BATCH])).to(self.device))
+            with self._autocast():
+                out.append(self.forward(xb).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {self.rename.get(k, k): v.detach().cpu().numpy().copy()
+                for k, v in self.model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        back = {v: k for k, v in self.rename.items()}
+        state = {back.get(k, k): torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        own = self.model.state_dict()
+        state.update({k: own[k] for k in own if k.endswith("num_batches_tracked")})
+        self.model.load_state_dict(state, strict=True)
+
+    def peak_device_memory(self) -> int | None:
+        return torch.cuda.max_memory_allocated() if self.device.type == "cuda" else None

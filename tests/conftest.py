@@ -1,0 +1,33 @@
+"""Shared fixtures: an isolated data cache, and runs through the real CLI and worker processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """One data cache for the whole session, so synthetic sets are prepared once."""
+    path = tmp_path_factory.mktemp("data-cache")
+    os.environ["DL_ROSETTA_DATA"] = str(path)
+    return path
+
+
+def harness(*args: str, cache: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run `python -m harness ARGS` as a user would; returns the finished process."""
+    env = dict(os.environ, DL_ROSETTA_DATA=str(cache))
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def harness_json(*args: str, cache: Path, timeout: float = 900):
+    proc = harness(*args, "--format", "json", cache=cache, timeout=timeout)
+    assert proc.stdout.strip(), f"no output; stderr:\n{proc.stderr[-3000:]}"
+    return proc, json.loads(proc.stdout)
