@@ -18,6 +18,9 @@ and the Trainer it returns does the rest:
     trainer.set_weights(dict)             load canonical weights
     trainer.param_count() -> int          trainable parameters, counted by the framework itself
     trainer.peak_device_memory() -> int|None   bytes, optional
+    trainer.data_digest(name) -> str      optional: SHA-256 (hex) of the bytes of the array that
+                                          fit_data received ("x" or "y"), computed in the
+                                          implementation's own runtime (R, Julia) as it sees them
 
 R and Julia runtimes wrap their language's objects to present the same methods.
 """

@@ -42,8 +42,8 @@ def venv(path: Path) -> Path:
     return python
 
 
-def pip(python: Path, *args) -> None:
-    sh(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *args)
+def pip(python: Path, *args, env: dict | None = None) -> None:
+    sh(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *args, env=env)
 
 
 def setup_main(extras: list[str]) -> None:
