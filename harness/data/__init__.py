@@ -54,11 +54,12 @@ def prepare(data: str, spec: ModelSpec, samples: int | None = None, data_dir=Non
         n_train = samples or full_train
         n_test = synthetic.test_size(n_train, full_test)
         kind = "images" if spec.dataset == "cifar10" else "tokens"
-        key = f"synthetic-{kind}-n{n_train}-t{n_test}-seed{SYNTHETIC_SEED}"
+        key = f"synthetic-v{synthetic.VERSION}-{kind}-n{n_train}-t{n_test}-seed{SYNTHETIC_SEED}"
         folder = root / "prepared" / key
         if not (folder / "manifest.json").exists():
             arrays = synthetic.make(kind, n_train, n_test, SYNTHETIC_SEED)
-            cache.write_prepared(folder, arrays, {"kind": "synthetic", "shape_of": spec.dataset, "seed": SYNTHETIC_SEED})
+            cache.write_prepared(folder, arrays, {"kind": "synthetic", "shape_of": spec.dataset, "seed": SYNTHETIC_SEED,
+                                                  "generator_version": synthetic.VERSION})
         return Prepared(folder, data, None, cache.read_manifest(folder))
 
     if data.endswith(".npz"):
