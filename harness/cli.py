@@ -12,6 +12,9 @@ VERBS = {
     "run": "Train implementations on prepared data and time them (the default verb).",
     "list": "Show every registered implementation and whether it can run here.",
     "setup": "Create the environments the suite needs (stdlib only: works before anything is installed).",
+    "weights": "Write the initial canonical weights (.npz) an implementation creates.",
+    "predict": "Load canonical weights into an implementation and write eval-mode logits for an input array.",
+    "check": "Prove the implementations are the same model: checks 1-5 against the reference (PyTorch).",
 }
 
 

@@ -5,5 +5,5 @@ class UsageError(Exception):
     """Bad input from the user: the message names the bad value and the choices or the fix."""
 
 
-def choices_error(what: str, value, choices) -> UsageError:
-    return UsageError(f"unknown {what} {value!r}; choices: {', '.join(map(str, choices))}")
+def choices_error(what: str, value, choices, where: str = "") -> UsageError:
+    return UsageError(f"unknown {what} {value!r}{where}; choices: {', '.join(map(str, choices))}")

@@ -88,14 +88,14 @@ def select(lang: str | None = None, framework: str | None = None, backend: str |
     if framework is not None:
         names = sorted({i.name for i in pool})
         if framework not in names:
-            raise choices_error(f"framework for --lang {lang}" if lang else "framework", framework, names)
+            raise choices_error("framework", framework, names, f" for --lang {lang}" if lang else "")
         pool = [i for i in pool if i.name == framework]
     if backend is not None:
         backends = sorted({i.backend for i in pool if i.backend})
         if not backends:
             raise UsageError(f"--backend {backend!r} given, but {framework or 'this selection'} has no backends")
         if backend not in backends:
-            raise choices_error(f"backend for {framework}", backend, backends)
+            raise choices_error("backend", backend, backends, f" for {framework}")
         pool = [i for i in pool if i.backend == backend]
     if model is not None:
         pool = [i for i in pool if i.model == model]

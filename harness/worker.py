@@ -21,7 +21,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from harness import runtimes  # noqa: E402
-from harness.data.cache import open_prepared  # noqa: E402
+from harness.data.cache import array_digest, open_prepared  # noqa: E402
 from harness.protocol import Batches, RunOptions, epoch_batches  # noqa: E402
 from harness.registry import select  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
@@ -98,6 +98,29 @@ def open_implementation(job: dict, events: Events) -> Opened:
     return Opened(impl, spec, options, trainer, versions, count, {"import_s": import_s, "build_s": build_s})
 
 
+def timed_epochs(trainer, n: int, batch_size: int, seed: int, count: int, events: Events | None = None) -> list[dict]:
+    """The harness's clock: one monotonic reading either side of each train_epoch call."""
+    rows = []
+    for epoch in range(count):
+        report = None if events is None else (lambda b, of, e=epoch: events.send("progress", epoch=e, batch=b, of=of))
+        batches = Batches(epoch_batches(n, batch_size, seed, epoch), report=report)
+        if events is not None:
+            events.send("phase", name="epoch", epoch=epoch, batches=len(batches))
+        t = time.monotonic()
+        losses = trainer.train_epoch(batches)
+        seconds = time.monotonic() - t
+        losses = np.asarray(losses, dtype=np.float64)
+        examples = len(batches) * batch_size
+        row = {"epoch": epoch, "seconds": seconds, "steps": len(batches), "examples": examples,
+               "examples_per_s": examples / seconds, "loss": float(losses.mean())}
+        rows.append(row)
+        if events is not None:
+            events.send("epoch", **row)
+        if not np.isfinite(losses).all():
+            raise FloatingPointError(f"loss became {losses[~np.isfinite(losses)][0]} in epoch {epoch}")
+    return rows
+
+
 def run_train(job: dict, events: Events) -> dict:
     opened = open_implementation(job, events)
     impl, options, trainer, timing = opened.impl, opened.options, opened.trainer, opened.timing
@@ -113,23 +136,7 @@ def run_train(job: dict, events: Events) -> dict:
     trainer.fit_data(x_train, data["y_train"])
     timing["data_s"] = time.monotonic() - t
 
-    n, bs = len(x_train), job["batch_size"]
-    epochs = []
-    for epoch in range(job["epochs"]):
-        batches = Batches(epoch_batches(n, bs, options.seed, epoch),
-                          report=lambda b, of, e=epoch: events.send("progress", epoch=e, batch=b, of=of))
-        events.send("phase", name="epoch", epoch=epoch, batches=len(batches))
-        t = time.monotonic()
-        losses = trainer.train_epoch(batches)
-        seconds = time.monotonic() - t
-        losses = np.asarray(losses, dtype=np.float64)
-        examples = len(batches) * bs
-        row = {"epoch": epoch, "seconds": seconds, "steps": len(batches), "examples": examples,
-               "examples_per_s": examples / seconds, "loss": float(losses.mean())}
-        epochs.append(row)
-        events.send("epoch", **row)
-        if not np.isfinite(losses).all():
-            raise FloatingPointError(f"loss became {losses[~np.isfinite(losses)][0]} in epoch {epoch}")
+    epochs = timed_epochs(trainer, len(x_train), job["batch_size"], options.seed, job["epochs"], events)
 
     events.send("phase", name="eval")
     t = time.monotonic()
@@ -151,7 +158,165 @@ def run_train(job: dict, events: Events) -> dict:
     }
 
 
-MODES = {"train": run_train}
+# --------------------------------------------------------------------------- equivalence modes
+# Used by `python -m harness weights|predict|check` (harness.equivalence): each builds the model
+# through the same runtime as a run, so every language is reached the same way.
+def _open_framework(job: dict, events: Events):
+    i = job["impl"]
+    (impl,) = select(i["lang"], i["framework"], i["backend"], i["model"])
+    options = RunOptions(**job["options"])
+    runtime = runtimes.get(impl.lang)
+    events.send("phase", name="import")
+    versions = runtime.import_framework(impl, options)
+    events.send("phase", name="build")
+    return impl, get_spec(impl.model), options, runtime, versions
+
+
+def _model_input(impl, options: RunOptions, x: np.ndarray, layout: str) -> np.ndarray:
+    if impl.model == "resnet50":
+        x = upsample(x, options.image_size)
+    return to_layout(x, layout)
+
+
+def _load_npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _save_npz(path, weights: dict) -> None:
+    with open(path, "wb") as f:  # a file object: numpy would append .npz to a bare name
+        np.savez(f, **{k: np.asarray(v) for k, v in weights.items()})
+
+
+def _save_npy(path, array) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.asarray(array, dtype=np.float32), allow_pickle=False)
+
+
+def _not_identical(a: dict, b: dict) -> list:
+    """Keys whose arrays differ in presence, shape, dtype or any bit."""
+    def differs(k):
+        if k not in a or k not in b:
+            return True
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        return x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes()
+    return [k for k in sorted(set(a) | set(b)) if differs(k)]
+
+
+def _unchanged_shares(before: dict, after: dict) -> dict:
+    """Per tensor (and per axis of a matrix or kernel): the share of slices a step left exactly
+    unchanged, and the number of slices. A dropped unit passes no gradient, so its slices stay put."""
+    out = {}
+    for k, w0 in before.items():
+        same = np.asarray(after[k]) == w0
+        if same.ndim == 1:
+            out[k] = (float(same.mean()), int(same.size))
+            continue
+        for axis in (0, 1):
+            others = tuple(a for a in range(same.ndim) if a != axis)
+            out[f"{k}[axis {axis}]"] = (float(same.all(axis=others).mean()), int(same.shape[axis]))
+    return out
+
+
+def _seen_digest(trainer, name: str, array: np.ndarray) -> dict:
+    if hasattr(trainer, "data_digest"):  # computed in the implementation's own runtime (R, Julia)
+        return {"sha256": trainer.data_digest(name), "by": "trainer.data_digest"}
+    return {"sha256": array_digest(array), "by": "the worker on the array given to fit_data"}
+
+
+def run_weights(job: dict, events: Events) -> dict:
+    impl, spec, options, runtime, versions = _open_framework(job, events)
+    trainer = runtime.build(impl, spec, options)
+    _save_npz(job["out"], trainer.get_weights())
+    return {"versions": versions, "info": trainer.info, "param_count": int(trainer.param_count())}
+
+
+def run_predict(job: dict, events: Events) -> dict:
+    """Eval-mode logits of job["input"] for each {weights, out} pair in job["pairs"]."""
+    impl, spec, options, runtime, versions = _open_framework(job, events)
+    trainer = runtime.build(impl, spec, options)
+    x = _model_input(impl, options, np.load(job["input"], mmap_mode="r"), trainer.info.get("layout", "NCHW"))
+    events.send("phase", name="eval")
+    for pair in job["pairs"]:
+        trainer.set_weights(_load_npz(pair["weights"]))
+        _save_npy(pair["out"], trainer.predict(x))
+    return {"versions": versions, "info": trainer.info}
+
+
+def run_equivalence(job: dict, events: Events) -> dict:
+    """Checks 1-4 of harness.equivalence in one process: shapes and round trips, eval logits on
+    the probe weights, (for models with dropout) one step with dropout on, then the check-3 steps
+    with dropout off, and the digests of the training data as the implementation saw it."""
+    from dataclasses import replace
+
+    impl, spec, options, runtime, versions = _open_framework(job, events)
+    work = job["work"]
+    files = {name: os.path.join(work, name + ext) for name, ext in
+             (("init", ".npz"), ("logits", ".npy"), ("after", ".npz"))}
+    data = open_prepared(job["data"]["folder"])
+    probe = _load_npz(job["probe"])
+    trainer = runtime.build(impl, spec, options)
+    layout = trainer.info.get("layout", "NCHW")
+    init = {k: np.array(v) for k, v in trainer.get_weights().items()}
+    _save_npz(files["init"], init)
+    trainer.set_weights(init)
+    roundtrip_init = _not_identical(init, trainer.get_weights())
+    trainer.set_weights(probe)
+    roundtrip_probe = _not_identical(probe, trainer.get_weights())
+
+    events.send("phase", name="eval")
+    _save_npy(files["logits"], trainer.predict(_model_input(impl, options, data["x_test"][: job["eval_examples"]], layout)))
+    x_train, y_train = _model_input(impl, options, data["x_train"], layout), data["y_train"]
+    dropout = None
+    if job.get("dropout_rows"):
+        events.send("phase", name="dropout")
+        trainer.fit_data(x_train, y_train)
+        trainer.train_epoch(Batches(np.asarray(job["dropout_rows"], dtype=np.int64)))
+        dropout = _unchanged_shares(probe, trainer.get_weights())
+        del trainer
+        trainer = runtime.build(impl, spec, replace(options, dropout=False))
+        trainer.set_weights(probe)
+    events.send("phase", name="steps")
+    trainer.fit_data(x_train, y_train)
+    losses = trainer.train_epoch(Batches(np.asarray(job["rows"], dtype=np.int64)))
+    _save_npz(files["after"], trainer.get_weights())
+    return {
+        "versions": versions, "info": trainer.info, "layout": layout, "param_count": int(trainer.param_count()),
+        "shapes": {k: [list(v.shape), str(v.dtype)] for k, v in init.items()},
+        "roundtrip_init": roundtrip_init, "roundtrip_probe": roundtrip_probe,
+        "losses": [float(v) for v in np.asarray(losses, dtype=np.float64)], "dropout": dropout,
+        "digest": {"x": _seen_digest(trainer, "x", x_train), "y": _seen_digest(trainer, "y", y_train)},
+        "disk": {"x_train": array_digest(data["x_train"]), "y_train": array_digest(data["y_train"])},
+        "files": files,
+    }
+
+
+def run_train_export(job: dict, events: Events) -> dict:
+    """Check 5: train job["epochs"] epochs (dropout on), export the weights to job["out"], write the
+    eval logits of job["input"] next to it, and those of each {weights, out} pair in job["cross"]."""
+    impl, spec, options, runtime, versions = _open_framework(job, events)
+    data = open_prepared(job["data"]["folder"], job["data"].get("samples"))
+    trainer = runtime.build(impl, spec, options)
+    layout = trainer.info.get("layout", "NCHW")
+    x_train = _model_input(impl, options, data["x_train"], layout)
+    trainer.fit_data(x_train, data["y_train"])
+    losses = []
+    for epoch in range(job["epochs"]):
+        events.send("phase", name="epoch", epoch=epoch)
+        losses += [float(v) for v in np.asarray(trainer.train_epoch(
+            Batches(epoch_batches(len(x_train), job["batch_size"], options.seed, epoch))), dtype=np.float64)]
+    _save_npz(job["out"], trainer.get_weights())
+    events.send("phase", name="eval")
+    x = _model_input(impl, options, np.load(job["input"], mmap_mode="r"), layout)
+    _save_npy(os.path.join(os.path.dirname(job["out"]), "logits.npy"), trainer.predict(x))
+    for pair in job["cross"]:
+        trainer.set_weights(_load_npz(pair["weights"]))
+        _save_npy(pair["out"], trainer.predict(x))
+    return {"versions": versions, "info": trainer.info, "losses": losses}
+
+
+MODES = {"train": run_train, "weights": run_weights, "predict": run_predict, "equivalence": run_equivalence,
+         "train-export": run_train_export}
 
 
 def main(argv=None) -> int:

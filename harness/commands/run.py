@@ -68,7 +68,8 @@ def resolve(args, include_unavailable: bool = False):
     from harness.errors import UsageError
     from harness.registry import select
 
-    impls = select(args.lang, args.framework, args.backend, args.model)
+    # a retired framework is only worth a message when asked for by name
+    impls = select(args.lang, args.framework, args.backend, args.model, include_retired=bool(args.framework))
     if not impls:
         raise UsageError(f"nothing registered for --lang {args.lang} --framework {args.framework} --model {args.model}")
     runnable, skipped = [], []

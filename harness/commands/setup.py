@@ -82,5 +82,11 @@ def main(args) -> int:
         from harness import setup_r
 
         setup_r.install_r_packages(MAIN / "bin" / "python")
+    if everything or args.julia:  # Julia and its packages come through juliapkg (network): see harness/runtimes/julia.py
+        julia = subprocess.run([str(MAIN / "bin" / "python"), "-m", "harness.runtimes.julia", "install"], cwd=REPO)
+        if julia.returncode != 0:
+            say("Julia or its packages could not be installed; `python -m harness list` gives the Julia rows' reason")
+            if not everything:
+                return 1  # asked for Julia alone: that failure is the answer
     say("done")
     return 0

@@ -1,0 +1,84 @@
+"""`python -m harness check --model M`: prove every runnable implementation is the same model.
+
+Runs the checks of harness.equivalence for every runnable implementation of the model against the
+reference (PyTorch), prints the matrix implementation x check with the worst deviation of each,
+and exits 1 if any check fails or any worker breaks (implementations that cannot run here are
+listed as skipped with their reason and do not fail the command).
+"""
+from __future__ import annotations
+
+import sys
+
+
+def add_arguments(p) -> None:
+    from harness.commands.run import positive_float, positive_int
+    from harness.protocol import DEVICES, PRECISIONS
+
+    p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
+    p.add_argument("--lang", help="only this language (default: every language)")
+    p.add_argument("--framework", help="only this framework (the reference always runs)")
+    p.add_argument("--backend", help="only this Keras backend")
+    p.add_argument("--checks", help="comma-separated subset of shapes,init,logits,steps,dropout,data,transfer "
+                   "(default: all)")
+    p.add_argument("--seed", type=int, default=0, help="probe weights, batches and init (default: 0)")
+    p.add_argument("--device", default="cpu", choices=DEVICES)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--samples", type=positive_int, help="synthetic training examples for check 5 "
+                   "(default: cnn 512, resnet50 128, rnn 512)")
+    p.add_argument("--data-dir", help="data cache (default: $DL_ROSETTA_DATA or ~/.cache/dl-rosetta)")
+    p.add_argument("--keep", help="keep the weights, logits and worker logs in this folder")
+    p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds per worker (default: 1800)")
+    p.add_argument("--format", default="table", choices=("table", "json"))
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+TRANSFER_SAMPLES = {"cnn": 512, "resnet50": 128, "rnn": 512}
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from harness import equivalence, runtimes
+    from harness.errors import UsageError, choices_error
+    from harness.protocol import RunOptions
+    from harness.registry import select
+
+    checks = tuple(c.strip() for c in args.checks.split(",") if c.strip()) if args.checks else equivalence.CHECKS
+    for c in checks:
+        if c not in equivalence.CHECKS:
+            raise choices_error("check", c, equivalence.CHECKS)
+    impls = select(args.lang, args.framework, args.backend, args.model)
+    ref = equivalence.reference_impl(args.model)
+    reason = runtimes.availability(ref)
+    if reason:
+        raise UsageError(f"the reference {ref.label} cannot run here: {reason}")
+    if args.device == "cuda" or args.precision != "fp32":
+        from harness.commands.run import check_device
+
+        args.gpus = 1
+        check_device(args)
+    runnable, skipped = [], []
+    for impl in impls:
+        why = runtimes.availability(impl)
+        (skipped.append((impl, why)) if why else runnable.append(impl))
+    options = RunOptions(seed=args.seed, device=args.device, precision=args.precision)
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    samples = args.samples or TRANSFER_SAMPLES[args.model]
+    if args.keep:
+        work = Path(args.keep).expanduser()
+        report = equivalence.check_model(args.model, runnable, skipped, options, work, checks, args.data_dir,
+                                         samples, args.timeout, say)
+    else:
+        with equivalence.temporary_work() as tmp:
+            report = equivalence.check_model(args.model, runnable, skipped, options, Path(tmp), checks,
+                                             args.data_dir, samples, args.timeout, say)
+    if args.format == "json":
+        print(equivalence.dumps(report))
+    else:
+        print(f"model {report['model']} against {report['reference']} "
+              f"({args.device}, {args.precision}; tolerances: {equivalence.describe_tolerance(report)})")
+        print(equivalence.matrix(report))
+        bad = equivalence.failures(report)
+        if bad:
+            print("\nfailures:\n  " + "\n  ".join(bad))
+    return 0 if report["passed"] else 1

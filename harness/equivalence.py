@@ -1,0 +1,598 @@
+"""Proof that every implementation is the same model as the reference (PyTorch), on the same data.
+
+The checks (issue "Prove the implementations are the same model"), each run per implementation
+against the reference on the same weights and the same inputs:
+
+  1 shapes    the trainable parameter count the framework itself counts, and every canonical
+              weight's key, shape and dtype, equal the spec; export->load->export is bit-identical.
+  1 init      the initial weights follow the spec's initialiser families (bounds, std, orthogonality).
+  2 logits    eval-mode logits on the probe weights agree (rtol = atol = 1e-4 fp32 on CPU, 1e-3 on
+              a GPU or in reduced precision). Models with dropout are built with dropout on, so
+              dropout left on at test time fails here.
+  3 steps     five training steps on the same batches from the probe weights, dropout disabled:
+              the same loss at every step and the same weights after (tolerances per model below).
+  3 dropout   one step with dropout on: the share of weights the step leaves exactly unchanged (a
+              dropped unit passes no gradient) matches the reference's; catches a wrong rate,
+              which checks 2 and 3 cannot see because they run without dropout.
+  4 data      the digest of the training arrays as seen inside the implementation's runtime equals
+              the manifest of the prepared data (after the declared layout change).
+  5 transfer  weights trained one epoch in A, exported and loaded into B, give the same test
+              accuracy and the same predicted classes in B (both directions, A vs the reference).
+
+Checks 1-4 need one worker per implementation ("equivalence" mode of harness.worker); check 5 a
+"train-export" worker per implementation and one "predict" worker of the reference. Workers are how
+other environments and languages (legacy Python, R, Julia) are reached.
+
+The probe weights are drawn here with numpy from the spec's initialiser families, with every
+bias and BatchNorm tensor (spec: zeros / ones) drawn at random too, so that a swapped bias,
+gamma/beta or mean/var, or a wrong gate order in a bias, changes the logits.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.protocol import RunOptions, epoch_batches
+from harness.registry import Implementation, select
+from harness.specs import ModelSpec, get_spec
+
+REFERENCE = ("python", "pytorch", None)  # (lang, framework, backend)
+CHECKS = ("shapes", "init", "logits", "steps", "dropout", "data", "transfer")
+CHECK_NUMBERS = {"shapes": 1, "init": 1, "logits": 2, "steps": 3, "dropout": 3, "data": 4, "transfer": 5}
+DATA_SAMPLES = 64  # synthetic training set of checks 1-4 (the smallest the harness prepares)
+STEPS = 5
+DROPOUT_BATCH = 2  # two examples: BatchNorm needs more than one value per channel in training
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """allclose-style bounds: |a - ref| <= atol + rtol * |ref| for logits and losses; for the
+    weights after the steps, ||w - w_ref|| / ||w_ref - w_probe|| per tensor, i.e. the difference
+    as a share of how far the five steps moved that tensor in the reference."""
+
+    logits_rtol: float
+    logits_atol: float
+    loss_rtol: float
+    loss_atol: float
+    weights_rel: float
+    step_batch: int  # examples per step in check 3
+    eval_examples: int  # examples whose logits check 2 compares
+    why: str
+
+
+# Measured on this machine (2 cores) with PyTorch fp32 against PyTorch fp64 on the same probe
+# weights and batches, i.e. the float32 rounding error of one implementation; two float32
+# implementations that sum in different orders may differ by about twice that.
+TOLERANCES = {
+    "cnn": Tolerance(1e-4, 1e-4, 1e-5, 1e-5, 1e-3, step_batch=16, eval_examples=16, why=(
+        "SGD on a 4-conv CNN is well conditioned: fp32 vs fp64 differ by 1e-7 relative in the losses and by "
+        "1.4e-5 of the update in the weights after 5 steps; 1e-5 and 1e-3 leave a 50x margin for summation "
+        "order, while a wrong layer, flatten order or optimiser moves them by 1e-2 or more.")),
+    "resnet50": Tolerance(1e-4, 1e-4, 1e-4, 1e-4, 2e-2, step_batch=16, eval_examples=8, why=(
+        "53 BatchNorm layers normalise by the statistics of a 16-example batch (1x1 pixels in layer4), "
+        "which amplifies float32 rounding: fp32 vs fp64 differ by about 3e-5 relative in the first loss "
+        "and the 5-step trajectory diverges further; 1e-4 / 2% of the update still catches a wrong eps, "
+        "momentum or stride, which change the losses by 1e-3 and the running statistics by 10x.")),
+    "rnn": Tolerance(1e-4, 1e-4, 1e-5, 1e-5, 1e-3, step_batch=16, eval_examples=16, why=(
+        "Adam on a GRU over 150 steps: fp32 vs fp64 differ by 1e-7 relative in the losses and 1.1e-5 of the "
+        "update in the weights; Adam's normalised step turns rounding noise in near-zero gradients into "
+        "full-size steps for a few elements, which the norm over each tensor absorbs.")),
+}
+GPU_FACTOR = 10  # 1e-4 -> 1e-3 on a GPU or in reduced precision (TF32/cuDNN algorithms, bf16)
+TRANSFER_ACCURACY = 0.005  # check 5: one near-tie argmax flip in 256 test examples is 0.0039
+DROPOUT_SIGMAS = 5.0  # check 3 dropout: binomial noise of the share of unchanged slices
+
+
+def tolerance(model: str, options: RunOptions) -> Tolerance:
+    tol = TOLERANCES[model]
+    if options.device == "cpu" and options.precision == "fp32":
+        return tol
+    f = GPU_FACTOR
+    return replace(tol, logits_rtol=tol.logits_rtol * f, logits_atol=tol.logits_atol * f,
+                   loss_rtol=tol.loss_rtol * f, loss_atol=tol.loss_atol * f, weights_rel=tol.weights_rel * f)
+
+
+def has_dropout(spec: ModelSpec) -> bool:
+    return any("dropout" in layer for layer in spec.layers)
+
+
+def reference_impl(model: str) -> Implementation:
+    lang, framework, backend = REFERENCE
+    (impl,) = select(lang, framework, backend, model)
+    return impl
+
+
+# --------------------------------------------------------------------------- probe weights
+def _fans(shape) -> tuple[int, int]:
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _uniform_bounds(init: str) -> tuple[float, float]:
+    a, b = init[len("uniform("):init.index(")")].split(",")
+    return float(a), float(b)
+
+
+def init_law(w) -> tuple[str, float, float]:
+    """(family, low/-bound or mean, std) of a spec weight's initialiser, canonical layout."""
+    fan_in, fan_out = _fans(w.shape) if len(w.shape) >= 2 else (0, 0)
+    if w.init.startswith("glorot_uniform"):
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        return "uniform", bound, bound / math.sqrt(3)
+    if w.init.startswith("he_normal_fan_out"):
+        return "normal", 0.0, math.sqrt(2.0 / fan_out)
+    if w.init.startswith("uniform("):
+        a, b = _uniform_bounds(w.init)
+        return "uniform", (b - a) / 2, (b - a) / math.sqrt(12)
+    if w.init.startswith("orthogonal"):
+        return "orthogonal", 0.0, 0.0
+    if w.init in ("zeros", "ones"):
+        return w.init, 0.0, 0.0
+    raise ValueError(f"{w.key}: no law for initialiser {w.init!r}")
+
+
+def probe_weights(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical weights drawn from the spec's families; zeros/ones tensors drawn at random too."""
+    rng = np.random.default_rng([seed, 4242])
+    out = {}
+    for w in spec.weights:
+        family, a, std = init_law(w)
+        if family == "uniform":
+            x = rng.uniform(-a, a, w.shape)
+        elif family == "normal":
+            x = rng.normal(0.0, std, w.shape)
+        elif family == "orthogonal":
+            q, r = np.linalg.qr(rng.normal(size=w.shape))
+            x = q * np.sign(np.diag(r))
+        elif family == "zeros":  # biases, BatchNorm beta and running mean
+            x = rng.uniform(-0.1, 0.1, w.shape)
+        else:  # BatchNorm gamma and running variance
+            x = rng.uniform(0.5, 1.5, w.shape)
+        out[w.key] = x.astype(np.float32)
+    return out
+
+
+def save_weights(path: Path, weights: dict) -> Path:
+    np.savez(path, **{k: np.asarray(v) for k, v in weights.items()})
+    return Path(path)
+
+
+def load_weights(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def shapes_of(weights: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in weights.items()}
+
+
+def weight_problems(spec: ModelSpec, shapes: dict) -> list[str]:
+    """Keys, shapes and dtypes ({key: (shape, dtype)}, see shapes_of) against the spec; empty: all fine."""
+    want = spec.weight_shapes()
+    problems = [f"missing {k}" for k in want if k not in shapes]
+    problems += [f"unexpected {k}" for k in shapes if k not in want]
+    for k, shape in want.items():
+        if k in shapes:
+            got, dtype = shapes[k]
+            if tuple(got) != tuple(shape):
+                problems.append(f"{k} has shape {tuple(got)}, spec {tuple(shape)}")
+            elif dtype != "float32":
+                problems.append(f"{k} is {dtype}, canonical weights are float32")
+    return problems
+
+
+# --------------------------------------------------------------------------- results of checks
+@dataclass
+class Check:
+    ok: bool
+    deviation: float  # the worst deviation, in the unit `detail` names
+    detail: str
+
+    def cell(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL'} {self.deviation:.2g}"
+
+
+def _allclose_score(a: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> tuple[float, float]:
+    """(max |a-ref|, max |a-ref| / (atol + rtol |ref|)); the second is <= 1 iff allclose."""
+    diff = np.abs(a.astype(np.float64) - ref.astype(np.float64))
+    if diff.size == 0:
+        return 0.0, 0.0
+    bad = ~np.isfinite(diff)
+    if bad.any():
+        return math.inf, math.inf
+    return float(diff.max()), float((diff / (atol + rtol * np.abs(ref.astype(np.float64)))).max())
+
+
+def check_shapes(spec: ModelSpec, res: dict) -> Check:
+    problems = []
+    if res["param_count"] != spec.param_count:
+        problems.append(f"{res['param_count']:,} trainable parameters, spec {spec.param_count:,}")
+    problems += weight_problems(spec, res["shapes"])
+    for what in ("roundtrip_init", "roundtrip_probe"):
+        if res[what]:
+            problems.append(f"{what.replace('_', ' ')} not bit-identical for {', '.join(res[what][:3])}")
+    return Check(not problems, float(abs(res["param_count"] - spec.param_count)),
+                 "; ".join(problems) or f"{spec.param_count:,} parameters, {len(spec.weights)} tensors, round trip exact")
+
+
+def check_init(spec: ModelSpec, weights: dict) -> Check:
+    """Bounds and sample std per the spec's families; tolerance from the sampling error of the std."""
+    worst, notes, ok = 0.0, [], True
+    for w in spec.weights:
+        if w.key not in weights:
+            continue
+        a = weights[w.key].astype(np.float64)
+        family, bound, std = init_law(w)
+        if family in ("zeros", "ones"):
+            dev = float(np.abs(a - (family == "ones")).max()) if a.size else 0.0
+            bad = dev != 0.0
+        elif family == "orthogonal":
+            m = a.reshape(a.shape[0], -1)
+            gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+            dev = float(np.abs(gram - np.eye(len(gram))).max())
+            bad = dev > 1e-4
+        else:
+            center = _uniform_bounds(w.init) if w.init.startswith("uniform(") else (0.0, 0.0)
+            mid = (center[0] + center[1]) / 2
+            dev = abs(a.std() / std - 1)
+            # the sample std of n draws has relative error ~ sqrt((kurtosis-1)/(4n)) <= 0.71/sqrt(n)
+            bad = dev > 6 * 0.71 / math.sqrt(a.size) + 1e-3 or abs(a.mean() - mid) > 6 * std / math.sqrt(a.size)
+            if family == "uniform":
+                bad = bad or float(np.abs(a - mid).max()) > bound * (1 + 1e-6)
+        worst = max(worst, dev)
+        if bad:
+            ok = False
+            notes.append(f"{w.key}: not {w.init} (std {a.std():.4g}, want {std:.4g}; range "
+                         f"[{a.min():.4g}, {a.max():.4g}])")
+    return Check(ok, worst, "; ".join(notes[:3]) or "every tensor follows its family (worst: relative std error)")
+
+
+def check_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Check:
+    if ref.shape != got.shape:
+        return Check(False, math.inf, f"logits shape {got.shape}, reference {ref.shape}")
+    dev, score = _allclose_score(got, ref, tol.logits_rtol, tol.logits_atol)
+    return Check(score <= 1, dev, f"max |logit - reference| {dev:.3g} (rtol {tol.logits_rtol:g}, "
+                 f"atol {tol.logits_atol:g}; {score:.2g} of the bound)")
+
+
+def check_steps(probe: dict, ref_res: dict, ref_after: dict, res: dict, after: dict, tol: Tolerance) -> Check:
+    ref_loss, loss = np.asarray(ref_res["losses"]), np.asarray(res["losses"])
+    if loss.shape != ref_loss.shape:
+        return Check(False, math.inf, f"{loss.size} losses for {ref_loss.size} steps")
+    loss_dev, loss_score = _allclose_score(loss, ref_loss, tol.loss_rtol, tol.loss_atol)
+    worst, worst_key = 0.0, ""
+    for k, w0 in probe.items():
+        moved = np.linalg.norm(ref_after[k].astype(np.float64) - w0)
+        if k not in after or after[k].shape != w0.shape:
+            worst, worst_key = math.inf, k
+            break
+        diff = np.linalg.norm(after[k].astype(np.float64) - ref_after[k])
+        rel = diff / moved if moved > 0 else (math.inf if diff > 0 else 0.0)
+        if not rel <= worst:  # also takes NaN
+            worst, worst_key = rel, k
+    ok = loss_score <= 1 and worst <= tol.weights_rel
+    steps = ", ".join(f"{a:.6g}" for a in loss)
+    detail = (f"losses {steps} (max dev {loss_dev:.2g}, rtol {tol.loss_rtol:g}); weights after: "
+              f"{worst:.2g} of the update ({worst_key}; limit {tol.weights_rel:g})")
+    return Check(ok, max(loss_dev, worst), detail)
+
+
+def check_dropout(ref: dict, got: dict) -> Check:
+    """Compare the shares of unchanged slices per tensor axis; binomial noise bound per share."""
+    worst, notes, ok = 0.0, [], True
+    for key, (f_ref, m) in ref.items():
+        if key not in got:
+            return Check(False, math.inf, f"no unchanged-share for {key}")
+        f = got[key][0]
+        pooled = (f + f_ref) / 2
+        limit = DROPOUT_SIGMAS * math.sqrt(2 * pooled * (1 - pooled) / m) + 1.5 / m
+        dev = abs(f - f_ref)
+        worst = max(worst, dev)
+        if dev > limit:
+            ok = False
+            notes.append(f"{key}: {f:.3f} of slices unchanged, reference {f_ref:.3f} (limit {limit:.3f})")
+    return Check(ok, worst, "; ".join(notes[:3]) or "share of weights a dropout step leaves unchanged "
+                 "matches the reference (worst: difference of shares)")
+
+
+def expected_digests(folder: Path, manifest: dict, layout: str) -> dict[str, str]:
+    """What an implementation must see: the manifest's bytes, after the declared layout change."""
+    from harness.data.cache import array_digest, open_prepared
+    from harness.worker import to_layout
+
+    want = {"x": manifest["arrays"]["x_train"]["sha256"], "y": manifest["arrays"]["y_train"]["sha256"]}
+    if layout != "NCHW" and len(manifest["arrays"]["x_train"]["shape"]) == 4:
+        want["x"] = array_digest(to_layout(open_prepared(folder)["x_train"], layout))
+    return want
+
+
+def check_data(folder: Path, manifest: dict, res: dict) -> Check:
+    want = expected_digests(folder, manifest, res["layout"])
+    notes = []
+    for name, disk in res["disk"].items():
+        if disk != manifest["arrays"][name]["sha256"]:
+            notes.append(f"{name} on disk changed since the manifest")
+    for name in ("x", "y"):
+        seen = res["digest"][name]
+        if seen["sha256"] != want[name]:
+            notes.append(f"{name} as seen {seen['by']}: {seen['sha256'][:12]}.., manifest{' in ' + res['layout'] if name == 'x' else ''}: {want[name][:12]}..")
+    how = ", ".join(f"{n} by {res['digest'][n]['by']}" for n in ("x", "y"))
+    return Check(not notes, float(len(notes)), "; ".join(notes) or f"SHA-256 equal to the manifest ({how})")
+
+
+def check_transfer(y_test: np.ndarray, own: dict, cross: dict) -> Check:
+    """own/cross: {'A->A', 'A->R', 'R->R', 'R->A'} predicted classes; weights trained in X, run in Y."""
+    notes, worst = [], 0.0
+    for src, same, other in (("impl", own["self"], cross["self_in_ref"]), ("ref", cross["ref"], own["ref_in_impl"])):
+        same, other = np.asarray(same), np.asarray(other)
+        acc_a, acc_b = float((same == y_test).mean()), float((other == y_test).mean())
+        flips = float((same != other).mean())
+        dev = abs(acc_a - acc_b)
+        worst = max(worst, dev)
+        where = "this implementation" if src == "impl" else "the reference"
+        notes.append(f"trained in {where}: accuracy {acc_a:.4f} at home, {acc_b:.4f} after transfer "
+                     f"({flips:.2%} of predictions differ)")
+        if dev > TRANSFER_ACCURACY or flips > TRANSFER_ACCURACY:
+            notes[-1] = "FAIL " + notes[-1]
+    ok = not any(n.startswith("FAIL") for n in notes)
+    return Check(ok, worst, "; ".join(notes))
+
+
+# --------------------------------------------------------------------------- running the workers
+@dataclass
+class Setup:
+    """Everything the checks of one model share: data, probe weights, batches, tolerance."""
+
+    spec: ModelSpec
+    options: RunOptions
+    tol: Tolerance
+    work: Path
+    data: object  # harness.data.Prepared (checks 1-4)
+    probe_path: Path
+    rows: list  # (STEPS, step_batch) training rows of check 3
+    dropout_rows: list  # (1, DROPOUT_BATCH) the dropout step's rows
+    transfer_data: object = None  # harness.data.Prepared (check 5)
+    timeout: float = 1800.0
+    _probe: dict | None = None
+
+    @property
+    def probe(self) -> dict:
+        if self._probe is None:
+            self._probe = load_weights(self.probe_path)
+        return self._probe
+
+
+def step_rows(n: int, batch: int, steps: int, seed: int) -> np.ndarray:
+    """`steps` rows of the harness's epoch order (continuing into the next epoch if needed)."""
+    out, epoch = [], 0
+    while sum(len(r) for r in out) < steps:
+        out.append(epoch_batches(n, batch, seed, epoch))
+        epoch += 1
+    return np.concatenate(out)[:steps]
+
+
+def make_setup(model: str, work: Path, options: RunOptions | None = None, data_dir=None,
+               transfer_samples: int | None = None, timeout: float = 1800.0) -> Setup:
+    from harness import data as datasets
+
+    spec = get_spec(model)
+    options = options or RunOptions()
+    tol = tolerance(model, options)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    prepared = datasets.prepare("synthetic", spec, DATA_SAMPLES, data_dir)
+    probe_path = save_weights(work / "probe.npz", probe_weights(spec, options.seed))
+    rows = step_rows(DATA_SAMPLES, tol.step_batch, STEPS, options.seed)
+    dropout_rows = step_rows(DATA_SAMPLES, DROPOUT_BATCH, 1, options.seed + 1)
+    transfer = None
+    if transfer_samples:
+        transfer = datasets.prepare("synthetic", spec, transfer_samples, data_dir)
+    return Setup(spec, options, tol, work, prepared, probe_path, rows.tolist(), dropout_rows.tolist(),
+                 transfer, timeout)
+
+
+def _impl_dir(setup: Setup, impl: Implementation) -> Path:
+    d = setup.work / impl.label.replace("/", "_").replace("[", "-").replace("]", "")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _data(prepared) -> dict:
+    return {"folder": str(prepared.folder), "samples": prepared.samples, "name": prepared.name}
+
+
+def run_worker(impl: Implementation, mode: str, setup: Setup, extra: dict, prepared=None,
+               log_path: Path | None = None):
+    from harness.runner import Job, run_job
+
+    options = replace(setup.options, backend=impl.backend)
+    prepared = prepared or setup.data
+    job = Job(impl, options.to_dict(), _data(prepared), epochs=1, batch_size=setup.spec.batch_size,
+              mode=mode, timeout=setup.timeout, extra=extra)
+    return run_job(job, log_path=log_path)
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+def run_equivalence(impl: Implementation, setup: Setup) -> dict:
+    """Checks 1-4 in one worker: returns its result with the paths of the files it wrote."""
+    d = _impl_dir(setup, impl)
+    extra = {"work": str(d), "probe": str(setup.probe_path), "rows": setup.rows,
+             "dropout_rows": setup.dropout_rows if has_dropout(setup.spec) else None,
+             "eval_examples": setup.tol.eval_examples}
+    t = time.monotonic()
+    outcome = run_worker(impl, "equivalence", setup, extra, log_path=d / "equivalence.log")
+    if outcome.status != "ok":
+        raise WorkerFailed(f"{outcome.error}\n{outcome.log}")
+    res = outcome.result
+    res["wall_s"] = time.monotonic() - t
+    return res
+
+
+def evaluate(setup: Setup, ref: dict, res: dict) -> dict[str, Check]:
+    """Checks 1-4 (and init, dropout) of one implementation's worker result against the reference's."""
+    spec, tol = setup.spec, setup.tol
+    out = {"shapes": check_shapes(spec, res), "init": check_init(spec, load_weights(res["files"]["init"]))}
+    out["logits"] = check_logits(np.load(ref["files"]["logits"]), np.load(res["files"]["logits"]), tol)
+    out["steps"] = check_steps(setup.probe, ref, load_weights(ref["files"]["after"]), res,
+                               load_weights(res["files"]["after"]), tol)
+    if res.get("dropout") is not None:
+        out["dropout"] = check_dropout(ref["dropout"], res["dropout"])
+    out["data"] = check_data(Path(setup.data.folder), setup.data.manifest, res)
+    return out
+
+
+def run_transfer(impls: list[Implementation], setup: Setup, ref_impl: Implementation, say=print) -> dict:
+    """Check 5 for every implementation: train one epoch in each, cross-evaluate with the reference."""
+    prepared = setup.transfer_data
+    y_test = np.load(Path(prepared.folder) / "y_test.npy")
+    x_test = str(Path(prepared.folder) / "x_test.npy")
+    trained, own, errors = {}, {}, {}
+    order = [ref_impl] + [i for i in impls if i != ref_impl]
+    for impl in order:
+        d = _impl_dir(setup, impl)
+        out = d / "trained.npz"
+        cross = [] if impl == ref_impl else [{"weights": str(trained[ref_impl]), "out": str(d / "ref_logits.npy")}]
+        t = time.monotonic()
+        outcome = run_worker(impl, "train-export", setup, {"out": str(out), "input": x_test, "cross": cross},
+                             prepared=prepared, log_path=d / "train-export.log")
+        say(f"  {impl.label}: train-export {outcome.status} ({time.monotonic() - t:.0f} s)")
+        if outcome.status != "ok":
+            if impl == ref_impl:
+                raise WorkerFailed(f"reference train-export: {outcome.error}\n{outcome.log}")
+            errors[impl] = outcome.error
+            continue
+        trained[impl] = out
+        own[impl] = {"self": np.load(d / "logits.npy").argmax(1)}
+        own[impl]["ref_in_impl"] = np.load(d / "ref_logits.npy").argmax(1) if cross else own[impl]["self"]
+    pairs = [{"weights": str(trained[i]), "out": str(_impl_dir(setup, i) / "in_ref_logits.npy")}
+             for i in order if i in trained and i != ref_impl]
+    if pairs:
+        outcome = run_worker(ref_impl, "predict", setup, {"input": x_test, "pairs": pairs}, prepared=prepared,
+                             log_path=_impl_dir(setup, ref_impl) / "predict.log")
+        if outcome.status != "ok":
+            raise WorkerFailed(f"reference predict: {outcome.error}\n{outcome.log}")
+    result = {}
+    ref_pred = own[ref_impl]["self"]
+    for impl in order:
+        if impl in errors:
+            result[impl] = errors[impl]
+            continue
+        in_ref = ref_pred if impl == ref_impl else np.load(_impl_dir(setup, impl) / "in_ref_logits.npy").argmax(1)
+        result[impl] = check_transfer(y_test, own[impl], {"self_in_ref": in_ref, "ref": ref_pred})
+    return result
+
+
+# --------------------------------------------------------------------------- the whole report
+@dataclass
+class Row:
+    impl: str
+    status: str  # "ok" | "failed" | "error" | "skipped"
+    reason: str = ""
+    checks: dict = field(default_factory=dict)  # name -> Check
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"impl": self.impl, "status": self.status, "reason": self.reason, "seconds": self.seconds,
+                "checks": {k: asdict(v) for k, v in self.checks.items()}}
+
+
+def check_model(model: str, impls: list[Implementation], skipped: list, options: RunOptions, work: Path,
+                checks=CHECKS, data_dir=None, transfer_samples: int | None = None, timeout: float = 1800.0,
+                say=print) -> dict:
+    """Run the checks for one model over `impls` against the reference; returns the report (JSON-able)."""
+    ref_impl = reference_impl(model)
+    setup = make_setup(model, work, options, data_dir, transfer_samples if "transfer" in checks else None, timeout)
+    rows: dict[Implementation, Row] = {}
+    early = [c for c in checks if c != "transfer"]
+    if early:
+        say(f"[check] {model}: reference {ref_impl.label}")
+        ref = run_equivalence(ref_impl, setup)
+        for impl in [ref_impl] + [i for i in impls if i != ref_impl]:
+            if impl == ref_impl:
+                res = ref
+            else:
+                try:
+                    res = run_equivalence(impl, setup)
+                except WorkerFailed as e:
+                    say(f"  {impl.label}: error")
+                    rows[impl] = Row(impl.label, "error", str(e).splitlines()[0] if str(e) else "worker failed")
+                    continue
+            found = evaluate(setup, ref, res)
+            rows[impl] = Row(impl.label, "ok", checks={k: v for k, v in found.items() if k in checks},
+                             seconds=round(res["wall_s"], 1))
+            say(f"  {impl.label}: " + " ".join(f"{k} {v.cell()}" for k, v in rows[impl].checks.items()))
+    if "transfer" in checks:
+        say(f"[check] {model}: transfer (check 5) on {setup.transfer_data.n_train} synthetic examples")
+        for impl, found in run_transfer([i for i in impls if i not in rows or rows[i].status == "ok"],
+                                        setup, ref_impl, say).items():
+            row = rows.setdefault(impl, Row(impl.label, "ok"))
+            if isinstance(found, Check):
+                row.checks["transfer"] = found
+            else:
+                row.status, row.reason = "error", found
+    for row in rows.values():
+        if row.status == "ok" and not all(c.ok for c in row.checks.values()):
+            row.status = "failed"
+    ordered = [rows[i] for i in [ref_impl] + impls if i in rows]
+    seen = set()
+    ordered = [r for r in ordered if not (r.impl in seen or seen.add(r.impl))]
+    ordered += [Row(i.label, "skipped", reason) for i, reason in skipped]
+    return {
+        "model": model, "reference": ref_impl.label, "checks": list(checks),
+        "options": setup.options.to_dict(),
+        "tolerance": asdict(setup.tol), "transfer_accuracy_tolerance": TRANSFER_ACCURACY,
+        "data": {"checks_1_4": setup.data.manifest, "transfer": setup.transfer_data.manifest if setup.transfer_data else None},
+        "rows": [r.to_dict() for r in ordered],
+        "passed": all(r.status in ("ok", "skipped") for r in ordered),
+    }
+
+
+def matrix(report: dict) -> str:
+    """Implementation x check, each cell 'ok|FAIL worst-deviation'; skipped rows with their reason."""
+    cols = [c for c in CHECKS if c in report["checks"]]
+    head = ["implementation"] + [f"{CHECK_NUMBERS[c]} {c}" for c in cols] + ["status"]
+    lines = []
+    for r in report["rows"]:
+        if r["status"] in ("skipped", "error"):
+            cells = [r["impl"]] + ["-"] * len(cols) + [f"{r['status']}: {r['reason']}"]
+        else:
+            cells = [r["impl"]] + [(f"{'ok' if c['ok'] else 'FAIL'} {c['deviation']:.2g}" if (c := r["checks"].get(k))
+                                    else "-") for k in cols] + [r["status"]]
+        lines.append(cells)
+    widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head) - 1)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + "  " + str(cells[-1])  # noqa: E731
+    return "\n".join([fmt(head)] + [fmt(x) for x in lines])
+
+
+def describe_tolerance(report: dict) -> str:
+    t = report["tolerance"]
+    return (f"logits rtol/atol {t['logits_rtol']:g}, losses rtol/atol {t['loss_rtol']:g}, weights "
+            f"{t['weights_rel']:g} of the update, transfer accuracy {report['transfer_accuracy_tolerance']:g}")
+
+
+def failures(report: dict) -> list[str]:
+    out = []
+    for r in report["rows"]:
+        if r["status"] == "error":
+            out.append(f"{r['impl']}: {r['reason']}")
+        for name, c in r["checks"].items():
+            if not c["ok"]:
+                out.append(f"{r['impl']} {name}: {c['detail']}")
+    return out
+
+
+def dumps(report: dict) -> str:
+    return json.dumps(report, indent=1, default=str)
+
+
+def temporary_work() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="dl-rosetta-check-")

@@ -1,0 +1,346 @@
+"""R implementations: `r_models/<framework>/<model>.R`, hosted inside the worker process by rpy2.
+
+R runs embedded in the worker (rpy2) and its reticulate attaches to this very interpreter (the
+one already running, never a second one), so R code drives Python Keras. The harness's numpy
+arrays reach R untouched: they are set on an in-memory module (BRIDGE) that R imports with
+`convert = FALSE`, so R holds the same numpy objects and nothing becomes an R double. Results
+come back the same way. Every call into R is wrapped so that an R error arrives as one RError
+naming the R call (and file:line) that failed.
+
+Exit: rpy2 ends R from an atexit hook that runs R's exit finalizers, which call back into Python
+(reticulate's) while the interpreter shuts down and can hang. That hook is replaced by one that
+only removes R's temporary directory; the worker ends with os._exit anyway, and a stale R
+temporary directory of a worker that ended that way is removed by the next R start.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import sys
+import tempfile
+import time
+import types
+from dataclasses import asdict
+from pathlib import Path
+
+from harness.environments import REPO, missing_modules
+
+R_LIB = REPO / ".r-lib"  # the project's R library: reticulate >= 1.31 (harness/setup_r.py)
+RETICULATE_MIN = (1, 31)
+BRIDGE = "dl_rosetta_r_bridge"
+R_OPTIONS = ("rpy2", "--quiet", "--no-save", "--no-restore", "--no-init-file")
+TMP_PREFIX = "dl-rosetta-r-"
+MESSAGE_CHARS = 800  # an R error's message is cut here (Keras repeats whole tensors in some)
+
+
+class RError(RuntimeError):
+    """An error raised in R (or in Python code that R called through reticulate)."""
+
+
+# --------------------------------------------------------------------------- parent side
+@functools.lru_cache(maxsize=None)
+def _reticulate_version() -> str | None:
+    from harness import setup_r
+
+    return setup_r.reticulate_version()
+
+
+def availability(impl) -> str | None:
+    fix = impl.framework.install
+    path = REPO / impl.entry
+    if not path.exists():
+        return f"not implemented: {impl.entry} does not exist"
+    if shutil.which("R") is None:
+        return f"R is not installed: {fix}"
+    missing = missing_modules("main", ("rpy2",))
+    if missing is None or missing:
+        return f"rpy2 not installed in the main environment: {fix}"
+    missing = missing_modules("main", ("keras", impl.backend))
+    if missing:
+        return f"{', '.join(missing)} not installed in the main environment: pip install -e '.[keras,{impl.backend}]'"
+    found = _reticulate_version()
+    if found is None:
+        return f"the R package reticulate is not installed: {fix}"
+    if tuple(int(p) for p in found.split(".")[:2]) < RETICULATE_MIN:
+        return f"reticulate {found} is older than 1.31 and crashes inside rpy2: {fix}"
+    return None
+
+
+# --------------------------------------------------------------------------- inside the worker
+# R code that the runtime itself needs: calls into R models that report errors instead of
+# raising them, and the facts that show where R runs and what it holds.
+GLUE = r"""
+local({
+  .libPaths(unique(c("%(r_lib)s", .libPaths())))
+  suppressPackageStartupMessages(library(reticulate))
+  bridge <- import("%(bridge)s", convert = FALSE)
+
+  # The failing call and the R source line it ran from. `calls` is the stack seen by the calling
+  # handler: its own frame (and R's .handleSimpleError) come last; the innermost call with a
+  # source reference is the R model's line. A Python error raised through reticulate has
+  # reticulate's internals as its call: the model's call is named instead.
+  describe <- function(e, calls) {
+    calls <- head(calls, -1L)
+    at <- NULL
+    for (call in rev(calls)) if (!is.null(attr(call, "srcref"))) { at <- call; break }
+    ref <- attr(at, "srcref")
+    where <- if (is.null(ref)) "" else sprintf("%%s:%%d", basename(attr(ref, "srcfile")$filename), ref[[1]])
+    call <- conditionCall(e)
+    internal <- function(call) is.null(call) || grepl("^(py_|\\.handleSimpleError)|_impl$", deparse1(call[[1]]))
+    if (internal(call)) call <- if (!internal(at)) at
+    text <- if (is.null(call)) "" else deparse1(call, collapse = " ")
+    c(if (nchar(text) > 160) paste0(substr(text, 1, 157), "...") else text, where, conditionMessage(e))
+  }
+
+  # Python str/int/float/bool arguments become R values; arrays and containers stay Python objects.
+  scalar_to_r <- function(x) {
+    scalar <- c("python.builtin.str", "python.builtin.int", "python.builtin.float", "python.builtin.bool")
+    if (inherits(x, scalar)) py_to_r(x) else x
+  }
+
+  # fun (or trainer[[fun]]) applied to the bridge's attributes `argnames`; the value goes to the
+  # bridge's `result` (or is returned, keep = TRUE); an error becomes c(call, where, message).
+  invoke <- function(trainer, fun, argnames, keep = FALSE) {
+    calls <- NULL
+    tryCatch({
+      target <- if (is.character(fun)) trainer[[fun]] else fun
+      args <- lapply(argnames, function(a) scalar_to_r(py_get_attr(bridge, a)))
+      value <- if (is.function(target)) {
+        withCallingHandlers(do.call(target, args), error = function(e) calls <<- sys.calls())
+      } else target
+      if (keep) return(list(error = character(), value = value))
+      py_set_attr(bridge, "result", value)
+      list(error = character())
+    }, error = function(e) list(error = describe(e, calls)))
+  }
+
+  build <- function(files, spec, options) {
+    env <- new.env(parent = globalenv())
+    for (f in py_to_r(files)) sys.source(f, envir = env, keep.source = TRUE)
+    env$build_model(py_to_r(spec), py_to_r(options))
+  }
+
+  facts <- function() {
+    cfg <- py_config()
+    list(pid = Sys.getpid(), python = cfg$python, attached_by = cfg$forced, libpaths = as.list(.libPaths()),
+         R = paste(R.version$major, R.version$minor, sep = "."),
+         reticulate = as.character(packageVersion("reticulate")),
+         digest = as.character(packageVersion("digest")))
+  }
+
+  # What R holds for a bridge attribute: its Python id, and R's own heap in bytes.
+  held <- function(name) list(id = py_id(py_get_attr(bridge, name)), r_heap_bytes = sum(gc(full = TRUE)[, 1] * c(56, 8)))
+
+  assign(".dl_rosetta", list(invoke = invoke, build = build, facts = facts, held = held), envir = globalenv())
+})
+"""
+
+_SESSION: dict = {}  # facts about the R session started in this process
+
+
+def _bridge() -> types.ModuleType:
+    if BRIDGE not in sys.modules:
+        sys.modules[BRIDGE] = types.ModuleType(BRIDGE, "Values handed between the harness and R.")
+    return sys.modules[BRIDGE]
+
+
+def _r_tmpdir() -> str:
+    """A per-process parent for R's session temporary directory; stale ones of ended processes go."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(TMP_PREFIX + "*"):
+        try:
+            os.kill(int(old.name[len(TMP_PREFIX):]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+    path = base / f"{TMP_PREFIX}{os.getpid()}"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+def _start_r() -> None:
+    """Start the embedded R (once per process) with .r-lib first and reticulate on this Python."""
+    if _SESSION:
+        return
+    t = time.monotonic()
+    os.environ["R_LIBS_USER"] = str(R_LIB)
+    os.environ["RETICULATE_PYTHON"] = sys.executable  # reticulate prefers the running process anyway
+    tmp, saved = _r_tmpdir(), os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = tmp  # read once, by R's start-up
+    try:
+        import rpy2.rinterface_lib.embedded as embedded
+
+        embedded.set_initoptions(R_OPTIONS)
+        import rpy2.rinterface as ri
+        import rpy2.robjects as ro
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+    atexit.unregister(ri.endr)
+    atexit.register(_teardown, tmp)
+    # rpy2 warns on every reticulate load since some versions crashed; >= 1.31 is checked below.
+    ro.r('setHook(packageEvent("reticulate", "onLoad"), NULL, "replace")')
+    started = time.monotonic()
+    _bridge()
+    ro.r(GLUE % {"r_lib": R_LIB, "bridge": BRIDGE})
+    facts = _call(ro.r(".dl_rosetta$facts"))
+    attached = time.monotonic()
+    if os.path.realpath(facts["python"]) != os.path.realpath(sys.executable):
+        raise RError(f"reticulate attached to {facts['python']}, not to this Python ({sys.executable})")
+    if tuple(int(p) for p in facts["reticulate"].split(".")[:2]) < RETICULATE_MIN:
+        raise RError(f"R loaded reticulate {facts['reticulate']} (< 1.31, unsafe inside rpy2) from "
+                     f"{facts['libpaths'][0]}: python3 -m harness setup --r")
+    _SESSION.update(facts, python_pid=os.getpid(), r_start_s=started - t, reticulate_s=attached - started)
+
+
+def _teardown(tmp: str) -> None:
+    """At interpreter exit, instead of rpy2's endr: stop reticulate's event-polling thread while
+    Python is alive (it queues calls into R that would otherwise run during finalization), and
+    remove R's temporary directory. R's exit finalizers are not run."""
+    try:
+        import rpy2.robjects as ro
+
+        ro.r("if (!isTRUE(reticulate:::.globals$finalized)) reticulate:::py_finalize()")
+    except Exception:  # noqa: BLE001 - nothing may stop the exit
+        pass
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _call(fun, trainer=None, keep: bool = False, **args):
+    """Call an R function (or trainer[[name]]) on Python values, which R receives unconverted."""
+    import rpy2.robjects as ro
+
+    bridge = _bridge()
+    for name, value in args.items():
+        setattr(bridge, f"arg_{name}", value)
+    try:
+        out = ro.r(".dl_rosetta$invoke")(trainer if trainer is not None else ro.NULL, fun,
+                                         ro.StrVector([f"arg_{n}" for n in args]), keep)
+        error = list(out.rx2("error"))
+        if error:
+            call, where, message = error
+            message = message.replace("Run `reticulate::py_last_error()` for details.", "").strip()
+            if len(message) > MESSAGE_CHARS:
+                message = message[:MESSAGE_CHARS] + " [...]"
+            at = f" at {where}" if where else ""
+            raise RError(f"R error in {call}{at}: {message}" if call else f"R error{at}: {message}")
+        if keep:
+            return out.rx2("value")
+        return getattr(bridge, "result", None)
+    finally:
+        for name in [*(f"arg_{n}" for n in args), "result"]:
+            bridge.__dict__.pop(name, None)
+
+
+def import_framework(impl, options) -> dict:
+    os.environ["KERAS_BACKEND"] = impl.backend  # fixed per process: one worker per backend
+    _start_r()
+    import importlib
+
+    import numpy
+    import rpy2
+
+    import rpy2.robjects as ro
+
+    t = time.monotonic()
+    _call(ro.r("function() reticulate::import('keras')"))  # Keras is imported by R, as an R user would
+    _SESSION["keras_import_s"] = time.monotonic() - t
+    keras = sys.modules["keras"]
+    return {"rpy2": rpy2.__version__, "R": _SESSION["R"], "reticulate": _SESSION["reticulate"],
+            "keras": keras.__version__, impl.backend: importlib.import_module(impl.backend).__version__,
+            "numpy": numpy.__version__}
+
+
+def spec_for_r(spec, options) -> dict:
+    """The spec as plain Python values (R reads them as lists), with the model's constants."""
+    from harness import specs
+
+    out = {k: v for k, v in asdict(spec).items() if k not in ("weights", "layers", "notes")}
+    out["weight_keys"] = list(spec.weight_shapes())
+    if spec.name == "cnn":
+        out["dropout"] = list(specs.CNN_DROPOUT)
+    elif spec.name == "resnet50":
+        out.update(bn_eps=specs.BN_EPS, bn_momentum=specs.BN_MOMENTUM, expansion=specs.RESNET_EXPANSION,
+                   blocks=[dict(prefix=p, cin=c, width=w, stride=s, downsample=d)
+                           for p, c, w, s, d in specs.resnet50_blocks()])
+    elif spec.name == "rnn":
+        out.update(vocab=specs.VOCAB, embed=specs.EMBED, hidden=specs.HIDDEN, maxlen=specs.MAXLEN)
+    return out
+
+
+def build(impl, spec, options):
+    import rpy2.robjects as ro
+
+    entry = REPO / impl.entry
+    files = [str(entry.parent / "train.R"), str(entry)] if (entry.parent / "train.R").exists() else [str(entry)]
+    trainer = _call(ro.r(".dl_rosetta$build"), keep=True, files=files, spec=spec_for_r(spec, options),
+                    options=options.to_dict())
+    return RTrainer(trainer, spec)
+
+
+class RTrainer:
+    """The harness protocol over an R list of functions (fit_data, train_epoch, ...)."""
+
+    def __init__(self, r_trainer, spec):
+        self._r = r_trainer
+        self.spec = spec
+        self.info = dict(_call("info", r_trainer))
+        self.info["r"] = {k: v for k, v in _SESSION.items()}
+
+    def _method(self, method, **args):
+        return _call(method, self._r, **args)
+
+    def param_count(self) -> int:
+        return int(self._method("param_count"))
+
+    def fit_data(self, x, y) -> None:
+        import rpy2.robjects as ro
+
+        held = ro.r(".dl_rosetta$held")
+        bridge = _bridge()
+        bridge.probe = x
+        before = _call(held, name="probe")
+        t = time.monotonic()
+        self._method("fit_data", x=x, y=y)
+        seconds = time.monotonic() - t
+        after = _call(held, name="probe")
+        del bridge.probe
+        self.info["r"]["handoff"] = {"same_object": int(after["id"]) == id(x), "seconds": seconds,
+                                     "r_heap_growth_bytes": int(after["r_heap_bytes"] - before["r_heap_bytes"]),
+                                     "array_bytes": int(x.nbytes) + int(y.nbytes)}
+
+    def train_epoch(self, batches):
+        import numpy as np
+
+        return np.atleast_1d(np.asarray(self._method("train_epoch", batches=batches), dtype=np.float64))
+
+    def predict(self, x):
+        import numpy as np
+
+        return np.asarray(self._method("predict", x=x), dtype=np.float32)
+
+    def get_weights(self) -> dict:
+        import numpy as np
+
+        weights = self._method("get_weights")
+        return {k: np.asarray(weights[k]) for k in self.spec.weight_shapes()}
+
+    def set_weights(self, weights: dict) -> None:
+        import numpy as np
+
+        want = self.spec.weight_shapes()
+        if set(weights) != set(want):
+            raise KeyError(f"canonical weights differ from the {self.spec.name} spec: missing "
+                           f"{sorted(set(want) - set(weights))}, unexpected {sorted(set(weights) - set(want))}")
+        self._method("set_weights", weights={k: np.asarray(weights[k]) for k in want})
+
+    def data_digest(self, name: str) -> str:
+        return str(self._method("data_digest", name=name))
+
+    def peak_device_memory(self):
+        return None

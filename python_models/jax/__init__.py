@@ -1,0 +1,1 @@
+"""JAX implementations: Flax NNX models, Optax optimisers, a jax.jit-compiled training step."""

@@ -1,0 +1,161 @@
+"""The JAX training loop shared by the three Flax models: the harness protocol with a jax.jit step.
+
+Flax API: flax.nnx. Flax 0.12's documentation recommends NNX to new users (Linen stays supported,
+"new users are encouraged to use Flax NNX"), so the models are nnx.Modules. The step is the
+"functional training loop" of Flax's performance guide: the model is split once into a static
+graph definition and pytrees of arrays (parameters; BatchNorm statistics and dropout RNG state),
+and a plain jax.jit function merges, runs and splits them, so no Python graph traversal happens
+per step (nnx.jit traverses the object graph on every call).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+EVAL_BATCH = 256
+DTYPES = {"fp32": None, "bf16": jnp.bfloat16}  # Flax's compute dtype; parameters stay float32
+
+# Layouts as (canonical -> Flax, Flax -> canonical); canonical is PyTorch's. Pure transposes and
+# reshapes, so a get -> set -> get round trip is bit-identical.
+CONV = (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))  # (out,in,kh,kw) <-> (kh,kw,in,out)
+DENSE = (lambda w: w.T, lambda k: k.T)  # (out, in) <-> (in, out)
+SAME = (lambda w: w, lambda k: k)
+
+
+def weight_map(spec, overrides: dict | None = None) -> dict:
+    """Canonical key -> (Flax variable path, layout), for Flax modules named as the spec's layers.
+
+    `weight` is a conv kernel (4-D), a dense kernel (2-D) or a BatchNorm scale (1-D); BatchNorm's
+    running_mean/running_var are Flax's `mean`/`var` batch statistics."""
+    out = {}
+    for w in spec.weights:
+        layer, leaf = w.key.rsplit(".", 1)
+        if leaf == "weight":
+            name, layout = {4: ("kernel", CONV), 2: ("kernel", DENSE), 1: ("scale", SAME)}[len(w.shape)]
+        else:
+            name, layout = {"bias": "bias", "running_mean": "mean", "running_var": "var"}[leaf], SAME
+        out[w.key] = (f"{layer}.{name}", layout)
+    return {**out, **(overrides or {})}
+
+
+def compute_dtype(options):
+    if options.precision not in DTYPES:
+        raise ValueError(f"python/jax trains in {', '.join(DTYPES)}; --precision {options.precision} "
+                         "would need loss scaling, which this loop does not do")
+    return DTYPES[options.precision]
+
+
+def make_optimizer(opt):
+    if opt.name == "sgd":
+        # optax's trace: v = g + m*v (zero start), w -= lr*v: PyTorch's SGD momentum form.
+        return optax.sgd(opt.lr, momentum=opt.momentum)
+    # m_hat / (sqrt(v_hat) + eps), eps outside the root (eps_root 0), as torch.optim.Adam.
+    return optax.adam(opt.lr, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+
+
+def select_device(options):
+    if options.device == "cuda":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError as e:
+            raise RuntimeError(f"--device cuda: JAX sees no GPU here ({e}); install jax[cuda12]") from None
+    return jax.devices("cpu")[0]
+
+
+class JaxTrainer:
+    """Trains an nnx.Module that maps a batch to logits; Dropout and BatchNorm follow nnx.view."""
+
+    def __init__(self, model: nnx.Module, spec, options, weights: dict):
+        assert set(weights) == set(spec.weight_shapes()), "the weight map covers the spec exactly"
+        self.weights = weights
+        self.device = select_device(options)
+        # Training view (dropout on, batch statistics) and eval view share the same state.
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        eval_graphdef = nnx.graphdef(nnx.view(model, deterministic=True, use_running_average=True,
+                                              raise_if_not_found=False))
+        self.tx = make_optimizer(spec.optimizer)
+        params, rest = jax.device_put((params, rest), self.device)
+        self.state = (params, rest, self.tx.init(params))  # everything a step reads and writes
+
+        def train_step(state, row, plan, x, y):
+            params, rest, opt_state = state
+            idx = plan[row]  # this step's example indices: (batch,)
+            model = nnx.merge(self.graphdef, params, rest)
+
+            def loss_fn(model):
+                logits = model(x[idx]).astype(jnp.float32)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
+
+            # nnx.value_and_grad (not jax's) lets the forward pass update BatchNorm statistics and
+            # dropout RNG counts in place; grads has the structure of params (nnx.Param only).
+            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            rest = nnx.split(model, nnx.Param, ...)[2]
+            return (optax.apply_updates(params, updates), rest, opt_state), row + 1, loss
+
+        def forward(params, rest, x):
+            return nnx.merge(eval_graphdef, params, rest)(x).astype(jnp.float32)
+
+        # The old state is donated: XLA updates parameters and optimiser moments in place.
+        self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
+        self._forward = jax.jit(forward)
+        self.info = {
+            "layout": "NHWC",  # XLA's native convolution layout, and Flax's
+            "fast_path": {"flax_api": "nnx, functional split/merge", "jax_jit": True, "donate_state": True,
+                          "data_on_device": True, "batch_gather": "inside the jitted step",
+                          "compute_dtype": options.precision, "compile_flag": "ignored: the step is always jit-compiled"},
+            "deviations": [],
+        }
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(self.state[0]))
+
+    def _to_device(self, a):
+        a = np.asarray(a)
+        return jax.device_put(a.astype(np.int32) if a.dtype.kind in "iu" else a, self.device)  # JAX's ints are 32-bit
+
+    def fit_data(self, x, y) -> None:
+        # One copy to the device before the clock; each step gathers its batch there.
+        self.x, self.y = self._to_device(x), self._to_device(y)
+
+    def train_epoch(self, batches) -> np.ndarray:
+        # The epoch's plan goes to the device once and a device-side row counter walks it, so a
+        # step sends nothing from the host: the gather fuses into the step and no extra op is dispatched.
+        plan = self._to_device(getattr(batches, "index", batches))
+        row = jax.device_put(jnp.zeros((), jnp.int32), self.device)
+        losses = []
+        for _ in batches:  # iterating reports the harness's progress
+            self.state, row, loss = self._train_step(self.state, row, plan, self.x, self.y)
+            losses.append(loss)
+        return np.asarray(jax.device_get(losses), np.float32)  # waits for every step's device work
+
+    def predict(self, x) -> np.ndarray:
+        params, rest, _ = self.state
+        out = [self._forward(params, rest, self._to_device(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
+        return np.concatenate(jax.device_get(out)) if out else np.zeros((0, 0), np.float32)
+
+    def _variables(self) -> dict:
+        """'layer1.0.conv1.kernel' -> the nnx.Variable in the current parameter/statistics state."""
+        params, rest, _ = self.state
+        return {".".join(map(str, path)): v for state in (params, rest) for path, v in nnx.to_flat_state(state)}
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        variables = self._variables()
+        return {key: np.ascontiguousarray(to_canonical(np.asarray(jax.device_get(variables[path][...]))))
+                for key, (path, (_, to_canonical)) in self.weights.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        variables = self._variables()
+        for key, (path, (to_flax, _)) in self.weights.items():
+            var = variables[path]
+            value = np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype)
+            if value.shape != var[...].shape:
+                raise ValueError(f"{key}: shape {np.shape(weights[key])} does not fit {path} {var[...].shape}")
+            var[...] = jax.device_put(value, self.device)
+
+    def peak_device_memory(self) -> int | None:
+        stats = self.device.memory_stats() if self.device.platform != "cpu" else None
+        return stats.get("peak_bytes_in_use") if stats else None

@@ -1,0 +1,70 @@
+"""ResNet-50 v1.5 in Keras 3 (spec: harness.specs.RESNET50), written from the spec.
+
+keras.applications.ResNet50 is a different model (convolution biases, stride on the 1x1
+convolution, BatchNorm eps 1.001e-5), so the network is built here layer by layer.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from python_models.keras.trainer import KerasTrainer, setup
+
+# He-normal over fan-out, std = sqrt(2 / (out*kh*kw)), untruncated, as PyTorch's kaiming_normal_
+# (fan_out); Keras' "he_normal" would be a truncated normal over fan-in.
+HE_FAN_OUT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def conv(x, filters: int, kernel: int, stride: int, name: str):
+    """A bias-free convolution with symmetric padding kernel//2 (0 for 1x1).
+
+    Stride 2 pads explicitly and convolves "valid": TF's "same" would pad asymmetrically
+    (0 before, 1 after) and shift every window against the spec's."""
+    pad = kernel // 2
+    if pad and stride > 1:
+        x = layers.ZeroPadding2D(pad)(x)
+    padding = "same" if pad and stride == 1 else "valid"
+    return layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
+                         kernel_initializer=HE_FAN_OUT, name=name)(x)
+
+
+def batch_norm(x, name: str):
+    # Keras' momentum is the weight of the old running value: 1 - PyTorch's 0.1.
+    return layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM, name=name)(x)
+
+
+def bottleneck(x, prefix: str, width: int, stride: int, downsample: bool):
+    out = layers.ReLU()(batch_norm(conv(x, width, 1, 1, f"{prefix}.conv1"), f"{prefix}.bn1"))
+    out = layers.ReLU()(batch_norm(conv(out, width, 3, stride, f"{prefix}.conv2"), f"{prefix}.bn2"))  # v1.5
+    out = batch_norm(conv(out, width * RESNET_EXPANSION, 1, 1, f"{prefix}.conv3"), f"{prefix}.bn3")
+    if downsample:
+        x = conv(x, width * RESNET_EXPANSION, 1, stride, f"{prefix}.downsample.0")
+        x = batch_norm(x, f"{prefix}.downsample.1")
+    return layers.ReLU()(layers.Add()([out, x]))
+
+
+def resnet50(image_size: int = 32, num_classes: int = 10) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, 3))  # channels_last: (N, S, S, 3)
+    x = layers.ReLU()(batch_norm(conv(inputs, 64, 7, 2, "conv1"), "bn1"))  # (N, S/2, S/2, 64)
+    # Max-pool 3x3/2 pad 1: PyTorch pads with -inf; after the ReLU every value is >= 0, so zero
+    # padding selects the same maxima.
+    x = layers.MaxPooling2D(3, strides=2, padding="valid")(layers.ZeroPadding2D(1)(x))  # (N, S/4, S/4, 64)
+    for prefix, _cin, width, stride, down in resnet50_blocks():
+        x = bottleneck(x, prefix, width, stride, down)  # ends at (N, S/32, S/32, 2048)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                           name="fc")(x)
+    return keras.Model(inputs, outputs, name="resnet50")
+
+
+DEVIATIONS = (
+    "BatchNorm running_var is updated with the biased batch variance (Keras' BatchNormalization); "
+    "PyTorch uses the unbiased one (factor n/(n-1), n = batch*H*W). Training losses are unaffected; "
+    "eval-mode statistics drift apart by at most that factor.",
+)
+
+
+def build(spec, options):
+    setup(options)
+    return KerasTrainer(resnet50(options.image_size, spec.num_classes), spec, options, deviations=DEVIATIONS)

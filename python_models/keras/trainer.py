@@ -1,0 +1,225 @@
+"""The Keras 3 training loop shared by the three Keras models: the harness protocol, backend-agnostic."""
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+
+EVAL_BATCH = 256
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def setup(options) -> None:
+    """Seed, precision and image layout, before any layer exists.
+
+    channels_last is Keras' default and its fast path on every backend (XLA and oneDNN prefer
+    NHWC; the torch backend converts inside its conv ops), so the harness hands over NHWC images."""
+    keras.utils.set_random_seed(options.seed)  # Python, NumPy and the backend's generator
+    keras.config.set_dtype_policy(POLICIES[options.precision])
+    keras.config.set_image_data_format("channels_last")
+
+
+def make_optimizer(opt):
+    if opt.name == "sgd":
+        # Keras: v = m*v - lr*g; w += v.  PyTorch: b = m*b + g; w -= lr*b.  With a constant lr,
+        # v = -lr*b at every step, so both give the same weights (up to float rounding).
+        return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum)
+    return keras.optimizers.Adam(learning_rate=opt.lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
+
+
+class StepLoss(keras.metrics.Metric):
+    """The mean loss of the last batch alone (Keras' own "loss" log is the running mean of the epoch)."""
+
+    def __init__(self, loss_fn, name="step_loss"):
+        super().__init__(name=name)
+        self.loss_fn = loss_fn
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.value.assign(self.loss_fn(y_true, y_pred))
+
+    def result(self):
+        return keras.ops.convert_to_tensor(self.value)
+
+
+class StepLosses(keras.callbacks.Callback):
+    """Collects every step's loss; async-safe, so Keras fetches each value in a worker thread
+    while the main thread dispatches the next step (no host sync per step)."""
+
+    async_safe = True
+
+    def __init__(self, batches):
+        super().__init__()
+        self.losses = {}
+        self._rows = iter(batches)  # advancing it reports the harness's progress
+        self._lock = threading.Lock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self._lock:
+            self.losses[batch] = logs["step_loss"]
+            next(self._rows, None)
+
+
+# ----------------------------------------------------------------------------- canonical weights
+def _conv_to_canonical(k):  # (kh, kw, in, out) -> (out, in, kh, kw)
+    return k.transpose(3, 2, 0, 1)
+
+
+def _conv_to_keras(w):
+    return w.transpose(2, 3, 1, 0)
+
+
+def _gates_keras_to_canonical(m):  # columns stacked (update, reset, new) -> (reset, update, new)
+    z, r, n = np.split(m, 3, axis=-1)
+    return np.concatenate([r, z, n], axis=-1)
+
+
+def _gates_canonical_to_keras(m):
+    r, z, n = np.split(m, 3, axis=-1)
+    return np.concatenate([z, r, n], axis=-1)
+
+
+def _chw_rows(kernel, chw):  # dense kernel rows in H,W,C order (channels_last flatten) -> C,H,W
+    c, h, w = chw
+    return kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+
+
+def _hwc_rows(kernel, chw):
+    c, h, w = chw
+    return kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+
+
+def layer_weights(layer, flattened: dict) -> dict[str, np.ndarray]:
+    """One layer's canonical tensors; the layer is named by its canonical key prefix."""
+    n, get = layer.name, keras.ops.convert_to_numpy
+    if isinstance(layer, keras.layers.Conv2D):
+        out = {f"{n}.weight": _conv_to_canonical(get(layer.kernel))}
+        return out | ({f"{n}.bias": get(layer.bias)} if layer.use_bias else {})
+    if isinstance(layer, keras.layers.Dense):
+        kernel = get(layer.kernel)  # (in, out)
+        if n in flattened:
+            kernel = _chw_rows(kernel, flattened[n])
+        return {f"{n}.weight": kernel.T, f"{n}.bias": get(layer.bias)}
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return {f"{n}.weight": get(layer.gamma), f"{n}.bias": get(layer.beta),
+                f"{n}.running_mean": get(layer.moving_mean), f"{n}.running_var": get(layer.moving_variance)}
+    if isinstance(layer, keras.layers.Embedding):
+        return {f"{n}.weight": get(layer.embeddings)}
+    if isinstance(layer, keras.layers.GRU):
+        cell = layer.cell  # kernel (in, 3H), recurrent_kernel (H, 3H), bias (2, 3H) = [input; recurrent]
+        bias = _gates_keras_to_canonical(get(cell.bias))
+        return {f"{n}.weight_ih": _gates_keras_to_canonical(get(cell.kernel)).T,
+                f"{n}.weight_hh": _gates_keras_to_canonical(get(cell.recurrent_kernel)).T,
+                f"{n}.bias_ih": bias[0], f"{n}.bias_hh": bias[1]}
+    assert not layer.weights, f"no canonical mapping for layer {n} ({type(layer).__name__})"
+    return {}
+
+
+def load_layer(layer, w: dict, flattened: dict) -> None:
+    n = layer.name
+    if isinstance(layer, keras.layers.Conv2D):
+        layer.kernel.assign(_conv_to_keras(w[f"{n}.weight"]))
+        if layer.use_bias:
+            layer.bias.assign(w[f"{n}.bias"])
+    elif isinstance(layer, keras.layers.Dense):
+        kernel = w[f"{n}.weight"].T
+        layer.kernel.assign(_hwc_rows(kernel, flattened[n]) if n in flattened else kernel)
+        layer.bias.assign(w[f"{n}.bias"])
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        layer.gamma.assign(w[f"{n}.weight"])
+        layer.beta.assign(w[f"{n}.bias"])
+        layer.moving_mean.assign(w[f"{n}.running_mean"])
+        layer.moving_variance.assign(w[f"{n}.running_var"])
+    elif isinstance(layer, keras.layers.Embedding):
+        layer.embeddings.assign(w[f"{n}.weight"])
+    elif isinstance(layer, keras.layers.GRU):
+        cell = layer.cell
+        cell.kernel.assign(_gates_canonical_to_keras(w[f"{n}.weight_ih"].T))
+        cell.recurrent_kernel.assign(_gates_canonical_to_keras(w[f"{n}.weight_hh"].T))
+        cell.bias.assign(_gates_canonical_to_keras(np.stack([w[f"{n}.bias_ih"], w[f"{n}.bias_hh"]])))
+
+
+# ----------------------------------------------------------------------------- the trainer
+class KerasTrainer:
+    """Wraps a functional keras.Model whose weighted layers are named by their canonical key prefix.
+
+    `flattened` names dense layers fed by a Flatten: {layer name: (C, H, W) of the flattened map};
+    their kernel rows are reordered between Keras' H,W,C flatten and the canonical C,H,W one."""
+
+    def __init__(self, model: keras.Model, spec, options, flattened: dict | None = None,
+                 deviations: tuple[str, ...] = ()):
+        self.model, self.spec, self.options = model, spec, options
+        data_format = keras.config.image_data_format()
+        self.flattened = (flattened or {}) if data_format == "channels_last" else {}
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
+        # "auto" is Keras' default: XLA on TensorFlow, jax.jit on JAX, eager on torch; --compile
+        # forces it on (torch.compile on the torch backend).
+        model.compile(optimizer=make_optimizer(spec.optimizer), loss=loss, metrics=[StepLoss(loss)],
+                      jit_compile=True if options.compile else "auto")
+        self.x = self.y = None
+        backend = keras.backend.backend()
+        self.info = {
+            "layout": "NHWC" if data_format == "channels_last" else "NCHW",
+            "backend": backend,
+            "fast_path": {"keras_backend": backend, "data_format": data_format,
+                          "jit_compile": None,  # resolved by Keras on the first step, filled in then
+                          "loop": "model.fit per epoch over the harness-ordered batches, shuffle=False, "
+                                  "async-safe callback collecting each step's loss",
+                          "dtype_policy": keras.config.dtype_policy().name},
+            "deviations": list(deviations),
+        }
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
+
+    def fit_data(self, x, y) -> None:
+        self.x, self.y = np.asarray(x), np.asarray(y)  # memory-mapped arrays, read in the harness's order
+
+    def train_epoch(self, batches) -> np.ndarray:
+        index = getattr(batches, "index", None)
+        index = np.asarray(list(batches) if index is None else index)  # (steps, batch) rows
+        steps, batch_size = index.shape
+        # One gather into the epoch's order; fit then cuts exactly these rows into the same batches
+        # (shuffle=False, no partial batch), one optimiser step each: the harness's protocol.
+        order = index.reshape(-1)
+        record = StepLosses(batches)
+        self.model.fit(self.x[order], self.y[order], batch_size=batch_size, epochs=1, shuffle=False,
+                       verbose=0, callbacks=[record])
+        self.info["fast_path"]["jit_compile"] = self.model.jit_compile
+        assert len(record.losses) == steps, f"{len(record.losses)} steps run, {steps} batches given"
+        return np.array([record.losses[i] for i in range(steps)], dtype=np.float32)  # fit returned: all done
+
+    def predict(self, x) -> np.ndarray:
+        return np.asarray(self.model.predict(np.asarray(x), batch_size=EVAL_BATCH, verbose=0), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        out = {}
+        for layer in self.model.layers:
+            out.update({k: np.ascontiguousarray(v) for k, v in layer_weights(layer, self.flattened).items()})
+        return out
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        expected = self.spec.weight_shapes()
+        if set(weights) != set(expected):
+            raise KeyError(f"weights differ from the spec: missing {sorted(set(expected) - set(weights))}, "
+                           f"unexpected {sorted(set(weights) - set(expected))}")
+        for k, v in weights.items():
+            if tuple(np.shape(v)) != expected[k]:
+                raise ValueError(f"{k}: shape {np.shape(v)}, the spec says {expected[k]}")
+        w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+        for layer in self.model.layers:
+            load_layer(layer, w, self.flattened)
+
+    def peak_device_memory(self) -> int | None:
+        if self.options.device != "cuda":
+            return None
+        backend = keras.backend.backend()
+        if backend == "torch":
+            import torch
+            return torch.cuda.max_memory_allocated()
+        if backend == "jax":
+            import jax
+            return jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+        import tensorflow as tf
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]

@@ -1,0 +1,1 @@
+"""MXNet Gluon implementations (hybridized); run in the legacy environment."""

@@ -1,0 +1,67 @@
+"""ResNet-50 v1.5 in MXNet Gluon, written from the spec (the model zoo's resnet50_v1 strides the 1x1)."""
+from __future__ import annotations
+
+import mxnet as mx
+from mxnet import gluon
+from mxnet.gluon import nn
+
+from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from python_models.mxnet.trainer import GLOROT, HE_FAN_OUT, GluonTrainer, context
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> nn.Conv2D:
+    # Explicit symmetric padding; Gluon pads both sides by `padding`.
+    return nn.Conv2D(cout, k, stride, pad, in_channels=cin, use_bias=False, weight_initializer=HE_FAN_OUT)
+
+
+def bn(c: int) -> nn.BatchNorm:
+    # Gluon's momentum is the weight of the old running value: 1 - PyTorch's 0.1.
+    return nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPS, in_channels=c)
+
+
+class Bottleneck(gluon.HybridBlock):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+        super().__init__()
+        cout = width * RESNET_EXPANSION
+        with self.name_scope():
+            self.conv1, self.bn1 = conv(cin, width, 1), bn(width)
+            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width)  # v1.5: stride here
+            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout)
+            self.downsample = None
+            if downsample:
+                self.downsample = nn.HybridSequential()
+                self.downsample.add(conv(cin, cout, 1, stride), bn(cout))
+
+    def hybrid_forward(self, F, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet50(gluon.HybridBlock):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        with self.name_scope():
+            self.conv1, self.bn1 = conv(3, 64, 7, 2, 3), bn(64)
+            self.pool = nn.MaxPool2D(3, 2, 1)
+            for prefix, cin, width, stride, down in resnet50_blocks():
+                stage, _ = prefix.split(".")  # layer1..layer4, each a Sequential indexed 0..n-1
+                if not hasattr(self, stage):
+                    setattr(self, stage, nn.HybridSequential())
+                getattr(self, stage).add(Bottleneck(cin, width, stride, down))
+            self.gap = nn.GlobalAvgPool2D()
+            self.fc = nn.Dense(num_classes, in_units=2048, weight_initializer=GLOROT)
+
+    def hybrid_forward(self, F, x):  # x: (N, 3, S, S)
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (N, 64, S/4, S/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 2048, S/32, S/32)
+        return self.fc(self.gap(x))  # Dense flattens (N, 2048, 1, 1)
+
+
+def build(spec, options):
+    ctx = context(options)
+    mx.random.seed(options.seed)
+    net = ResNet50(spec.num_classes)
+    net.initialize(ctx=ctx)
+    return GluonTrainer(net, spec, options, ctx)

@@ -1,0 +1,161 @@
+"""The MXNet Gluon training loop shared by the three Gluon models: the harness protocol in MXNet.
+
+Runs in the legacy environment (numpy 1.23, mxnet 1.9). Layouts need no conversion: Gluon's
+Conv2D kernels are (out, in, kh, kw), Dense weights (out, in) flattening C,H,W, and the fused
+GRU stacks its gates (reset, update, new) like the canonical file.
+"""
+from __future__ import annotations
+
+import math
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+from mxnet.gluon import nn
+
+EVAL_BATCH = 256
+HYBRIDIZE = {"static_alloc": True, "static_shape": True}
+
+# Glorot uniform: sqrt(6 / (fan_in + fan_out)), fans counting kh*kw, as PyTorch and Keras do.
+GLOROT = mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3)
+# He normal, fan-out: std sqrt(2 / (out*kh*kw)).
+HE_FAN_OUT = mx.init.MSRAPrelu(factor_type="out", slope=0.0)
+
+# Gluon parameter name -> the last part of the canonical key.
+RENAME = {"gamma": "weight", "beta": "bias", "l0_i2h_weight": "weight_ih", "l0_h2h_weight": "weight_hh",
+          "l0_i2h_bias": "bias_ih", "l0_h2h_bias": "bias_hh"}
+
+
+def named_blocks(block, prefix=""):
+    """(dotted path, block) for every block; attribute names and Sequential indices, as PyTorch names them."""
+    yield prefix, block
+    for name, child in block._children.items():
+        yield from named_blocks(child, f"{prefix}.{name}" if prefix else name)
+
+
+def canonical_params(net) -> dict:
+    """Canonical key -> gluon Parameter."""
+    return {f"{path}.{RENAME.get(name, name)}": p
+            for path, block in named_blocks(net) for name, p in block._reg_params.items()}
+
+
+def context(options):
+    if options.gpus != 1 or options.precision != "fp32":
+        raise ValueError("the MXNet implementations run on one device in fp32 only")
+    if options.device == "cuda":
+        if mx.context.num_gpus() == 0:
+            raise ValueError("--device cuda: this MXNet build sees no GPU (install mxnet-cu* in the legacy env)")
+        return mx.gpu(0)
+    return mx.cpu()
+
+
+def make_optimizer(opt):
+    if opt.name == "sgd":
+        # MXNet: s = m*s + lr*g; w -= s. With a constant lr, s = lr*v for PyTorch's v = m*v + g; w -= lr*v.
+        return mx.optimizer.SGD(learning_rate=opt.lr, momentum=opt.momentum)
+    return mx.optimizer.Adam(learning_rate=opt.lr, beta1=opt.beta1, beta2=opt.beta2, epsilon=opt.eps)
+
+
+class GluonTrainer:
+    """Wraps a HybridBlock whose parameters, walked as in `canonical_params`, are the spec's weights."""
+
+    def __init__(self, net: gluon.HybridBlock, spec, options, ctx):
+        self.spec, self.options, self.ctx = spec, options, ctx
+        self.net = net
+        self.params = canonical_params(net)
+        if set(self.params) != set(spec.weight_shapes()):
+            raise KeyError(f"gluon parameters {sorted(set(self.params) ^ set(spec.weight_shapes()))} "
+                           "do not match the spec")
+        net.hybridize(**HYBRIDIZE)  # the fast path: one cached, statically planned graph per mode
+        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        self.loss_fn.hybridize(**HYBRIDIZE)
+        self.opt_spec = spec.optimizer
+        self.optimizer = make_optimizer(spec.optimizer)
+        self.trainer = gluon.Trainer(net.collect_params(), self.optimizer, update_on_kvstore=False)
+        self.steps = 0
+        self.bns = [b for _, b in named_blocks(net) if isinstance(b, nn.BatchNorm)]
+        # MXNet's CPU BatchNorm blends the biased batch variance into running_var; PyTorch and cuDNN
+        # the unbiased one (n/(n-1)). Corrected after each step on CPU; see _unbias_running_var.
+        self.unbias = bool(self.bns) and ctx.device_type == "cpu"
+        self._bn_positions = None
+        features = mx.runtime.Features()
+        self.info = {
+            "layout": "NCHW",
+            "fast_path": {"hybridize": True, **HYBRIDIZE, "mkldnn": features.is_enabled("MKLDNN"),
+                          "cudnn": ctx.device_type == "gpu" and features.is_enabled("CUDNN"),
+                          "cudnn_autotune": ctx.device_type == "gpu", "data_on_device": True},
+            "deviations": [],
+            "notes": ["SGD: MXNet's s = m*s + lr*g equals PyTorch's momentum at a constant lr",
+                      "Adam: epsilon set to eps*sqrt(1-beta2^t) each step, so MXNet's "
+                      "lr_t*m/(sqrt(v)+epsilon) equals PyTorch's lr*m_hat/(sqrt(v_hat)+eps)"],
+        }
+        if self.unbias:
+            self.info["notes"].append("BatchNorm running_var Bessel-corrected after each step "
+                                      "(MXNet's CPU kernel tracks the biased variance)")
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.net.collect_params().values() if p.grad_req != "null")
+
+    def fit_data(self, x, y) -> None:
+        # One copy into (device) memory before the clock; batches are then gathered there.
+        dtype = "float32" if x.dtype.kind == "f" else "int32"  # token ids < 30000
+        self.x = nd.array(np.asarray(x), ctx=self.ctx, dtype=dtype)
+        self.y = nd.array(np.asarray(y), ctx=self.ctx, dtype="int32")
+
+    def _positions_per_example(self):
+        """Per BatchNorm: the positions one example contributes (H*W of its input), by shape inference."""
+        internals = self.net(mx.sym.var("data")).get_internals()
+        _, shapes, _ = internals.infer_shape(data=(1,) + self.x.shape[1:])
+        shape_of = dict(zip(internals.list_outputs(), shapes))
+        return [int(np.prod(shape_of[f"{b.name}_fwd_output"][2:])) for b in self.bns]
+
+    def _unbias_running_var(self, before, batch):
+        # running = mom*old + (1-mom)*var_biased; rebuild it with var_biased*n/(n-1).
+        for b, old, k in zip(self.bns, before, self._bn_positions):
+            n, mom = k * batch, b._kwargs["momentum"]
+            new = b.running_var.data()
+            new[:] = new * (n / (n - 1)) - old * (mom / (n - 1))
+
+    def train_epoch(self, batches) -> np.ndarray:
+        if self.unbias and self._bn_positions is None:
+            self._bn_positions = self._positions_per_example()
+        losses = []
+        for idx in batches:
+            idx = nd.array(idx, ctx=self.ctx, dtype="int32")
+            xb, yb = nd.take(self.x, idx), nd.take(self.y, idx)
+            before = [b.running_var.data().copy() for b in self.bns] if self.unbias else None
+            if self.opt_spec.name == "adam":
+                t = self.steps + 1
+                self.optimizer.epsilon = self.opt_spec.eps * math.sqrt(1 - self.opt_spec.beta2 ** t)
+            with autograd.record():  # train mode: dropout on, BatchNorm on batch statistics
+                loss = self.loss_fn(self.net(xb), yb).mean()
+            loss.backward()
+            self.trainer.step(1)  # the loss is already the batch mean
+            self.steps += 1
+            if self.unbias:
+                self._unbias_running_var(before, len(idx))
+            losses.append(loss)
+        return nd.concat(*losses, dim=0).asnumpy() if losses else np.zeros(0, np.float32)  # waits
+
+    def predict(self, x) -> np.ndarray:
+        out = []
+        dtype = "float32" if x.dtype.kind == "f" else "int32"
+        for i in range(0, len(x), EVAL_BATCH):
+            xb = nd.array(np.asarray(x[i:i + EVAL_BATCH]), ctx=self.ctx, dtype=dtype)
+            out.append(self.net(xb).asnumpy())  # outside autograd.record(): inference mode
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: p.data().asnumpy() for k, p in self.params.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        if set(weights) != set(self.params):
+            raise KeyError(f"canonical keys differ: {sorted(set(weights) ^ set(self.params))}")
+        for k, p in self.params.items():
+            v = np.asarray(weights[k], dtype=np.float32)
+            if v.shape != p.shape:
+                raise ValueError(f"{k}: shape {v.shape}, expected {p.shape}")
+            p.set_data(nd.array(v, ctx=self.ctx, dtype="float32"))
+
+    def peak_device_memory(self) -> int | None:
+        return None

@@ -1,0 +1,1 @@
+"""PyTensor (the maintained successor of Theano) implementations; they run in the legacy environment."""

@@ -1,0 +1,223 @@
+"""The PyTensor side of the harness protocol, shared by the three PyTensor models.
+
+Parameters live in shared variables keyed by their canonical names (PyTorch layouts, so the
+weight mapping is the identity); one compiled `pytensor.function` runs a whole training step:
+gather the batch from the shared data set (`givens`), forward, `pytensor.grad`, and the
+optimiser and BatchNorm updates. Compilation happens at the first call (the first epoch or the
+first predict), as with any graph compiler; PyTensor caches the C code under ~/.pytensor.
+
+Images are computed channel-major, (C, N, H, W): PyTensor 2.27 keeps only the abstract
+convolution, whose CPU implementation is a Python loop over images and channels (the C CorrMM
+ops were dropped with the nnet module: pymc-devs/pytensor#305), so convolution is written here
+as in CorrMM, im2col + one GEMM, and in C,N,H,W order that GEMM needs no transpose on either side.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.tensor.random.utils import RandomStream
+
+from harness.specs import BN_EPS, BN_MOMENTUM
+
+pytensor.config.floatX = "float32"  # the harness's images are float32; keep Python constants there too
+MODE = "FAST_RUN"  # the C linker (cvm): fused C elemwise loops, GEMMs through NumPy's BLAS
+EVAL_BATCH = 256
+
+
+# ----------------------------------------------------------------------------- layers
+def relu(x):
+    return pt.switch(x > 0, x, 0.0)  # gradient 0 at 0, as PyTorch (maximum(x, 0) passes it at ties)
+
+
+def pad_hw(x, pad: int, value: float = 0.0):
+    """Symmetric padding of H and W of (C, N, H, W); C, H, W are static."""
+    c, _, h, w = x.type.shape
+    out = pt.full((c, x.shape[1], h + 2 * pad, w + 2 * pad), value, dtype=x.dtype)
+    return pt.set_subtensor(out[:, :, pad:pad + h, pad:pad + w], x)
+
+
+def taps(x, k: int, stride: int):
+    """The k*k strided views of x (C, N, H, W) under a k x k window: each (C, N, Ho, Wo)."""
+    h, w = x.type.shape[2:]
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    return [x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            for i in range(k) for j in range(k)]
+
+
+def conv2d(x, w, stride: int = 1, pad: int = 0):
+    """x: (C, N, H, W), w: (O, C, kh, kw) shared -> (O, N, Ho, Wo); cross-correlation as PyTorch.
+
+    im2col as CorrMM did it: (C*kh*kw, N*Ho*Wo) columns, then one GEMM with the (O, C*kh*kw) kernel."""
+    o, c, k, _ = w.type.shape
+    x = pad_hw(x, pad) if pad else x
+    views = taps(x, k, stride)
+    n, (ho, wo) = x.shape[1], views[0].type.shape[2:]
+    cols = views[0] if k == 1 else pt.stack(views, axis=1)  # (C, k*k, N, Ho, Wo)
+    out = pt.dot(w.reshape((o, c * k * k)), cols.reshape((c * k * k, n * ho * wo)))
+    return out.reshape((o, n, ho, wo))
+
+
+def max_pool_2x2(x):
+    """2x2 window, stride 2 on (C, N, H, W) with even H, W: a reshape and a max."""
+    c, _, h, w = x.type.shape
+    return x.reshape((c, x.shape[1], h // 2, 2, w // 2, 2)).max(axis=(3, 5))
+
+
+def max_pool_3x3_s2_p1(x):
+    """3x3 window, stride 2, padding 1 (ResNet's stem): the max of nine strided views.
+
+    The input follows a ReLU (>= 0), so zero padding gives the same maxima as PyTorch's -inf padding."""
+    return pt.stack(taps(pad_hw(x, 1), 3, 2), axis=0).max(axis=0)
+
+
+class Graph:
+    """What differs between the training graph and the eval graph: dropout and BatchNorm."""
+
+    def __init__(self, params: dict, train: bool, seed: int = 0, dropout: bool = True):
+        self.p, self.train, self.dropout_on = params, train, dropout
+        self.updates: list = []  # BatchNorm running averages, applied with the optimiser step
+        self.rng = RandomStream(seed)
+
+    def dropout(self, x, rate: float):
+        if not (self.train and self.dropout_on and rate > 0):
+            return x
+        keep = self.rng.uniform(0.0, 1.0, size=x.shape, dtype="float32") >= rate
+        return pt.switch(keep, x / (1.0 - rate), 0.0)  # inverted dropout, as PyTorch
+
+    def batch_norm(self, x, key: str):
+        """x: (C, N, H, W). Train: batch statistics (biased variance) normalise, and the running
+        averages take the unbiased variance with momentum 0.1 (PyTorch's convention)."""
+        gamma, beta = self.p[f"{key}.weight"], self.p[f"{key}.bias"]
+        mean, var = self.p[f"{key}.running_mean"], self.p[f"{key}.running_var"]
+        if self.train:
+            bmean = x.mean(axis=(1, 2, 3))
+            bvar = pt.sqr(x - bmean[:, None, None, None]).mean(axis=(1, 2, 3))
+            count = pt.cast(x.shape[1] * x.shape[2] * x.shape[3], "float32")
+            self.updates += [(mean, (1 - BN_MOMENTUM) * mean + BN_MOMENTUM * bmean),
+                             (var, (1 - BN_MOMENTUM) * var + BN_MOMENTUM * bvar * count / (count - 1))]
+            mean, var = bmean, bvar
+        scale = gamma / pt.sqrt(var + BN_EPS)
+        return x * scale[:, None, None, None] + (beta - mean * scale)[:, None, None, None]
+
+
+# ----------------------------------------------------------------------------- initialisers
+def glorot_uniform(rng, shape):
+    receptive = int(np.prod(shape[2:]))  # 1 for dense layers
+    limit = np.sqrt(6.0 / ((shape[0] + shape[1]) * receptive))
+    return rng.uniform(-limit, limit, shape)
+
+
+def he_normal_fan_out(rng, shape):
+    return rng.normal(0.0, np.sqrt(2.0 / (shape[0] * int(np.prod(shape[2:])))), shape)
+
+
+def orthogonal(rng, shape):
+    q, r = np.linalg.qr(rng.normal(size=shape))  # (rows, cols) with rows >= cols: orthonormal columns
+    return q * np.sign(np.diag(r))
+
+
+# ----------------------------------------------------------------------------- optimisers
+def sgd_momentum(params, grads, opt):
+    """PyTorch's form: v = m*v + g; w -= lr*v."""
+    updates = []
+    for w, g in zip(params, grads):
+        v = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.momentum", shape=w.type.shape)
+        v_new = opt.momentum * v + g
+        updates += [(v, v_new), (w, w - opt.lr * v_new)]
+    return updates
+
+
+def adam(params, grads, opt):
+    """PyTorch's form: w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
+    t = pytensor.shared(np.float32(0), name="adam.step")
+    t_new = t + 1
+    step_size = opt.lr / (1 - opt.beta1 ** t_new)
+    bc2_sqrt = pt.sqrt(1 - opt.beta2 ** t_new)
+    updates = [(t, t_new)]
+    for w, g in zip(params, grads):
+        m = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg", shape=w.type.shape)
+        v = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg_sq", shape=w.type.shape)
+        m_new = opt.beta1 * m + (1 - opt.beta1) * g
+        v_new = opt.beta2 * v + (1 - opt.beta2) * pt.sqr(g)
+        updates += [(m, m_new), (v, v_new), (w, w - step_size * m_new / (pt.sqrt(v_new) / bc2_sqrt + opt.eps))]
+    return updates
+
+
+OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam}
+
+
+# ----------------------------------------------------------------------------- the trainer
+class PytensorTrainer:
+    """`forward(graph, x) -> logits (N, classes)` builds the model from `graph.p`, the shared
+    variables keyed by canonical name; `init` holds their initial values (canonical layouts)."""
+
+    def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None):
+        self.spec, self.options, self.forward = spec, options, forward
+        shapes = spec.weight_shapes()
+        self.p = {k: pytensor.shared(np.asarray(init[k], np.float32).reshape(shapes[k]), name=k, shape=shapes[k])
+                  for k in shapes}
+        self.trainable = [self.p[w.key] for w in spec.weights if w.trainable]
+        image = len(spec.input_shape) == 3
+        shape = (None, *(input_shape or spec.input_shape))  # static C, H, W: the layers index with Python ints
+        self.x = pt.tensor("x", dtype=spec.input_dtype, shape=shape)
+        self.data_x = pytensor.shared(np.zeros((0, *shape[1:]), self.x.dtype), name="x_train", shape=shape)
+        self.data_y = pytensor.shared(np.zeros(0, np.int64), name="y_train")
+        self._train_fn = self._predict_fn = None
+        self.info = {
+            "layout": "NCHW",
+            "fast_path": {"mode": MODE, "linker": pytensor.compile.mode.get_mode(MODE).linker.__class__.__name__,
+                          "compute_layout": "CNHW" if image else "time-major",
+                          "conv": "im2col + GEMM written in PyTensor (no C convolution op in PyTensor 2.27)" if image else None,
+                          "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (no BLAS found to link the C GEMM)",
+                          "data_on_device": True, "compile": "at first call; C code cached in pytensor.config.compiledir"},
+            "deviations": [],
+        }
+
+    def param_count(self) -> int:
+        return sum(int(w.get_value(borrow=True).size) for w in self.trainable)
+
+    def fit_data(self, x, y) -> None:
+        self.data_x.set_value(np.array(x, dtype=self.x.dtype))  # one copy out of the memory map
+        self.data_y.set_value(np.array(y, dtype=np.int64))
+
+    def _compile_train(self):
+        g = Graph(self.p, train=True, seed=self.options.seed, dropout=self.options.dropout)
+        idx, y = pt.lvector("idx"), pt.lvector("y")
+        logits = self.forward(g, self.x)
+        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(y.shape[0]), y].mean()
+        grads = pytensor.grad(loss, self.trainable)
+        updates = OPTIMIZERS[self.spec.optimizer.name](self.trainable, grads, self.spec.optimizer) + g.updates
+        return pytensor.function([idx], loss, updates=updates, mode=MODE, name="train_step",
+                                 givens={self.x: self.data_x[idx], y: self.data_y[idx]})
+
+    def train_epoch(self, batches) -> np.ndarray:
+        if self._train_fn is None:
+            self._train_fn = self._compile_train()
+        step = self._train_fn
+        return np.array([step(idx) for idx in batches], dtype=np.float32)  # each call returns when done
+
+    def predict(self, x) -> np.ndarray:
+        if self._predict_fn is None:
+            logits = self.forward(Graph(self.p, train=False), self.x)
+            self._predict_fn = pytensor.function([self.x], logits, mode=MODE, name="predict")
+        out = [self._predict_fn(np.asarray(x[i:i + EVAL_BATCH], dtype=self.x.dtype))
+               for i in range(0, len(x), EVAL_BATCH)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.get_value().copy() for k, v in self.p.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        shapes = self.spec.weight_shapes()
+        if set(weights) != set(shapes):
+            raise KeyError(f"weights differ from the {self.spec.name} spec: missing {sorted(set(shapes) - set(weights))}, "
+                           f"unexpected {sorted(set(weights) - set(shapes))}")
+        for k, v in weights.items():
+            v = np.asarray(v)
+            if v.shape != shapes[k]:
+                raise ValueError(f"{k}: shape {v.shape}, the spec says {shapes[k]}")
+            self.p[k].set_value(v.astype(np.float32))
+
+    def peak_device_memory(self):
+        return None

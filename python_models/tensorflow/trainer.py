@@ -1,0 +1,166 @@
+"""The raw TensorFlow 2 training loop shared by the three TF models: the harness protocol in tf.
+
+A model is a tf.Module that is called as `model(x, training, seed)` and offers `weight_map()`:
+canonical key -> (tf.Variable, Layout). Everything else (initialisation from the spec, the
+optimisers, the tf.function step, canonical weights) lives here, once.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+EVAL_BATCH = 256
+
+
+class Layout(NamedTuple):
+    """How a canonical (PyTorch-layout) array becomes a variable's value and back; both exact."""
+
+    to_tf: Callable[[np.ndarray], np.ndarray]
+    to_canonical: Callable[[np.ndarray], np.ndarray]
+
+
+SAME = Layout(lambda a: a, lambda a: a)
+CONV = Layout(lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1))  # (out,in,kh,kw) <-> (kh,kw,in,out)
+DENSE = Layout(lambda a: a.T, lambda a: a.T)  # (out,in) <-> (in,out): x @ kernel
+
+
+def dropout(x, rate: float, seed, salt: int):
+    """Stateless dropout: `seed` (2,) int64 is new every step, `salt` tells the layers of a step apart."""
+    if rate == 0.0:
+        return x
+    return tf.nn.experimental.stateless_dropout(x, rate, seed=tf.random.experimental.stateless_fold_in(seed, salt))
+
+
+def conv2d(x, w, stride: int = 1, pad: int = 0):
+    """NHWC convolution with symmetric explicit padding (TF's 'SAME' pads stride-2 convs unevenly)."""
+    if pad:
+        x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return tf.nn.conv2d(x, w, stride, "VALID")
+
+
+def initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
+    """Canonical initial weights drawn from the initialiser family each spec weight names."""
+    gen = tf.random.Generator.from_seed(seed)
+    out = {}
+    for w in spec.weights:
+        shape, init = w.shape, w.init
+        receptive = int(np.prod(shape[2:]))  # kh*kw for convolutions, 1 for dense/GRU matrices
+        fan_in, fan_out = (shape[1] * receptive, shape[0] * receptive) if len(shape) > 1 else (0, 0)
+        if init in ("zeros", "ones"):
+            value = tf.zeros(shape) if init == "zeros" else tf.ones(shape)
+        elif init.startswith("glorot_uniform"):
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            value = gen.uniform(shape, -limit, limit)
+        elif init == "he_normal_fan_out":
+            value = gen.normal(shape, stddev=np.sqrt(2.0 / fan_out))
+        elif init.startswith("orthogonal"):  # orthonormal columns of the whole (rows >= cols) matrix
+            q, r = tf.linalg.qr(gen.normal(shape))
+            value = q * tf.sign(tf.linalg.diag_part(r))
+        elif m := re.fullmatch(r"uniform\(([-\d.e]+),([-\d.e]+)\)", init):
+            value = gen.uniform(shape, float(m[1]), float(m[2]))
+        else:
+            raise ValueError(f"{spec.name}: no TensorFlow initialiser for {w.key}'s {init!r}")
+        out[w.key] = value.numpy().astype(np.float32)
+    return out
+
+
+class TFTrainer:
+    def __init__(self, make_model: Callable[[], tf.Module], spec, options):
+        if options.precision != "fp32":
+            raise ValueError(f"the raw TensorFlow implementation trains in fp32 only, not {options.precision}")
+        if options.device == "cuda" and not tf.config.list_physical_devices("GPU"):
+            raise RuntimeError("--device cuda: TensorFlow sees no GPU here")
+        self.device = "/GPU:0" if options.device == "cuda" else "/CPU:0"
+        self.opt = spec.optimizer
+        with tf.device(self.device):
+            self.model = make_model()
+            self.params = list(self.model.trainable_variables)
+            # SGD: one velocity per parameter; Adam: first and second moments.
+            n_slots = 1 if self.opt.name == "sgd" else 2
+            self.slots = [[tf.Variable(tf.zeros_like(p), trainable=False) for p in self.params] for _ in range(n_slots)]
+            self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False)  # Adam's t; dropout's stream
+        self.seed = tf.constant(options.seed, tf.int64)
+        self.set_weights(initial_weights(spec, options.seed))
+        image = len(spec.input_shape) == 3
+        x_spec = tf.TensorSpec([None, *spec.input_shape[1:], spec.input_shape[0]] if image else [None, *spec.input_shape],
+                               tf.float32 if image else tf.int64)
+        self._train_step = tf.function(self._step, jit_compile=options.compile,
+                                       input_signature=[tf.TensorSpec([None], tf.int64)])
+        self._forward = tf.function(lambda x: self.model(x, training=False), jit_compile=options.compile,
+                                    input_signature=[x_spec])
+        self.info = {
+            "layout": "NHWC",  # TF's native layout; oneDNN on CPU, cuDNN (via grappler) on GPU take it as is
+            "fast_path": {"tf_function": True, "xla_jit_compile": options.compile, "channels_last": True,
+                          "fused_batch_norm": True, "data_on_device": True,
+                          "onednn": options.device == "cpu" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"},
+            "deviations": [],
+        }
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+
+    def fit_data(self, x, y) -> None:
+        # One copy into device memory before the clock; every batch is then a tf.gather there.
+        with tf.device(self.device):
+            self.x = tf.identity(tf.constant(np.asarray(x)))
+            self.y = tf.identity(tf.constant(np.asarray(y), tf.int64))
+
+    def _step(self, idx):
+        xb, yb = tf.gather(self.x, idx), tf.gather(self.y, idx)
+        seed = tf.stack([self.seed, self.step_count])
+        with tf.GradientTape() as tape:
+            logits = self.model(xb, training=True, seed=seed)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.params)]  # embedding: dense, as torch
+        self.step_count.assign_add(1)
+        if self.opt.name == "sgd":
+            self._sgd(grads)
+        else:
+            self._adam(grads)
+        return loss
+
+    def _sgd(self, grads):
+        # ResourceApplyMomentum is PyTorch's form exactly: v = m*v + g; w -= lr*v.
+        for w, g, v in zip(self.params, grads, self.slots[0]):
+            tf.raw_ops.ResourceApplyMomentum(var=w.handle, accum=v.handle, lr=tf.constant(self.opt.lr, w.dtype),
+                                             grad=g, momentum=tf.constant(self.opt.momentum, w.dtype))
+
+    def _adam(self, grads):
+        # PyTorch's Adam, written out: ResourceApplyAdam puts eps inside the bias correction instead.
+        o = self.opt
+        t = tf.cast(self.step_count, tf.float64)
+        step_size = tf.cast(o.lr / (1.0 - o.beta1 ** t), tf.float32)
+        bc2_sqrt = tf.cast(tf.sqrt(1.0 - o.beta2 ** t), tf.float32)
+        for w, g, m, v in zip(self.params, grads, *self.slots):
+            m.assign(m + (1.0 - o.beta1) * (g - m))
+            v.assign(o.beta2 * v + (1.0 - o.beta2) * g * g)
+            w.assign_sub(step_size * m / (tf.sqrt(v) / bc2_sqrt + o.eps))
+
+    def train_epoch(self, batches) -> np.ndarray:
+        losses = [self._train_step(tf.constant(idx)) for idx in batches]
+        return tf.stack(losses).numpy() if losses else np.zeros(0, np.float32)  # .numpy() waits for the device
+
+    def predict(self, x) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), EVAL_BATCH):
+            with tf.device(self.device):
+                out.append(self._forward(tf.constant(np.asarray(x[i:i + EVAL_BATCH]))).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(layout.to_canonical(v.numpy())) for k, (v, layout) in self.model.weight_map().items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        wmap = self.model.weight_map()
+        if set(weights) != set(wmap):
+            raise KeyError(f"weights differ from the spec: missing {sorted(set(wmap) - set(weights))[:5]}, "
+                           f"unexpected {sorted(set(weights) - set(wmap))[:5]}")
+        for k, (v, layout) in wmap.items():
+            v.assign(np.ascontiguousarray(layout.to_tf(np.asarray(weights[k], np.float32))))
+
+    def peak_device_memory(self) -> int | None:
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] if self.device == "/GPU:0" else None

@@ -1,0 +1,148 @@
+# The Keras training loop shared by the three R models: the harness protocol in R.
+#
+# Keras is Python's Keras 3, reached through reticulate (the R keras3 package is a thin layer
+# over the same calls and is not needed). `convert = FALSE` keeps every value Keras returns a
+# Python object: the training arrays stay the numpy arrays the harness prepared and never
+# become R doubles; py_to_r() is called only where R needs a number.
+
+library(reticulate)
+keras <- import("keras", convert = FALSE)
+np <- import("numpy", convert = FALSE)
+py_builtins <- import_builtins(convert = FALSE)
+
+make_optimizer <- function(opt) {
+  # Keras' SGD (v = m*v - lr*g; w += v) equals PyTorch's (v = m*v + g; w -= lr*v) at constant lr.
+  switch(opt$name,
+    sgd = keras$optimizers$SGD(learning_rate = opt$lr, momentum = opt$momentum),
+    adam = keras$optimizers$Adam(learning_rate = opt$lr, beta_1 = opt$beta1,
+                                 beta_2 = opt$beta2, epsilon = opt$eps),
+    stop("unknown optimizer ", opt$name))
+}
+
+glorot <- function() keras$initializers$GlorotUniform()
+he_fan_out <- function() keras$initializers$VarianceScaling(2, "fan_out", "untruncated_normal")
+
+# --------------------------------------------------------------------------- canonical weights
+# Canonical layouts are PyTorch's. Keras kernels are (kh, kw, in, out) and dense kernels
+# (in, out); Keras' GRU stacks its gates (update, reset, new) where PyTorch stacks (reset,
+# update, new), and keeps its two biases as the rows of one (2, 3H) matrix.
+as_numpy <- function(v) np$array(keras$ops$convert_to_numpy(v), copy = TRUE)
+to_torch <- function(v, perm) np$ascontiguousarray(np$transpose(as_numpy(v), perm))
+from_torch <- function(w, perm) np$transpose(np$asarray(w), perm)
+
+swap_first_two_gates <- function(w, axis) {
+  gates <- iterate(np$split(w, 3L, axis = axis))
+  np$concatenate(list(gates[[2]], gates[[1]], gates[[3]]), axis = axis)
+}
+
+layer_exporters <- list(
+  Conv2D = function(l) list(weight = to_torch(l$kernel, c(3L, 2L, 0L, 1L)), bias = if (py_to_r(l$use_bias)) as_numpy(l$bias)),
+  Dense = function(l) list(weight = to_torch(l$kernel, c(1L, 0L)), bias = as_numpy(l$bias)),
+  BatchNormalization = function(l) list(weight = as_numpy(l$gamma), bias = as_numpy(l$beta),
+                                        running_mean = as_numpy(l$moving_mean),
+                                        running_var = as_numpy(l$moving_variance)),
+  Embedding = function(l) list(weight = as_numpy(l$embeddings)),
+  GRU = function(l) {
+    bias <- swap_first_two_gates(as_numpy(l$cell$bias), -1L)  # (2, 3H): input row, recurrent row
+    list(weight_ih = np$ascontiguousarray(swap_first_two_gates(as_numpy(l$cell$kernel), -1L)$T),
+         weight_hh = np$ascontiguousarray(swap_first_two_gates(as_numpy(l$cell$recurrent_kernel), -1L)$T),
+         bias_ih = np$ascontiguousarray(py_get_item(bias, 0L)),
+         bias_hh = np$ascontiguousarray(py_get_item(bias, 1L)))
+  }
+)
+
+layer_importers <- list(
+  Conv2D = function(l, w) {
+    l$kernel$assign(from_torch(w$weight, c(2L, 3L, 1L, 0L)))
+    if (py_to_r(l$use_bias)) l$bias$assign(w$bias)
+  },
+  Dense = function(l, w) { l$kernel$assign(from_torch(w$weight, c(1L, 0L))); l$bias$assign(w$bias) },
+  BatchNormalization = function(l, w) {
+    l$gamma$assign(w$weight); l$beta$assign(w$bias)
+    l$moving_mean$assign(w$running_mean); l$moving_variance$assign(w$running_var)
+  },
+  Embedding = function(l, w) l$embeddings$assign(w$weight),
+  GRU = function(l, w) {
+    l$cell$kernel$assign(swap_first_two_gates(np$asarray(w$weight_ih)$T, -1L))
+    l$cell$recurrent_kernel$assign(swap_first_two_gates(np$asarray(w$weight_hh)$T, -1L))
+    l$cell$bias$assign(swap_first_two_gates(np$stack(list(w$bias_ih, w$bias_hh)), -1L))
+  }
+)
+
+# A Python dict of numpy arrays as an R named list, the arrays left as they are (py_to_r would
+# turn them into R doubles).
+dict_to_list <- function(d) {
+  keys <- unlist(py_to_r(py_builtins$list(d)))
+  setNames(lapply(keys, function(k) py_get_item(d, k)), keys)
+}
+
+class_name <- function(layer) py_to_r(py_builtins$type(layer)$`__name__`)
+
+# Layers are named by their canonical prefix ("conv1", "layer1.0.downsample.0"), so a model's
+# weights are found by walking its layers. `adjust` holds per-model exceptions (the CNN's flatten).
+export_weights <- function(model, adjust = list()) {
+  out <- list()
+  for (layer in iterate(model$layers)) {
+    export <- layer_exporters[[class_name(layer)]]
+    if (is.null(export)) next
+    name <- py_to_r(layer$name)
+    tensors <- Filter(Negate(is.null), export(layer))
+    if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$export(tensors)
+    names(tensors) <- paste(name, names(tensors), sep = ".")
+    out <- c(out, tensors)
+  }
+  out
+}
+
+import_weights <- function(model, weights, adjust = list()) {
+  for (layer in iterate(model$layers)) {
+    import <- layer_importers[[class_name(layer)]]
+    if (is.null(import)) next
+    name <- py_to_r(layer$name)
+    prefix <- paste0(name, ".")
+    keys <- Filter(function(k) startsWith(k, prefix), names(weights))
+    tensors <- setNames(weights[keys], substring(keys, nchar(prefix) + 1L))
+    if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$import(tensors)
+    import(layer, tensors)
+  }
+  invisible(NULL)
+}
+
+# --------------------------------------------------------------------------- the trainer
+keras_trainer <- function(model, spec, options, adjust = list(), deviations = character()) {
+  model$compile(optimizer = make_optimizer(spec$optimizer),
+                loss = keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE))
+  data <- new.env()  # the training arrays: Python objects, held as handed over
+
+  train_epoch <- function(batches) {
+    # One optimiser step per row of the harness's plan; train_on_batch returns the loss as a
+    # host number, so every step's device work has finished when the loop ends.
+    step <- function(idx) {
+      loss <- model$train_on_batch(py_get_item(data$x, idx),
+                                   py_get_item(data$y, idx))
+      py_to_r(loss)
+    }
+    as.numeric(iterate(batches, step, simplify = TRUE))
+  }
+
+  list(
+    info = list(
+      layout = "NHWC",
+      fast_path = list(train_step = "Model.train_on_batch", jit_compile = py_to_r(model$jit_compile),
+                       backend = py_to_r(keras$backend$backend()), data_format = "channels_last"),
+      deviations = as.list(deviations)),
+    fit_data = function(x, y) { data$x <- x; data$y <- y; invisible(NULL) },
+    train_epoch = train_epoch,
+    predict = function(x) model$predict(x, batch_size = 256L, verbose = 0L),
+    get_weights = function() export_weights(model, adjust),
+    set_weights = function(weights) import_weights(model, dict_to_list(weights), adjust),
+    param_count = function() {
+      sizes <- iterate(model$trainable_weights, function(w) py_to_r(np$prod(w$shape)))
+      as.integer(sum(unlist(sizes)))
+    },
+    # SHA-256 of the bytes of the array R holds, computed by R's digest package.
+    data_digest = function(name) {
+      digest::digest(as.raw(data[[name]]$tobytes()), algo = "sha256", serialize = FALSE)
+    }
+  )
+}

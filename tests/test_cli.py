@@ -1,0 +1,98 @@
+"""The command line as a user meets it: records, tables, and one clear line for every bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import harness, harness_json
+from harness.registry import IMPLEMENTATIONS
+
+TINY = ["--data", "synthetic", "--samples", "128", "--epochs", "2", "--quiet"]
+
+
+def test_run_json_record_has_epochs_timing_and_environment(data_cache, tmp_path):
+    proc, record = harness_json("--lang", "python", "--framework", "pytorch", "--model", "cnn", *TINY,
+                                "--out", str(tmp_path), cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert len(record["epochs"]) == 2
+    for e in record["epochs"]:
+        assert e["seconds"] > 0 and e["examples_per_s"] == pytest.approx(e["examples"] / e["seconds"])
+        assert e["examples"] == 128 and e["steps"] == 2
+    t = record["timing"]
+    for key in ("startup_s", "import_s", "build_s", "data_s", "first_epoch_s", "steady_s_per_epoch", "eval_s"):
+        assert t[key] is not None and t[key] >= 0, key
+    assert record["memory"]["peak_rss_bytes"] > 0
+    env = record["environment"]
+    assert env["cores"] >= 1 and env["cpu"] and env["python"]
+    assert "commit" in env["git"]
+    assert record["versions"]["torch"].startswith("2.13")
+    assert set(record["data_manifest"]["arrays"]) == {"x_train", "y_train", "x_test", "y_test"}
+    assert record["command"].startswith("python -m harness")
+    # the record and the tidy epoch table are on disk
+    saved = json.loads((tmp_path / f"{record['run_id']}.json").read_text())
+    assert saved["run_id"] == record["run_id"]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / f"{record['run_id']}.epochs.csv")
+    assert list(table["epoch"]) == [0, 1] and {"seconds", "examples_per_s", "framework", "cpu"} <= set(table)
+
+
+def test_table_format_and_results_load(data_cache, tmp_path):
+    proc = harness("--framework", "pytorch", "--model", "rnn", *TINY, "--repeats", "2", "--out", str(tmp_path),
+                   cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "python/pytorch/rnn" in proc.stdout and "steady_s_per_epoch" in proc.stdout
+    from harness import results
+
+    frame = results.load(tmp_path)
+    assert len(frame) == 4 and sorted(frame["repeat"].unique()) == [0, 1]
+    assert frame["warmup"].sum() == 2
+
+
+def test_list_shows_every_implementation_with_a_reason(data_cache):
+    proc = harness("list", "--format", "json", cache=data_cache)
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    assert len(rows) == len(IMPLEMENTATIONS)
+    for row in rows:
+        assert row["runnable"] in ("yes", "no")
+        assert (row["runnable"] == "yes") == (row["reason"] == ""), row
+    retired = [r for r in rows if r["framework"] in ("cntk", "caffe2")]
+    assert retired and all(r["reason"].startswith("retired:") for r in retired)
+    assert any(r["framework"] == "pytorch" and r["runnable"] == "yes" for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "vgg"], "unknown model 'vgg'; choices: cnn, resnet50, rnn"),
+    (["--lang", "go"], "unknown language 'go'; choices: python, r, julia"),
+    (["--framework", "theano"], "unknown framework 'theano' for --lang python; choices:"),
+    (["--framework", "pytorch", "--backend", "jax"], "--backend 'jax' given, but pytorch has no backends"),
+    (["--framework", "keras", "--backend", "cntk"], "unknown backend 'cntk' for keras; choices: jax, tensorflow, torch"),
+    (["--framework", "cntk"], "python/cntk/cnn cannot run here: retired:"),
+    (["--framework", "pytorch", "--data", "mnist"], "unknown data 'mnist'"),
+    (["--framework", "pytorch", "--device", "cuda"], "--device cuda: no NVIDIA GPU found here"),
+    (["--framework", "pytorch", "--precision", "fp16"], "--precision fp16 needs --device cuda"),
+    (["--framework", "pytorch", "--gpus", "2"], "--gpus 2 needs --device cuda"),
+    (["--framework", "pytorch", "--epochs", "0"], "argument --epochs: 0 must be at least 1"),
+    (["--framework", "pytorch", "--samples", "many"], "argument --samples: 'many' is not a whole number"),
+    (["--framework", "pytorch", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(data_cache, args, message):
+    proc = harness(*args, cache=data_cache)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_without_network_is_a_clear_error(tmp_path):
+    # an empty cache, no network: cifar10 cannot be downloaded here
+    proc = harness("--framework", "pytorch", "--model", "cnn", "--data", "cifar10", "--quiet", cache=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_default_verb_is_run_and_help_lists_verbs(data_cache):
+    proc = harness("--help", cache=data_cache)
+    assert proc.returncode == 0 and "list" in proc.stdout and "run" in proc.stdout
