@@ -15,6 +15,9 @@ VERBS = {
     "weights": "Write the initial canonical weights (.npz) an implementation creates.",
     "predict": "Load canonical weights into an implementation and write eval-mode logits for an input array.",
     "check": "Prove the implementations are the same model: checks 1-5 against the reference (PyTorch).",
+    "suite": "Run a suite (bench/suites/NAME.toml): implementations x models x setups, interleaved, resumable.",
+    "report": "Markdown table and HTML page with charts from results folders.",
+    "compare": "Compare two sets of results row by row; exit 1 when NEW is slower beyond --threshold.",
 }
 
 

@@ -1,58 +1,164 @@
-"""Results are data: one JSON record per run (environment beside every number), tidy tables from them.
+"""The results store: append-only, one JSON record per run, read back as one tidy pandas DataFrame.
 
-A record holds the run's configuration, timing, per-epoch rows, metrics, versions and the
-environment. `epoch_rows` flattens records to one row per epoch per run; `load` reads a results
-folder (or files) back as that DataFrame.
+Layout. A store is any folder (`--out`, default `results/`); published results live in
+`bench/results/<machine>/`. Each finished run adds exactly two files, never rewritten:
+
+    <run_id>.epochs.csv   the run's epoch rows (derived, written first, for spreadsheets)
+    <run_id>.json         the record: configuration, timing, per-epoch rows, metrics, versions,
+                          environment, command; its presence is what makes the run exist
+
+Both are written to a temporary name in the same folder, flushed to disk and then linked into
+place, so a reader (or a run killed midway) sees a whole file or none; linking refuses to replace
+an existing file, which keeps the store append-only. Sub-folders are read recursively; JSON files
+that are not run records (reports, bench scripts' own outputs) are ignored.
+
+Keys. Records are self-describing rather than filed by folder: `save` adds `record["key"]`
+
+    machine  /etc/machine-id (12 hex; hostname where absent)
+    env      SHA-256[:12] of what the run's software and hardware were: CPU, cores, memory,
+             GPUs and driver, OS, Python, BLAS variables, and the worker's package versions
+    commit   the project's git commit [:12], "+dirty" when tracked files had changes
+    config   SHA-256[:12] of what was measured: implementation, data, sizes, epochs, options
+
+and `record["plan"]` (written by harness.runs) says which request the run answered: suite name
+(None for `run`), the digest of its resolved options, and the repeat index. `--resume` skips a
+planned run when an "ok" record with the same plan exists for this machine and commit.
+
+Reading. `load(*paths, **keys)` gives one row per epoch per run (`warmup` marks epoch 0) with the
+key columns; `index(*paths, **keys)` gives one row per run (status included, failed runs too);
+`read_records` gives the records themselves. The index is derived from the files on every read,
+so it can never disagree with them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 RECORD_SUFFIX = ".json"
+SCHEMA = "dl-rosetta/run/1"
+KEY_FIELDS = ("machine", "env", "commit", "config")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_temp(path: Path, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide published results from others
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+            f.flush()
+            os.fsync(f.fileno())
     except BaseException:
         os.unlink(tmp)
         raise
+    return tmp
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (readers see the old or the new file, never half)."""
+    tmp = _write_temp(Path(path), text)
+    os.replace(tmp, path)
+
+
+def write_new(path: Path, text: str) -> None:
+    """Create `path` with `text` in one step; FileExistsError if it exists (append-only)."""
+    tmp = _write_temp(Path(path), text)
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+def machine_key(env: dict) -> str:
+    return str(env.get("machine_id") or env.get("hostname") or "unknown")
+
+
+def commit_key(env: dict) -> str:
+    git = env.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:12]
+    return commit + ("+dirty" if git.get("dirty") else "")
+
+
+def env_digest(record: dict) -> str:
+    env = record.get("environment") or {}
+    facts = {k: env.get(k) for k in ("platform", "cpu", "cores", "memory_bytes", "python", "blas_env")}
+    facts["gpus"] = [(g.get("name"), g.get("driver"), g.get("memory_mib")) for g in env.get("gpus") or []]
+    facts["versions"] = record.get("versions") or {}
+    return _digest(facts)
+
+
+def config_digest(record: dict) -> str:
+    impl, cfg = record["impl"], dict(record["config"])
+    for volatile in ("repeat", "timeout_s"):
+        cfg.pop(volatile, None)
+    return _digest({"impl": [impl["lang"], impl["framework"], impl.get("backend"), impl["model"]], "config": cfg})
+
+
+def record_key(record: dict) -> dict:
+    """The record's store keys (computed for records written before keys existed)."""
+    if record.get("key"):
+        return record["key"]
+    env = record.get("environment") or {}
+    return {"machine": machine_key(env), "env": env_digest(record), "commit": commit_key(env),
+            "config": config_digest(record)}
 
 
 def save(record: dict, out_dir: Path) -> Path:
-    """Write the run's epoch table (CSV) and then its record (JSON), each atomically."""
+    """Add the record to the store under `out_dir`: epoch table (CSV) first, then the record (JSON)."""
     out_dir = Path(out_dir)
+    record.setdefault("schema", SCHEMA)
+    record["key"] = record_key(record)
     rows = epoch_rows([record])
     if rows:
         import pandas as pd
 
-        write_atomic(out_dir / f"{record['run_id']}.epochs.csv", pd.DataFrame(rows).to_csv(index=False))
+        write_new(out_dir / f"{record['run_id']}.epochs.csv", pd.DataFrame(rows).to_csv(index=False))
     path = out_dir / f"{record['run_id']}{RECORD_SUFFIX}"
-    write_atomic(path, json.dumps(record, indent=1, default=str))
+    write_new(path, json.dumps(record, indent=1, default=str))
     return path
 
+
+# ---- reading --------------------------------------------------------------------------------
 
 def _flat(record: dict) -> dict:
     impl, cfg, timing = record["impl"], record["config"], record.get("timing") or {}
     env = record.get("environment") or {}
     metrics = record.get("metrics") or {}
+    plan = record.get("plan") or {}
+    key = record_key(record)
     return {
-        "run_id": record["run_id"], "status": record["status"], "lang": impl["lang"],
+        "run_id": record["run_id"], "status": record["status"], "label": impl.get("label"), "lang": impl["lang"],
         "framework": impl["framework"], "backend": impl.get("backend"), "model": impl["model"],
         "data": cfg["data"], "samples": cfg.get("n_train"), "batch_size": cfg["batch_size"],
-        "device": cfg["device"], "gpus": cfg["gpus"], "precision": cfg["precision"], "repeat": cfg.get("repeat"),
+        "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
+        "device": cfg["device"], "gpus": cfg["gpus"], "precision": cfg["precision"],
+        "compile": bool(cfg.get("compile")), "image_size": cfg.get("image_size"), "repeat": cfg.get("repeat"),
         "startup_s": timing.get("startup_s"), "import_s": timing.get("import_s"), "build_s": timing.get("build_s"),
-        "test_accuracy": metrics.get("test_accuracy"),
+        "first_epoch_s": timing.get("first_epoch_s"), "steady_s_per_epoch": timing.get("steady_s_per_epoch"),
+        "test_accuracy": metrics.get("test_accuracy"), "final_loss": metrics.get("final_loss"),
         "framework_version": impl.get("version"),
-        "cpu": env.get("cpu"), "gpu": ", ".join(g["name"] for g in env.get("gpus") or []) or None,
-        "commit": (env.get("git") or {}).get("commit"), "started": record.get("started"),
+        "cpu": env.get("cpu"), "cores": env.get("cores"), "memory_bytes": env.get("memory_bytes"),
+        "python": env.get("python"), "platform": env.get("platform"),
+        "gpu": ", ".join(g["name"] for g in env.get("gpus") or []) or None, "hostname": env.get("hostname"),
+        "commit": (env.get("git") or {}).get("commit"), "dirty": (env.get("git") or {}).get("dirty"),
+        "started": record.get("started"),
+        **key, "commit_key": key["commit"],
+        "suite": plan.get("suite"), "plan": plan.get("config"),
     }
 
 
@@ -65,15 +171,79 @@ def epoch_rows(records) -> list[dict]:
     return rows
 
 
-def read_records(paths) -> list[dict]:
+def is_record(obj) -> bool:
+    return isinstance(obj, dict) and all(k in obj for k in ("run_id", "impl", "config", "status"))
+
+
+def record_files(paths) -> list[Path]:
     files = []
     for p in map(Path, paths):
-        files += sorted(p.rglob(f"*{RECORD_SUFFIX}")) if p.is_dir() else [p]
-    return [json.loads(f.read_text()) for f in files]
+        if p.is_dir():
+            files += sorted(f for f in p.rglob(f"*{RECORD_SUFFIX}") if not f.name.startswith("."))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no results at {p}")
+    return files
 
 
-def load(*paths):
+def read_records(paths, **keys) -> list[dict]:
+    """The run records under the given folders/files (recursively), optionally filtered by key.
+
+    keys: machine=, env=, commit= (a prefix of the commit key), config=, suite=; other JSON files
+    are skipped."""
+    out = []
+    for f in record_files(paths):
+        try:
+            record = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # not ours: records are written whole or not at all
+        if not is_record(record):
+            continue
+        record["_path"] = str(f)
+        if _matches(record, keys):
+            out.append(record)
+    return out
+
+
+def _matches(record: dict, keys: dict) -> bool:
+    key = record_key(record)
+    for name, want in keys.items():
+        if want is None:
+            continue
+        if name == "suite":
+            have = (record.get("plan") or {}).get("suite")
+            if have != want:
+                return False
+        elif name == "commit":
+            if not key["commit"].startswith(want):
+                return False
+        elif name in KEY_FIELDS:
+            if key[name] != want:
+                return False
+        else:
+            raise TypeError(f"unknown key {name!r}; choices: {', '.join(KEY_FIELDS + ('suite',))}")
+    return True
+
+
+def load(*paths, **keys):
     """All epoch rows of the records under the given folders/files, as one pandas DataFrame."""
     import pandas as pd
 
-    return pd.DataFrame(epoch_rows(read_records(paths or ["results"])))
+    return pd.DataFrame(epoch_rows(read_records(paths or ["results"], **keys)))
+
+
+def to_frame(records):
+    """Records already in memory as the same DataFrame `load` gives."""
+    import pandas as pd
+
+    return pd.DataFrame(epoch_rows(records))
+
+
+def index(*paths, **keys):
+    """One row per run (failed runs included), with the record's path: the store's index."""
+    import pandas as pd
+
+    records = read_records(paths or ["results"], **keys)
+    return pd.DataFrame([{**_flat(r), "path": r["_path"], "plan_repeat": (r.get("plan") or {}).get("repeat")}
+                         for r in records])

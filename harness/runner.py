@@ -77,7 +77,15 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
                 pass_fds=(write_fd,), start_new_session=True,
             )
             os.close(write_fd)
-            outcome = _collect(proc, read_fd, job.timeout, on_event)
+            try:
+                outcome = _collect(proc, read_fd, job.timeout, on_event)
+            except BaseException:  # Ctrl-C: the worker has its own session and must not outlive us
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                raise
         outcome.log = _tail(log_path)
         if outcome.status == "failed" and outcome.error is None:
             outcome.error = _exit_reason(proc.returncode, outcome.log)

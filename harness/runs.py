@@ -37,7 +37,8 @@ def timing_summary(epochs: list[dict]) -> dict:
     return out
 
 
-def execute(impl, args, prepared, repeat: int, command: str, progress) -> dict:
+def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dict | None = None) -> dict:
+    """Run once, save the record; `plan` (harness.suites.run_plan) says which request it answers."""
     spec = get_spec(impl.model)
     options = options_from_args(impl, args)
     epochs = args.epochs or spec.epochs
@@ -77,6 +78,7 @@ def execute(impl, args, prepared, repeat: int, command: str, progress) -> dict:
         "data_manifest": prepared.manifest,
         "environment": environment.collect(),
         "command": command,
+        "plan": plan,
     }
     if outcome.status != "ok":
         record["log_tail"] = outcome.log

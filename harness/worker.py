@@ -268,12 +268,18 @@ def run_equivalence(job: dict, events: Events) -> dict:
     _save_npy(files["logits"], trainer.predict(_model_input(impl, options, data["x_test"][: job["eval_examples"]], layout)))
     x_train, y_train = _model_input(impl, options, data["x_train"], layout), data["y_train"]
     dropout = None
-    if job.get("dropout_rows"):
+    if job.get("dropout_rows"):  # one first step per fresh trainer (no optimiser state), new masks each
         events.send("phase", name="dropout")
-        trainer.fit_data(x_train, y_train)
-        trainer.train_epoch(Batches(np.asarray(job["dropout_rows"], dtype=np.int64)))
-        dropout = _unchanged_shares(probe, trainer.get_weights())
-        del trainer
+        draws = []
+        for d, row in enumerate(job["dropout_rows"]):
+            if d:
+                trainer = runtime.build(impl, spec, replace(options, seed=options.seed + d))
+                trainer.set_weights(probe)
+            trainer.fit_data(x_train, y_train)
+            trainer.train_epoch(Batches(np.asarray([row], dtype=np.int64)))
+            draws.append(_unchanged_shares(probe, trainer.get_weights()))
+            del trainer
+        dropout = {k: (float(np.mean([d[k][0] for d in draws])), m * len(draws)) for k, (_, m) in draws[0].items()}
         trainer = runtime.build(impl, spec, replace(options, dropout=False))
         trainer.set_weights(probe)
     events.send("phase", name="steps")

@@ -28,8 +28,9 @@ def main(args) -> int:
     if args.format == "json":
         print(json.dumps(table, indent=1))
         return 0
-    import pandas as pd
-
-    with pd.option_context("display.max_colwidth", 120, "display.width", 250):
-        print(pd.DataFrame(table).to_string(index=False))
+    columns = list(table[0]) if table else []
+    widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in columns[:-1]}  # the reason runs free
+    print("  ".join(c.ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for r in table:
+        print("  ".join(str(r[c]).ljust(widths.get(c, 0)) for c in columns).rstrip())
     return 0

@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p)
     p.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per run (default: 3600)")
     p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out (same options "
+                   "and repeat, this machine and commit)")
     p.add_argument("--format", default="table", choices=FORMATS)
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -119,11 +121,18 @@ def main(args) -> int:
             spec = get_spec(impl.model)
             prepared[impl.model] = datasets.prepare(args.data or spec.dataset, spec, args.samples, args.data_dir)
     command = "python -m harness " + shlex.join(sys.argv[1:])
+    from harness import suites
+
     records = []
+    done = suites.completed(args.out) if args.resume else {}
     with RunProgress(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         for repeat in range(args.repeats):  # round-robin: machine drift spreads over every row
             for impl in impls:
-                records.append(execute(impl, args, prepared[impl.model], repeat, command, progress))
+                plan = suites.run_plan(impl, args, repeat)
+                if suites.plan_id(plan) in done:
+                    records.append(done[suites.plan_id(plan)])
+                    continue
+                records.append(execute(impl, args, prepared[impl.model], repeat, command, progress, plan=plan))
     if args.format == "json":
         print(json.dumps(records[0] if len(records) == 1 else records, indent=1, default=str))
     else:

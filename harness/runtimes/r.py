@@ -59,7 +59,8 @@ def availability(impl) -> str | None:
         return f"rpy2 not installed in the main environment: {fix}"
     missing = missing_modules("main", ("keras", impl.backend))
     if missing:
-        return f"{', '.join(missing)} not installed in the main environment: pip install -e '.[keras,{impl.backend}]'"
+        extra = {"torch": "pytorch"}.get(impl.backend, impl.backend)
+        return f"{', '.join(missing)} not installed in the main environment: pip install -e '.[keras,{extra}]'"
     found = _reticulate_version()
     if found is None:
         return f"the R package reticulate is not installed: {fix}"
@@ -127,7 +128,7 @@ local({
     list(pid = Sys.getpid(), python = cfg$python, attached_by = cfg$forced, libpaths = as.list(.libPaths()),
          R = paste(R.version$major, R.version$minor, sep = "."),
          reticulate = as.character(packageVersion("reticulate")),
-         digest = as.character(packageVersion("digest")))
+         digest = tryCatch(as.character(packageVersion("digest")), error = function(e) NA_character_))
   }
 
   # What R holds for a bridge attribute: its Python id, and R's own heap in bytes.
@@ -274,12 +275,17 @@ def spec_for_r(spec, options) -> dict:
 
 
 def build(impl, spec, options):
+    entry = REPO / impl.entry
+    shared = entry.parent / "train.R"  # a framework's shared training loop, sourced first
+    return load([shared, entry] if shared.exists() else [entry], spec, options)
+
+
+def load(files, spec, options) -> RTrainer:
+    """Source R files into one fresh environment and wrap what their build_model(spec, options) returns."""
     import rpy2.robjects as ro
 
-    entry = REPO / impl.entry
-    files = [str(entry.parent / "train.R"), str(entry)] if (entry.parent / "train.R").exists() else [str(entry)]
-    trainer = _call(ro.r(".dl_rosetta$build"), keep=True, files=files, spec=spec_for_r(spec, options),
-                    options=options.to_dict())
+    trainer = _call(ro.r(".dl_rosetta$build"), keep=True, files=[str(f) for f in files],
+                    spec=spec_for_r(spec, options), options=options.to_dict())
     return RTrainer(trainer, spec)
 
 
@@ -289,8 +295,12 @@ class RTrainer:
     def __init__(self, r_trainer, spec):
         self._r = r_trainer
         self.spec = spec
-        self.info = dict(_call("info", r_trainer))
-        self.info["r"] = {k: v for k, v in _SESSION.items()}
+        self._r_facts = dict(_SESSION)  # where R runs; fit_data adds what R holds
+
+    @property
+    def info(self) -> dict:
+        """The R model's own info (layout, fast path, deviations), and the facts of the R session."""
+        return {**_call("info", self._r), "r": self._r_facts}
 
     def _method(self, method, **args):
         return _call(method, self._r, **args)
@@ -310,7 +320,7 @@ class RTrainer:
         seconds = time.monotonic() - t
         after = _call(held, name="probe")
         del bridge.probe
-        self.info["r"]["handoff"] = {"same_object": int(after["id"]) == id(x), "seconds": seconds,
+        self._r_facts["handoff"] = {"same_object": int(after["id"]) == id(x), "seconds": seconds,
                                      "r_heap_growth_bytes": int(after["r_heap_bytes"] - before["r_heap_bytes"]),
                                      "array_bytes": int(x.nbytes) + int(y.nbytes)}
 

@@ -61,6 +61,7 @@ class GluonTrainer:
 
     def __init__(self, net: gluon.HybridBlock, spec, options, ctx):
         self.spec, self.options, self.ctx = spec, options, ctx
+        self.dtype = "float32"  # of weights and images; the tokens are int32
         self.net = net
         self.params = canonical_params(net)
         if set(self.params) != set(spec.weight_shapes()):
@@ -96,10 +97,12 @@ class GluonTrainer:
     def param_count(self) -> int:
         return sum(int(np.prod(p.shape)) for p in self.net.collect_params().values() if p.grad_req != "null")
 
+    def _input_dtype(self, x):
+        return self.dtype if x.dtype.kind == "f" else "int32"  # token ids < 30000
+
     def fit_data(self, x, y) -> None:
         # One copy into (device) memory before the clock; batches are then gathered there.
-        dtype = "float32" if x.dtype.kind == "f" else "int32"  # token ids < 30000
-        self.x = nd.array(np.asarray(x), ctx=self.ctx, dtype=dtype)
+        self.x = nd.array(np.asarray(x), ctx=self.ctx, dtype=self._input_dtype(x))
         self.y = nd.array(np.asarray(y), ctx=self.ctx, dtype="int32")
 
     def _positions_per_example(self):
@@ -139,9 +142,8 @@ class GluonTrainer:
 
     def predict(self, x) -> np.ndarray:
         out = []
-        dtype = "float32" if x.dtype.kind == "f" else "int32"
         for i in range(0, len(x), EVAL_BATCH):
-            xb = nd.array(np.asarray(x[i:i + EVAL_BATCH]), ctx=self.ctx, dtype=dtype)
+            xb = nd.array(np.asarray(x[i:i + EVAL_BATCH]), ctx=self.ctx, dtype=self._input_dtype(x))
             out.append(self.net(xb).asnumpy())  # outside autograd.record(): inference mode
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
@@ -152,10 +154,10 @@ class GluonTrainer:
         if set(weights) != set(self.params):
             raise KeyError(f"canonical keys differ: {sorted(set(weights) ^ set(self.params))}")
         for k, p in self.params.items():
-            v = np.asarray(weights[k], dtype=np.float32)
+            v = np.asarray(weights[k])
             if v.shape != p.shape:
                 raise ValueError(f"{k}: shape {v.shape}, expected {p.shape}")
-            p.set_data(nd.array(v, ctx=self.ctx, dtype="float32"))
+            p.set_data(nd.array(v, ctx=self.ctx, dtype=self.dtype))
 
     def peak_device_memory(self) -> int | None:
         return None

@@ -109,29 +109,73 @@ import_weights <- function(model, weights, adjust = list()) {
 }
 
 # --------------------------------------------------------------------------- the trainer
+# Every step's loss, written into a (capacity,) buffer on the device and fetched once per epoch;
+# Keras' own "loss" log is the running mean of the epoch. update_state is traced into the train
+# step (TensorFlow, JAX); the torch backend calls it eagerly at every step.
+StepLosses <- PyClass("StepLosses", inherit = keras$metrics$Metric, defs = list(
+  `__init__` = function(self, loss_fn, capacity) {
+    super()$`__init__`(name = "step_losses")
+    self$loss_fn <- loss_fn
+    self$capacity <- capacity
+    self$losses <- self$add_variable(shape = list(capacity), initializer = "zeros", name = "losses")
+    self$step <- self$add_variable(shape = list(), initializer = "zeros", dtype = "int32", name = "step")
+    NULL
+  },
+  update_state = function(self, y_true, y_pred, sample_weight = NULL) {
+    here <- keras$ops$equal(keras$ops$arange(self$capacity, dtype = "int32"), self$step$value)
+    self$losses$assign(keras$ops$where(here, self$loss_fn(y_true, y_pred), self$losses$value))
+    self$step$assign_add(1L)
+    NULL
+  },
+  result = function(self) {
+    keras$ops$take(self$losses$value, keras$ops$maximum(keras$ops$subtract(self$step$value, 1L), 0L))
+  }
+))
+
 keras_trainer <- function(model, spec, options, adjust = list(), deviations = character()) {
-  model$compile(optimizer = make_optimizer(spec$optimizer),
-                loss = keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE))
-  data <- new.env()  # the training arrays: Python objects, held as handed over
+  optimizer <- make_optimizer(spec$optimizer)
+  loss <- keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)  # mean over the batch
+  data <- new.env()  # the training arrays: the Python objects handed over, never copied into R
+  info <- list(
+    layout = "NHWC",
+    fast_path = list(keras_backend = py_to_r(keras$backend$backend()), data_format = "channels_last",
+                     loop = paste("model$fit per epoch over the harness-ordered batches, shuffle = FALSE;",
+                                  "step losses kept on the device, fetched once per epoch"),
+                     jit_compile = NULL),
+    deviations = as.list(deviations))
+
+  fit_data <- function(x, y) {
+    data$x <- x
+    data$y <- y
+    data$step_losses <- NULL
+    invisible(NULL)
+  }
+
+  compile <- function() {
+    data$step_losses <- StepLosses(loss, py_len(data$x))  # capacity: more steps than any epoch has
+    # "auto" is Keras' default: XLA on TensorFlow off CPU, jax.jit on JAX, eager on torch.
+    model$compile(optimizer = optimizer, loss = loss, metrics = list(data$step_losses),
+                  jit_compile = if (isTRUE(options$compile)) TRUE else "auto")
+    info$fast_path$jit_compile <<- py_to_r(model$jit_compile)
+  }
 
   train_epoch <- function(batches) {
-    # One optimiser step per row of the harness's plan; train_on_batch returns the loss as a
-    # host number, so every step's device work has finished when the loop ends.
-    step <- function(idx) {
-      loss <- model$train_on_batch(py_get_item(data$x, idx),
-                                   py_get_item(data$y, idx))
-      py_to_r(loss)
-    }
-    as.numeric(iterate(batches, step, simplify = TRUE))
+    if (is.null(data$step_losses)) compile()  # the first epoch is the warm-up: Keras traces there too
+    # (steps, batch) indices: the harness's plan for this epoch
+    rows <- np$asarray(if (py_has_attr(batches, "index")) batches$index else py_builtins$list(batches))
+    shape <- unlist(py_to_r(rows$shape))
+    # One gather into the epoch's order; fit cuts exactly these rows into the same batches, one
+    # optimiser step each, and returns when they are done.
+    order <- rows$reshape(-1L)
+    model$fit(py_get_item(data$x, order), py_get_item(data$y, order), batch_size = shape[[2]],
+              epochs = 1L, shuffle = FALSE, verbose = 0L)
+    losses <- keras$ops$convert_to_numpy(data$step_losses$losses)
+    unlist(py_to_r(losses$tolist()))[seq_len(shape[[1]])]
   }
 
   list(
-    info = list(
-      layout = "NHWC",
-      fast_path = list(train_step = "Model.train_on_batch", jit_compile = py_to_r(model$jit_compile),
-                       backend = py_to_r(keras$backend$backend()), data_format = "channels_last"),
-      deviations = as.list(deviations)),
-    fit_data = function(x, y) { data$x <- x; data$y <- y; invisible(NULL) },
+    info = function() info,
+    fit_data = fit_data,
     train_epoch = train_epoch,
     predict = function(x) model$predict(x, batch_size = 256L, verbose = 0L),
     get_weights = function() export_weights(model, adjust),

@@ -1,0 +1,231 @@
+"""Suite definitions (`bench/suites/*.toml`): implementations x models x setups, with their options.
+
+    description = "..."                      # optional
+    repeats = 3                              # optional (default 1); --repeats overrides
+    models = ["cnn"]                         # --model overrides
+    implementations = [                      # lang/framework[backend]; no backend = every backend
+        "python/pytorch",
+        "python/keras",
+        { impl = "python/pytorch", compile = true },   # per-implementation options
+    ]
+    [options]                                # every run: any option of `python -m harness run`
+    data = "synthetic"
+    samples = 2048
+    [setups.cpu]                             # optional; each implementation x model runs once per
+    device = "cpu"                           # setup (default: one setup with no extra options)
+
+Options are the `run` command's own (`batch_size` = `--batch-size`, `compile = true` =
+`--compile`) and are parsed by its parser, so a suite can say anything a run can. Later tables
+override earlier ones: options < setup < implementation < command-line overrides.
+
+A planned run is (suite, its resolved options' digest, repeat): `run_plan` is stored in the
+record, and `completed` finds those already in a store for this machine and commit, which is how
+`--resume` (of `suite` and of `run`) skips what was measured and reruns only the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UsageError
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "bench" / "suites"
+TOP_KEYS = {"description", "repeats", "models", "implementations", "options", "setups"}
+# chosen by the suite itself, never by its options
+SUITE_CONTROLLED = {"lang", "framework", "backend", "model", "out", "format", "quiet", "repeats", "resume"}
+# options that change neither the work measured nor the result: left out of the plan digest
+NOT_PLANNED = SUITE_CONTROLLED | {"verb", "timeout", "data_dir", "dry_run", "suite"}
+LABEL = re.compile(r"^(?:(?P<lang>[a-z]+)/)?(?P<framework>[a-z0-9_-]+)(?:\[(?P<backend>[a-z0-9_-]+)\])?$")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    from harness.commands import run
+
+    p = _Parser(prog="python -m harness run", add_help=False)
+    run.add_arguments(p)
+    return p
+
+
+def option_argv(options: dict, where: str) -> list[str]:
+    """{"batch_size": 32, "compile": True} -> ["--batch-size", "32", "--compile"]."""
+    argv = []
+    for key, value in options.items():
+        if key in SUITE_CONTROLLED:
+            raise UsageError(f"{where}: {key!r} is set by the suite itself, not as an option")
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+        elif isinstance(value, (int, float, str)):
+            argv += [flag, str(value)]
+        else:
+            raise UsageError(f"{where}: option {key!r} must be a number, string or true/false, not {value!r}")
+    return argv
+
+
+def plan_digest(impl, args) -> str:
+    """What a run measures, from its parsed `run` options (defaults resolved from the spec)."""
+    from harness.specs import get_spec
+
+    spec = get_spec(impl.model)
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_PLANNED}
+    options.update(epochs=args.epochs or spec.epochs, batch_size=args.batch_size or spec.batch_size,
+                   data=args.data or spec.dataset)
+    return hashlib.sha256(json.dumps([impl.label, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_plan(impl, args, repeat: int, suite: str | None = None, run_args: list[str] | None = None) -> dict:
+    plan = {"suite": suite, "config": plan_digest(impl, args), "repeat": repeat}
+    if run_args is not None:
+        plan["run_args"] = run_args
+    return plan
+
+
+def plan_id(plan: dict) -> tuple:
+    return plan.get("suite"), plan.get("config"), plan.get("repeat")
+
+
+def completed(out, machine: str | None = None, commit: str | None = None) -> dict:
+    """{plan_id: record} of the successful runs in the store `out` (this machine and commit by default)."""
+    from harness import environment, results
+
+    if not Path(out).exists():
+        return {}
+    env = environment.collect()
+    machine = machine or results.machine_key(env)
+    commit = commit or results.commit_key(env)
+    done = {}
+    for record in results.read_records([out], machine=machine):
+        if record["status"] == "ok" and record.get("plan") and results.record_key(record)["commit"] == commit:
+            done.setdefault(plan_id(record["plan"]), record)
+    return done
+
+
+@dataclass
+class Entry:
+    impl: object  # harness.registry.Implementation
+    setup: str
+    run_args: list[str]  # the equivalent `python -m harness run` arguments, bar --out/--repeats
+    args: argparse.Namespace  # those arguments parsed by the run command's own parser
+
+    def plan(self, suite: str, repeat: int) -> dict:
+        return run_plan(self.impl, self.args, repeat, suite, self.run_args)
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    repeats: int
+    models: list[str]
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, reason) not runnable here
+
+    def schedule(self, repeats: int | None = None) -> list[tuple[Entry, int]]:
+        """Round-robin: every entry once per repeat, so machine drift spreads over every row."""
+        return [(e, r) for r in range(repeats or self.repeats) for e in self.entries]
+
+
+def find(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    named = SUITES_DIR / f"{name_or_path}.toml"
+    if named.exists():
+        return named
+    known = sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    raise UsageError(f"no suite file {name_or_path!r}; choices: {', '.join(known)} (in bench/suites/) or a path")
+
+
+def _table(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a table of options, not {value!r}")
+    return value
+
+
+def load(name_or_path: str, models: list[str] | None = None, overrides: dict | None = None,
+         check_runnable: bool = True) -> Suite:
+    """Read and expand a suite; bad keys, labels and options raise UsageError naming the file."""
+    from harness import runtimes
+    from harness.commands.run import check_device
+    from harness.registry import select
+    from harness.specs import MODELS
+
+    path = find(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: not valid TOML: {e}") from None
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; choices: {', '.join(sorted(TOP_KEYS))}")
+    repeats = doc.get("repeats", 1)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise UsageError(f"{path}: repeats must be a whole number >= 1, not {repeats!r}")
+    models = models or doc.get("models")
+    if not models:
+        raise UsageError(f"{path}: no models (add models = [...] or pass --model)")
+    for m in models:
+        if m not in MODELS:
+            raise UsageError(f"{path}: unknown model {m!r}; choices: {', '.join(MODELS)}")
+    options = _table(doc.get("options", {}), f"{path}: [options]")
+    setups = {name: _table(s, f"{path}: [setups.{name}]") for name, s in _table(doc.get("setups", {}),
+                                                                                  f"{path}: [setups]").items()}
+    setups = setups or {"default": {}}
+    impl_specs = doc.get("implementations")
+    if not impl_specs or not isinstance(impl_specs, list):
+        raise UsageError(f"{path}: no implementations (add implementations = [\"python/pytorch\", ...])")
+
+    suite = Suite(path.stem, path, doc.get("description", ""), repeats, list(models))
+    parser = run_parser()
+    seen = set()
+    for model in models:
+        for setup_name, setup in setups.items():
+            for item in impl_specs:
+                own = dict(item) if isinstance(item, dict) else {"impl": item}
+                label = own.pop("impl", None)
+                where = f"{path}: implementation {label!r}"
+                match = LABEL.match(label) if isinstance(label, str) else None
+                if not match:
+                    raise UsageError(f"{where}: write it as lang/framework or lang/framework[backend], "
+                                     "e.g. python/keras[jax]")
+                lang = match["lang"] or "python"
+                impls = select(lang, match["framework"], match["backend"], model,
+                               include_retired=True)
+                merged = {**options, **setup, **own, **(overrides or {})}
+                run_args = option_argv(merged, where)
+                for impl in impls:
+                    selection = ["--lang", impl.lang, "--framework", impl.name, "--model", impl.model]
+                    if impl.backend:
+                        selection += ["--backend", impl.backend]
+                    try:
+                        args = parser.parse_args(selection + run_args)
+                    except UsageError as e:
+                        raise UsageError(f"{where}: {e}") from None
+                    entry = Entry(impl, setup_name, selection + run_args, args)
+                    ident = (impl.label, plan_digest(impl, args))
+                    if ident in seen:
+                        raise UsageError(f"{path}: {impl.label} appears twice with the same options ({setup_name})")
+                    seen.add(ident)
+                    reason = runtimes.availability(impl) if check_runnable else None
+                    if reason is None and check_runnable:
+                        try:
+                            check_device(args)
+                        except UsageError as e:
+                            reason = f"setup {setup_name}: {e}"
+                    if reason:
+                        suite.skipped.append((f"{impl.label} ({setup_name})", reason))
+                    else:
+                        suite.entries.append(entry)
+    return suite

@@ -1,0 +1,47 @@
+"""Run records with chosen epoch times, shaped like harness.runs.execute writes them.
+
+For tests of the store, the statistics and the report that need setups this machine cannot run
+(several GPUs, another machine); timings of real runs come from real runs in those tests.
+"""
+from __future__ import annotations
+
+import itertools
+
+_counter = itertools.count()
+
+ENV = {"hostname": "testbox", "machine_id": "feedfacecafe", "platform": "Linux-test", "cpu": "Test CPU 9000",
+       "cores": 8, "memory_bytes": 64 * 2**30, "gpus": [], "python": "3.11.7",
+       "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False}, "blas_env": {}}
+
+
+def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang="python", backend=None,
+           gpus=1, device="cpu", precision="fp32", samples=2048, repeat=0, accuracy=0.8, status="ok",
+           version="2.13.0", env=None, gpu_names=(), plan=None, started="2026-01-02T03:04:05+00:00") -> dict:
+    """One run: `seconds` are its epochs' times (the first is the warm-up)."""
+    env = dict(ENV if env is None else env)
+    if gpu_names:
+        env["gpus"] = [{"name": n, "memory_mib": 81559, "driver": "550.54", "bus_id": f"0:{i}"}
+                       for i, n in enumerate(gpu_names)]
+    label = f"{lang}/{framework}{f'[{backend}]' if backend else ''}/{model}"
+    examples = (samples // 64) * 64
+    epochs = [{"epoch": i, "seconds": s, "steps": samples // 64, "examples": examples,
+               "examples_per_s": examples / s, "loss": 1.0 / (i + 1)} for i, s in enumerate(seconds)]
+    if status != "ok":
+        epochs = []
+    n = next(_counter)
+    return {
+        "run_id": f"20260102T030405-{label.replace('/', '-').replace('[', '-').replace(']', '')}-r{repeat}-{n:06d}",
+        "started": started, "status": status, "error": None if status == "ok" else "RuntimeError: boom",
+        "impl": {"lang": lang, "framework": framework, "backend": backend, "model": model, "label": label,
+                 "version": version},
+        "config": {"data": "synthetic", "n_train": samples, "n_test": 512, "epochs": len(seconds),
+                   "batch_size": 64, "repeat": repeat, "timeout_s": 3600.0, "seed": 0, "device": device,
+                   "gpus": gpus, "precision": precision, "compile": False, "backend": backend, "dropout": True,
+                   "image_size": 32, "extra": {}},
+        "timing": {"startup_s": 0.1, "import_s": 1.5, "build_s": 0.4, "first_epoch_s": seconds[0] if epochs else None},
+        "epochs": epochs,
+        "metrics": {"test_accuracy": accuracy if status == "ok" else None, "final_loss": 0.3},
+        "memory": {}, "param_count": 3441592, "spec_param_count": 3441592, "layout": "NCHW", "info": {},
+        "versions": {framework: version, "numpy": "2.1.0"},
+        "data_manifest": {}, "environment": env, "command": "python -m harness (test)", "plan": plan,
+    }

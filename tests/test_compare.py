@@ -1,0 +1,136 @@
+"""`compare` flags a planted slowdown, passes the same code measured twice, and exits as CI needs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import harness
+from fake_records import ENV, record
+from harness import results
+
+
+@pytest.fixture(scope="module")
+def same_code_twice(data_cache, tmp_path_factory):
+    """Four real PyTorch runs, interleaved; repeats 0,2 are BASE and 1,3 are NEW: one code, measured twice."""
+    root = tmp_path_factory.mktemp("compare")
+    proc = harness("--framework", "pytorch", "--model", "cnn", "--data", "synthetic", "--samples", "512",
+                   "--epochs", "6", "--repeats", "4", "--quiet", "--out", str(root / "all"), cache=data_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base, new = root / "base", root / "new"
+    for r in results.read_records([root / "all"]):
+        folder = base if r["config"]["repeat"] % 2 == 0 else new
+        folder.mkdir(exist_ok=True)
+        shutil.copy(r["_path"], folder)
+    return base, new
+
+
+def plant(src, dst, factor: float, framework: str | None = None):
+    """Copy records, multiplying every epoch's seconds by `factor` (the recorded data, not a sleep)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for r in results.read_records([src]):
+        r.pop("_path")
+        if framework in (None, r["impl"]["framework"]):
+            for e in r["epochs"]:
+                e["seconds"] *= factor
+                e["examples_per_s"] /= factor
+        r["run_id"] += "-planted"
+        r.pop("key", None)
+        results.save(r, dst)
+    return dst
+
+
+class Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def compare(capsys):
+    """`python -m harness compare ARGS --format json` in this process (the CLI path, minus a start-up)."""
+    from harness.cli import main
+
+    def run(*args, cache=None):
+        capsys.readouterr()
+        code = main(["compare", *map(str, args), "--format", "json"])
+        out, err = capsys.readouterr()
+        return Done(code, out, err), (json.loads(out) if out.strip() else None)
+    return run
+
+
+def test_same_code_measured_twice_passes(same_code_twice, data_cache, compare):
+    base, new = same_code_twice
+    proc, out = compare(base, new, cache=data_cache)
+    assert proc.returncode == 0, proc.stdout
+    (row,) = out["rows"]
+    assert row["verdict"] != "slower" and row["n_base"] == row["n_new"] == 10
+
+
+def test_planted_30_percent_slowdown_is_flagged(same_code_twice, data_cache, tmp_path, compare):
+    base, new = same_code_twice
+    slow = plant(new, tmp_path / "slow", 1.30)
+    proc, out = compare(base, slow, "--threshold", "10%", cache=data_cache)
+    assert proc.returncode == 1, proc.stdout
+    (row,) = out["rows"]
+    assert row["verdict"] == "slower" and row["ratio"] > 1.1 and row["p"] < 0.05 and out["regressions"] == 1
+    # the table form names the regressed row on stderr for a CI log
+    text = harness("compare", str(base), str(slow), cache=data_cache)
+    assert text.returncode == 1 and "python/pytorch/cnn" in text.stderr and "regressed beyond 10%" in text.stderr
+
+
+def test_a_speedup_and_a_slowdown_within_threshold_pass(tmp_path, data_cache, compare):
+    base, fast, slight = tmp_path / "base", tmp_path / "fast", tmp_path / "slight"
+    for i in range(3):
+        results.save(record(seconds=(3, 1.0 + 0.01 * i, 1.02, 0.99, 1.01), repeat=i), base)
+    plant(base, fast, 0.7)
+    plant(base, slight, 1.05)
+    proc, out = compare(base, fast, cache=data_cache)
+    assert proc.returncode == 0 and out["rows"][0]["verdict"] == "faster"
+    proc, out = compare(base, slight, cache=data_cache)
+    assert proc.returncode == 0 and out["rows"][0]["verdict"] == "same"
+    proc, out = compare(base, slight, "--threshold", "0.02", cache=data_cache)
+    assert proc.returncode == 1 and out["rows"][0]["verdict"] == "slower"
+
+
+def test_too_few_samples_for_the_test_decide_on_the_ratio(tmp_path, data_cache, compare):
+    base = tmp_path / "base"
+    for i in range(3):  # one steady epoch per run: 3 against 3 samples, the exact test cannot reach p < 0.05
+        results.save(record(seconds=(3, 1.0 + 0.01 * i), repeat=i), base)
+    slow = plant(base, tmp_path / "slow", 1.3)
+    proc, out = compare(base, slow, cache=data_cache)
+    (row,) = out["rows"]
+    assert proc.returncode == 1 and row["verdict"] == "slower" and not row["decidable"] and row["p"] >= 0.05
+
+
+def test_failed_rows_regress_and_missing_rows_are_listed(tmp_path, data_cache, compare):
+    base, new = tmp_path / "base", tmp_path / "new"
+    for i in range(2):
+        results.save(record(framework="pytorch", repeat=i), base)
+        results.save(record(framework="jax", repeat=i, version="0.10"), base)
+        results.save(record(framework="pytorch", repeat=i), new)
+    results.save(record(framework="jax", status="failed", version="0.10"), new)
+    results.save(record(framework="mxnet", version="1.9.1"), new)
+    proc, out = compare(base, new, cache=data_cache)
+    verdicts = {r["framework"]: r["verdict"] for r in out["rows"]}
+    assert verdicts == {"pytorch": "same", "jax": "failed in NEW", "mxnet": "new row (not in BASE)"}
+    assert proc.returncode == 1
+
+
+def test_two_commits_of_one_store(tmp_path, data_cache, compare):
+    old_env = {**ENV, "git": {"commit": "aaaa" + "0" * 36, "dirty": False}}
+    new_env = {**ENV, "git": {"commit": "bbbb" + "0" * 36, "dirty": False}}
+    for i in range(3):
+        results.save(record(env=old_env, seconds=(3, 1.0, 1.01, 0.99), repeat=i), tmp_path)
+        results.save(record(env=new_env, seconds=(3, 1.5, 1.52, 1.49), repeat=i), tmp_path)
+    proc, out = compare(tmp_path, tmp_path, "--base-commit", "aaaa", "--new-commit", "bbbb", cache=data_cache)
+    assert proc.returncode == 1 and out["rows"][0]["ratio"] == pytest.approx(1.5, rel=0.02)
+
+
+def test_nothing_in_common_is_a_usage_error(tmp_path, data_cache, compare):
+    results.save(record(model="cnn"), tmp_path / "a")
+    results.save(record(model="rnn"), tmp_path / "b")
+    proc, _ = compare(tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: BASE and NEW have no row in common")
+    proc, _ = compare(tmp_path / "a", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "NEW: no results at" in proc.stderr

@@ -1,0 +1,162 @@
+"""Every registered implementation is the same model as PyTorch: checks 1-4 of harness.equivalence.
+
+Parametrized over harness.registry, so a new implementation is checked by registering it: one
+worker per (implementation, model) runs the shapes/init, logits, steps, dropout and data checks
+against the reference's worker (run once per model). An implementation that cannot run here is
+skipped with the exact reason `python -m harness list` gives. The wrong variants of
+tests/wrong_variants.py go through the same worker modes and must be caught.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wrong_variants
+from harness import equivalence, runner, runtimes
+from harness.protocol import RunOptions
+from harness.registry import IMPLEMENTATIONS
+from harness.specs import SPECS, get_spec
+
+ACTIVE = [i for i in IMPLEMENTATIONS if not i.framework.retired]
+EARLY_CHECKS = ("shapes", "init", "logits", "steps", "dropout", "data")
+
+
+@pytest.fixture(scope="session")
+def setups(tmp_path_factory, data_cache):
+    """model -> (Setup, reference worker result), built on first use."""
+    made = {}
+
+    def get(model: str):
+        if model not in made:
+            reason = runtimes.availability(equivalence.reference_impl(model))
+            if reason:
+                pytest.skip(f"the reference cannot run here: {reason}")
+            setup = equivalence.make_setup(model, tmp_path_factory.mktemp(f"check-{model}"), RunOptions(),
+                                           data_dir=data_cache, timeout=1200)
+            made[model] = (setup, equivalence.run_equivalence(equivalence.reference_impl(model), setup))
+        return made[model]
+
+    return get
+
+
+def failed(checks: dict) -> dict[str, str]:
+    return {name: c.detail for name, c in checks.items() if not c.ok}
+
+
+@pytest.mark.parametrize("impl", ACTIVE, ids=lambda i: i.label)
+def test_same_model_as_reference(impl, setups):
+    reason = runtimes.availability(impl)
+    if reason:
+        pytest.skip(reason)
+    setup, ref = setups(impl.model)
+    is_ref = impl == equivalence.reference_impl(impl.model)
+    res = ref if is_ref else equivalence.run_equivalence(impl, setup)
+    checks = equivalence.evaluate(setup, ref, res)
+    expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(setup.spec) else {"dropout"})
+    assert set(checks) == expected
+    assert not failed(checks), f"{impl.label} differs from {equivalence.reference_impl(impl.model).label}: {failed(checks)}"
+
+
+@pytest.fixture
+def variant_worker(tmp_path, monkeypatch):
+    """Make the runner start tests/wrong_variants.py as the worker, building the named variant."""
+    script = tmp_path / "python-wrong"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+    def use(name: str):
+        monkeypatch.setenv(wrong_variants.ENV, name)
+        monkeypatch.setattr(runner, "interpreter", lambda env: script)
+
+    return use
+
+
+@pytest.mark.parametrize("name", list(wrong_variants.VARIANTS))
+def test_wrong_variant_is_caught(name, setups, variant_worker, tmp_path):
+    variant = wrong_variants.VARIANTS[name]
+    setup, ref = setups(variant.model)
+    ref_impl = equivalence.reference_impl(variant.model)
+    if runtimes.availability(ref_impl):
+        pytest.skip(runtimes.availability(ref_impl))
+    variant_worker(name)
+    res = equivalence.run_equivalence(ref_impl, replace(setup, work=tmp_path / "variant"))
+    checks = equivalence.evaluate(setup, ref, res)
+    assert variant.caught_by in failed(checks), (
+        f"{name} ({variant.what}) passed the {variant.caught_by} check: {checks[variant.caught_by].detail}")
+
+
+# --------------------------------------------------------------------------- the checks themselves
+def test_probe_weights_are_canonical_and_move_every_tensor():
+    for spec in SPECS.values():
+        probe = equivalence.probe_weights(spec, 0)
+        assert equivalence.weight_problems(spec, equivalence.shapes_of(probe)) == []
+        assert all(np.ptp(v) > 0 for v in probe.values()), "no constant tensor: a swap must show"
+        again = equivalence.probe_weights(spec, 0)
+        assert all(np.array_equal(probe[k], again[k]) for k in probe)
+
+
+def test_init_check_knows_the_families():
+    spec = get_spec("rnn")
+    rng = np.random.default_rng(0)
+    good = {}
+    for w in spec.weights:
+        family, bound, std = equivalence.init_law(w)
+        if family == "uniform":
+            good[w.key] = rng.uniform(-bound, bound, w.shape)
+        elif family == "orthogonal":
+            good[w.key] = np.linalg.qr(rng.normal(size=w.shape))[0]
+        else:
+            good[w.key] = np.zeros(w.shape)
+    good = {k: v.astype(np.float32) for k, v in good.items()}
+    assert equivalence.check_init(spec, good).ok
+    wide = dict(good, **{"gru.weight_ih": good["gru.weight_ih"] * 1.3})
+    assert not equivalence.check_init(spec, wide).ok
+    biased = dict(good, **{"fc.bias": np.full(2, 0.01, np.float32)})
+    assert not equivalence.check_init(spec, biased).ok
+    skewed = dict(good, **{"gru.weight_hh": good["gru.weight_hh"] * 1.01})
+    assert not equivalence.check_init(spec, skewed).ok
+
+
+def test_logit_and_dropout_bounds():
+    tol = equivalence.TOLERANCES["cnn"]
+    ref = np.linspace(-3, 3, 40, dtype=np.float32).reshape(4, 10)
+    assert equivalence.check_logits(ref, ref + np.float32(5e-5), tol).ok
+    assert not equivalence.check_logits(ref, ref * np.float32(1.001), tol).ok
+    assert not equivalence.check_logits(ref, ref[:, ::-1], tol).ok
+    share = {"fc1.bias": (0.70, 1536)}
+    assert equivalence.check_dropout(share, {"fc1.bias": (0.72, 1536)}).ok
+    assert not equivalence.check_dropout(share, {"fc1.bias": (0.58, 1536)}).ok
+
+
+def test_digest_check_follows_the_declared_layout(data_cache):
+    from harness import data as datasets
+    from harness.data.cache import array_digest, open_prepared
+    from harness.worker import to_layout
+
+    spec = get_spec("cnn")
+    prepared = datasets.prepare("synthetic", spec, 64, data_cache)
+    arrays = open_prepared(prepared.folder)
+    seen = {"x": {"sha256": array_digest(to_layout(arrays["x_train"], "NHWC")), "by": "test"},
+            "y": {"sha256": array_digest(arrays["y_train"]), "by": "test"}}
+    disk = {n: prepared.manifest["arrays"][n]["sha256"] for n in ("x_train", "y_train")}
+    res = {"layout": "NHWC", "digest": seen, "disk": disk}
+    assert equivalence.check_data(prepared.folder, prepared.manifest, res).ok
+    assert not equivalence.check_data(prepared.folder, prepared.manifest, dict(res, layout="NCHW")).ok
+
+
+def test_matrix_shows_failures_and_skips():
+    check = equivalence.Check(False, 0.5, "bad")
+    report = {"checks": ["shapes", "logits"], "rows": [
+        equivalence.Row("python/a/cnn", "failed", checks={"shapes": equivalence.Check(True, 0.0, ""),
+                                                         "logits": check}).to_dict(),
+        equivalence.Row("julia/flux/cnn", "skipped", "juliacall not installed").to_dict()]}
+    text = equivalence.matrix(report)
+    assert "FAIL 0.5" in text and "skipped: juliacall not installed" in text
+    assert equivalence.failures(report) == ["python/a/cnn logits: bad"]
+    assert os.linesep not in equivalence.Check(True, 1e-7, "").cell()

@@ -1,0 +1,135 @@
+"""The results store (append-only, atomic, keyed) and the statistics computed from it."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from fake_records import ENV, record
+from harness import results, stats
+
+
+def test_save_writes_record_and_epochs_with_keys(tmp_path):
+    r = record(seconds=(3.0, 1.0, 1.1))
+    path = results.save(r, tmp_path)
+    assert path == tmp_path / f"{r['run_id']}.json"
+    saved = json.loads(path.read_text())
+    assert saved["schema"] == results.SCHEMA
+    assert saved["key"]["machine"] == "feedfacecafe"
+    assert saved["key"]["commit"] == "0123456789ab"
+    assert len(saved["key"]["env"]) == 12 and len(saved["key"]["config"]) == 12
+    assert (tmp_path / f"{r['run_id']}.epochs.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode & stat.S_IRGRP, f"published records must be readable by others, mode {oct(mode)}"
+
+
+def test_store_is_append_only(tmp_path):
+    r = record()
+    results.save(r, tmp_path)
+    before = (tmp_path / f"{r['run_id']}.json").read_text()
+    with pytest.raises(FileExistsError):
+        results.save(dict(r, status="failed"), tmp_path)
+    assert (tmp_path / f"{r['run_id']}.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_keys_say_what_changed():
+    base = record()
+    k = results.record_key(base)
+    assert results.record_key(record(repeat=5))["config"] == k["config"], "the repeat is not part of the config"
+    assert results.record_key(record(samples=4096))["config"] != k["config"]
+    assert results.record_key(record(version="2.14.0"))["env"] != k["env"]
+    assert results.record_key(record(env={**ENV, "git": {"commit": "f" * 40, "dirty": True}}))["commit"] == \
+        "ffffffffffff+dirty"
+    assert results.record_key(record(env={**ENV, "machine_id": "", "hostname": "other"}))["machine"] == "other"
+
+
+def test_load_reads_nested_folders_and_ignores_what_is_not_a_record(tmp_path):
+    results.save(record(seconds=(2, 1, 1)), tmp_path / "machine-a")
+    results.save(record(framework="jax", seconds=(5, 2, 2, 2)), tmp_path / "machine-a")
+    results.save(record(status="failed"), tmp_path / "machine-b")
+    (tmp_path / "harness_overhead-cnn.json").write_text(json.dumps({"ratio": 1.01}))  # a bench script's output
+    (tmp_path / "machine-a" / ".x.json.1234.tmp").write_text('{"run_id": ')  # a write killed midway
+    (tmp_path / "broken.json").write_text('{"run_id": "x", "impl"')
+    frame = results.load(tmp_path)
+    assert len(frame) == 7  # epoch rows; the failed run has none
+    assert frame["warmup"].sum() == 2
+    assert {"machine", "env", "commit", "config", "suite", "seconds", "examples_per_s"} <= set(frame)
+    index = results.index(tmp_path)
+    assert sorted(index["status"]) == ["failed", "ok", "ok"]
+    assert all(os.path.exists(p) for p in index["path"])
+
+
+def test_load_filters_by_key(tmp_path):
+    other = {**ENV, "machine_id": "0000aaaa1111", "git": {"commit": "abc" + "0" * 37, "dirty": False}}
+    results.save(record(), tmp_path)
+    results.save(record(env=other, plan={"suite": "python-cnn", "config": "x", "repeat": 0}), tmp_path)
+    assert len(results.index(tmp_path, machine="0000aaaa1111")) == 1
+    assert len(results.index(tmp_path, commit="abc")) == 1
+    assert len(results.index(tmp_path, commit="0123")) == 1
+    assert len(results.index(tmp_path, suite="python-cnn")) == 1
+    with pytest.raises(TypeError, match="unknown key"):
+        results.read_records([tmp_path], colour="red")
+    with pytest.raises(FileNotFoundError):
+        results.load(tmp_path / "nowhere")
+
+
+def _brute_force_ci(n: int, level: float = 0.95):
+    """The widest-j (narrowest) symmetric order-statistic interval by direct binomial sums."""
+    best = None
+    for j in range(1, n // 2 + 1):
+        inside = sum(math.comb(n, i) for i in range(j, n - j + 1)) / 2 ** n  # P(j <= B <= n-j)
+        if inside >= level:
+            best = (j, inside)
+    return best
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 6, 7, 10, 20, 31, 100])
+def test_median_interval_is_the_order_statistic_interval(n):
+    x = np.random.default_rng(n).normal(10, 1, n)
+    low, high, coverage = stats.median_ci(x)
+    expected = _brute_force_ci(n)
+    if expected is None:
+        assert math.isnan(low) and math.isnan(high) and n < 6
+        return
+    j, inside = expected
+    s = np.sort(x)
+    assert (low, high) == (s[j - 1], s[n - j]) and coverage == pytest.approx(inside)
+    assert low <= np.median(x) <= high and coverage >= 0.95
+
+
+def test_median_interval_covers_the_true_median_about_95_percent():
+    rng = np.random.default_rng(0)
+    hits = sum(lo <= 0 <= hi for lo, hi, _ in (stats.median_ci(rng.standard_cauchy(25)) for _ in range(2000)))
+    assert 0.94 <= hits / 2000 <= 0.995  # exact coverage for n=25 is 95.7 %, whatever the distribution
+
+
+def test_summarize_separates_warmup_pools_steady_epochs_and_checks_accuracy():
+    recs = [record(seconds=(9.0, 1.0, 1.2, 1.1), repeat=0, accuracy=0.80),
+            record(seconds=(8.0, 1.3, 1.0, 1.4), repeat=1, accuracy=0.82),
+            record(seconds=(7.0, 5.0, 5.0), repeat=2, status="failed"),
+            record(framework="mxnet", seconds=(3.0, 2.0, 2.0, 2.0), accuracy=0.60, version="1.9.1"),
+            record(framework="jax", seconds=(4.0, 3.0, 3.0, 3.0), accuracy=0.81, version="0.10")]
+    summary = stats.summarize(results.to_frame(recs)).set_index("framework")
+    torch = summary.loc["pytorch"]
+    steady = [1.0, 1.2, 1.1, 1.3, 1.0, 1.4]
+    assert torch["runs"] == 2 and torch["n"] == 6
+    assert torch["median_s"] == pytest.approx(np.median(steady))
+    q1, q3 = np.percentile(steady, [25, 75])
+    assert torch["iqr_s"] == pytest.approx(q3 - q1)
+    assert (torch["ci_low_s"], torch["ci_high_s"]) == (1.0, 1.4) and torch["ci_level"] == pytest.approx(1 - 2 / 64)
+    assert torch["first_epoch_s"] == pytest.approx(8.5)
+    assert torch["startup_s"] == pytest.approx(2.0)  # process start + import + build
+    assert torch["median_eps"] == pytest.approx(np.median([2048 / s for s in steady]))
+    assert pd_isnan(summary.loc["pytorch", "backend"])
+    assert summary.loc["pytorch", "accuracy_parity"] and summary.loc["jax", "accuracy_parity"]
+    assert not summary.loc["mxnet", "accuracy_parity"], "20 points below the others must be flagged"
+
+
+def pd_isnan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
