@@ -330,21 +330,19 @@ def check_data(folder: Path, manifest: dict, res: dict) -> Check:
     return Check(not notes, float(len(notes)), "; ".join(notes) or f"SHA-256 equal to the manifest ({how})")
 
 
-def check_transfer(y_test: np.ndarray, own: dict, cross: dict) -> Check:
-    """own/cross: {'A->A', 'A->R', 'R->R', 'R->A'} predicted classes; weights trained in X, run in Y."""
-    notes, worst = [], 0.0
-    for src, same, other in (("impl", own["self"], cross["self_in_ref"]), ("ref", cross["ref"], own["ref_in_impl"])):
-        same, other = np.asarray(same), np.asarray(other)
-        acc_a, acc_b = float((same == y_test).mean()), float((other == y_test).mean())
-        flips = float((same != other).mean())
-        dev = abs(acc_a - acc_b)
+def check_transfer(y_test: np.ndarray, pred: dict) -> Check:
+    """pred[(trained_in, run_in)]: predicted classes of the test set, trained_in/run_in in {"impl", "ref"}."""
+    notes, worst, ok = [], 0.0, True
+    for src, where in (("impl", "this implementation"), ("ref", "the reference")):
+        home, away = np.asarray(pred[src, src]), np.asarray(pred[src, "ref" if src == "impl" else "impl"])
+        acc_home, acc_away = float((home == y_test).mean()), float((away == y_test).mean())
+        flips = float((home != away).mean())
+        dev = abs(acc_home - acc_away)
         worst = max(worst, dev)
-        where = "this implementation" if src == "impl" else "the reference"
-        notes.append(f"trained in {where}: accuracy {acc_a:.4f} at home, {acc_b:.4f} after transfer "
-                     f"({flips:.2%} of predictions differ)")
-        if dev > TRANSFER_ACCURACY or flips > TRANSFER_ACCURACY:
-            notes[-1] = "FAIL " + notes[-1]
-    ok = not any(n.startswith("FAIL") for n in notes)
+        bad = dev > TRANSFER_ACCURACY or flips > TRANSFER_ACCURACY
+        ok = ok and not bad
+        notes.append(f"{'FAIL ' if bad else ''}trained in {where}: test accuracy {acc_home:.4f} there, "
+                     f"{acc_away:.4f} in the other ({flips:.2%} of predicted classes differ)")
     return Check(ok, worst, "; ".join(notes))
 
 
@@ -485,13 +483,15 @@ def run_transfer(impls: list[Implementation], setup: Setup, ref_impl: Implementa
         if outcome.status != "ok":
             raise WorkerFailed(f"reference predict: {outcome.error}\n{outcome.log}")
     result = {}
-    ref_pred = own[ref_impl]["self"]
+    ref_home = own[ref_impl]["self"]
     for impl in order:
         if impl in errors:
             result[impl] = errors[impl]
             continue
-        in_ref = ref_pred if impl == ref_impl else np.load(_impl_dir(setup, impl) / "in_ref_logits.npy").argmax(1)
-        result[impl] = check_transfer(y_test, own[impl], {"self_in_ref": in_ref, "ref": ref_pred})
+        in_ref = ref_home if impl == ref_impl else np.load(_impl_dir(setup, impl) / "in_ref_logits.npy").argmax(1)
+        pred = {("impl", "impl"): own[impl]["self"], ("impl", "ref"): in_ref,
+                ("ref", "ref"): ref_home, ("ref", "impl"): own[impl]["ref_in_impl"]}
+        result[impl] = check_transfer(y_test, pred)
     return result
 
 

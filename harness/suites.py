@@ -201,8 +201,10 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
                     raise UsageError(f"{where}: write it as lang/framework or lang/framework[backend], "
                                      "e.g. python/keras[jax]")
                 lang = match["lang"] or "python"
-                impls = select(lang, match["framework"], match["backend"], model,
-                               include_retired=True)
+                try:
+                    impls = select(lang, match["framework"], match["backend"], model, include_retired=True)
+                except UsageError as e:
+                    raise UsageError(f"{where}: {e}") from None
                 merged = {**options, **setup, **own, **(overrides or {})}
                 run_args = option_argv(merged, where)
                 for impl in impls:

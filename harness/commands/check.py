@@ -64,14 +64,17 @@ def main(args) -> int:
     options = RunOptions(seed=args.seed, device=args.device, precision=args.precision)
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     samples = args.samples or TRANSFER_SAMPLES[args.model]
-    if args.keep:
-        work = Path(args.keep).expanduser()
-        report = equivalence.check_model(args.model, runnable, skipped, options, work, checks, args.data_dir,
-                                         samples, args.timeout, say)
-    else:
-        with equivalence.temporary_work() as tmp:
-            report = equivalence.check_model(args.model, runnable, skipped, options, Path(tmp), checks,
-                                             args.data_dir, samples, args.timeout, say)
+    try:
+        if args.keep:
+            report = equivalence.check_model(args.model, runnable, skipped, options, Path(args.keep).expanduser(),
+                                             checks, args.data_dir, samples, args.timeout, say)
+        else:
+            with equivalence.temporary_work() as tmp:
+                report = equivalence.check_model(args.model, runnable, skipped, options, Path(tmp), checks,
+                                                 args.data_dir, samples, args.timeout, say)
+    except equivalence.WorkerFailed as e:
+        print(f"error: the reference failed, nothing to compare with: {e}", file=sys.stderr)
+        return 1
     if args.format == "json":
         print(equivalence.dumps(report))
     else:

@@ -168,40 +168,63 @@ def _column_label(col: tuple, columns: list[tuple]) -> str:
     return f"{model} ({data}, {samples:,}" + (f", {image}px" if model == "resnet50" else "") + ")"
 
 
-def build_sections(frame, summary) -> list:
+def build_sections(frame, summary, index=None) -> list:
+    """One Section per machine and setup; `index` (results.index) adds the runs that failed."""
+    import pandas as pd
+
     from harness.specs import MODELS
 
+    if index is None or index.empty:
+        index = pd.DataFrame(columns=list(SECTION_KEYS) + ["status"])
+    failures = index[index["status"] != "ok"].rename(columns={"framework_version": "version"})
+
     sections = []
-    for skey, srows in summary.groupby(list(SECTION_KEYS), dropna=False, sort=True):
+    machines = list(dict.fromkeys(frame["machine"]))  # in the order the records were read
+    order = sorted(summary.groupby(list(SECTION_KEYS), dropna=False, sort=False),
+                   key=lambda kv: (machines.index(kv[0][0]), kv[0][1], kv[0][3], kv[0][2]))
+    for skey, srows in order:
         key = dict(zip(SECTION_KEYS, skey))
         fr = frame[(frame["machine"] == key["machine"]) & (frame["device"] == key["device"])
                    & (frame["gpus"] == key["gpus"]) & (frame["precision"] == key["precision"])]
         srows = srows.copy()
         srows["_order"] = srows.apply(_order, axis=1)
         srows = srows.sort_values("_order")
-        columns = sorted({tuple(r[k] for k in COLUMN_KEYS) for _, r in srows.iterrows()},
+        fails = failures[(failures["machine"] == key["machine"]) & (failures["device"] == key["device"])
+                         & (failures["gpus"] == key["gpus"]) & (failures["precision"] == key["precision"])]
+        failed = {}  # (row name, column) -> number of failed runs
+        for _, r in fails.iterrows():
+            k = (row_name(r), tuple(r[c] for c in COLUMN_KEYS))
+            failed[k] = failed.get(k, 0) + 1
+        everything = [r for _, r in srows.iterrows()] + [r for _, r in fails.iterrows()]
+        columns = sorted({tuple(r[k] for k in COLUMN_KEYS) for r in everything},
                          key=lambda c: (MODELS.index(c[0]) if c[0] in MODELS else 9, str(c[1:])))
         col_labels = [_column_label(c, columns) for c in columns]
-        names = list(dict.fromkeys(row_name(r) for _, r in srows.iterrows()))
+        names = list(dict.fromkeys(row_name(r) for r in sorted(everything, key=_order)))
         cells = {(row_name(r), tuple(r[k] for k in COLUMN_KEYS)): r for _, r in srows.iterrows()}
         overview = Table(["Framework"] + col_labels, [], ["l"] + ["r"] * len(columns))
         for name in names:
             row = [name]
             for c in columns:
-                r = cells.get((name, c))
-                row.append("–" if r is None else f"{num(r['median_s'])} ± {num(r['iqr_s'] / 2)} ({r['n']}/{r['runs']})")
+                r, nfail = cells.get((name, c)), failed.get((name, c), 0)
+                text = "–" if r is None else f"{num(r['median_s'])} ± {num(r['iqr_s'] / 2)} ({r['n']}/{r['runs']})"
+                if nfail:
+                    text = f"failed ({nfail} runs)" if r is None else f"{text}, {nfail} failed"
+                row.append(text)
             overview.rows.append(row)
         details = Table(["Implementation", "Model", "s/epoch", "95 % CI (coverage)", "IQR", "examples/s", "n/runs",
-                         "first epoch s", "start-up s", "test accuracy"], [], ["l", "l"] + ["r"] * 8)
+                         "failed runs", "first epoch s", "start-up s", "test accuracy"], [], ["l", "l"] + ["r"] * 9)
         for c, label in zip(columns, col_labels):
             for name in names:
-                r = cells.get((name, c))
+                r, nfail = cells.get((name, c)), str(failed.get((name, c), 0))
                 if r is None:
+                    if nfail != "0":
+                        details.rows.append([name, label] + ["–"] * 5 + [nfail] + ["–"] * 3)
                     continue
                 ci = (f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])} ({r['ci_level']:.1%})"
-                      if _none(r["ci_level"]) else f"n < 6")
+                      if _none(r["ci_level"]) else "n < 6")
                 details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), num(r["median_eps"]),
-                                     f"{r['n']}/{r['runs']}", num(r["first_epoch_s"]), num(r["startup_s"]), _acc(r)])
+                                     f"{r['n']}/{r['runs']}", nfail, num(r["first_epoch_s"]), num(r["startup_s"]),
+                                     _acc(r)])
         workloads = []
         for c, label in zip(columns, col_labels):
             model, data, samples, batch, image = c
@@ -218,8 +241,9 @@ def build_sections(frame, summary) -> list:
         software = f"commit {commits}; Python {python}; runs from {when}; {fr['platform'].dropna().iloc[0]}" \
             if fr["platform"].notna().any() else f"commit {commits}; Python {python}; runs from {when}"
         hardware = hardware_line(fr)
+        chip = (_none(fr["gpu"].iloc[0]) or "").split(", ")[0] or fr["cpu"].iloc[0]
         sections.append(Section(key, hardware, software, workloads, overview, details, srows, columns,
-                                slug(f"{hardware.split(',')[0]}-{key['device']}-{key['precision']}-x{key['gpus']}")))
+                                slug(f"{chip}-{key['device']}-{key['precision']}-x{key['gpus']}")))
     seen = {}
     for s in sections:  # two machines with the same hardware name: tell them apart by machine key
         seen.setdefault(s.slug, []).append(s)
@@ -285,7 +309,8 @@ def chart_bars(section, path: Path) -> None:
 def chart_scaling(summary, machine, device, precision, path: Path) -> bool:
     """examples/s against GPU count for every row measured at several counts; False if none."""
     s = summary[(summary["machine"] == machine) & (summary["device"] == device) & (summary["precision"] == precision)]
-    keys = [k for k in ("lang", "framework", "backend", "compile", "version") + COLUMN_KEYS]
+    # the global batch may grow with the GPU count (weak scaling): not part of a line's identity
+    keys = ["lang", "framework", "backend", "compile", "version", "model", "data", "samples", "image_size"]
     lines = [g.sort_values("gpus") for _, g in s.groupby(keys, dropna=False) if g["gpus"].nunique() > 1]
     if not lines:
         return False
@@ -317,7 +342,7 @@ def chart_languages(section, path: Path) -> bool:
     groups = [g for _, g in s.groupby(pair_keys, dropna=False) if g["lang"].nunique() > 1 and "python" in set(g["lang"])]
     if not groups:
         return False
-    fig = _figure(0.9 * sum(len(g) for g in groups) + 2.5, 4.0)
+    fig = _figure(max(6.5, 0.9 * sum(len(g) for g in groups) + 2.5), 4.0)
     ax = fig.subplots()
     x, ticks, labels = 0.0, [], []
     for g in groups:
@@ -329,7 +354,7 @@ def chart_languages(section, path: Path) -> bool:
             ax.bar(x, r["median_s"], yerr=err, color=LANG_COLOURS.get(r["lang"], "grey"), capsize=3, width=0.8,
                    label=LANG_NAMES.get(r["lang"], r["lang"]))
             if r["lang"] != "python":
-                ax.annotate(f"×{r['median_s'] / python:.2f}", (x, r["median_s"]), ha="center",
+                ax.annotate(f"×{r['median_s'] / python:.2f}", (x, max(r["median_s"], r["q3_s"])), ha="center",
                             xytext=(0, 3), textcoords="offset points", fontsize=8)
             x += 1
         ticks.append((start + x - 1) / 2)
@@ -343,8 +368,7 @@ def chart_languages(section, path: Path) -> bool:
     ax.set_xticks(ticks, labels, fontsize=8)
     ax.set_ylabel("seconds per epoch (lower is better)")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"The same framework from R/Julia and from Python; ×: ratio to Python\n{section.title}",
-                 fontsize=10)
+    ax.set_title(f"R/Julia vs Python on the same framework (×: ratio to Python)\n{section.title}", fontsize=9)
     fig.savefig(path)
     return True
 
@@ -396,12 +420,13 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
         raise UsageError(f"no run records with epochs under {', '.join(map(str, paths))}")
     report_keys = ("machine",) + stats.ROW_KEYS + ("framework_version",)
     summary = stats.summarize(frame, keys=report_keys)
+    index = results.index(*paths, **keys)
     if summary.empty:
         from harness.errors import UsageError
 
         raise UsageError("no successful runs to report")
     out.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(frame, summary)
+    sections = build_sections(frame, summary, index)
     done_scaling = set()
     for s in sections:
         name = f"bars-{s.slug}.png"

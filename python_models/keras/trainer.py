@@ -20,12 +20,29 @@ def setup(options) -> None:
     keras.config.set_image_data_format("channels_last")
 
 
+class Adam(keras.optimizers.Adam):
+    """Keras' Adam, given dense gradients.
+
+    On the TensorFlow backend an Embedding's gradient is a tf.IndexedSlices with one slice per
+    token occurrence, and Keras 3 squares those slices before they are summed: a token seen k
+    times in a batch adds sum(g_i^2) to the second moment instead of (sum g_i)^2, so the update
+    differs from PyTorch's (and from Keras' own on JAX and torch). Summing first fixes it; the
+    update of the (30000, 125) moments is dense anyway."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if type(gradient).__name__ == "IndexedSlices":
+            import tensorflow as tf
+
+            gradient = tf.convert_to_tensor(gradient)  # sums the slices of repeated ids
+        super().update_step(gradient, variable, learning_rate)
+
+
 def make_optimizer(opt):
     if opt.name == "sgd":
         # Keras: v = m*v - lr*g; w += v.  PyTorch: b = m*b + g; w -= lr*b.  With a constant lr,
         # v = -lr*b at every step, so both give the same weights (up to float rounding).
         return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum)
-    return keras.optimizers.Adam(learning_rate=opt.lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
+    return Adam(learning_rate=opt.lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
 
 
 class StepLoss(keras.metrics.Metric):

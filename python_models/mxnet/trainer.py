@@ -53,7 +53,10 @@ def make_optimizer(opt):
     if opt.name == "sgd":
         # MXNet: s = m*s + lr*g; w -= s. With a constant lr, s = lr*v for PyTorch's v = m*v + g; w -= lr*v.
         return mx.optimizer.SGD(learning_rate=opt.lr, momentum=opt.momentum)
-    return mx.optimizer.Adam(learning_rate=opt.lr, beta1=opt.beta1, beta2=opt.beta2, epsilon=opt.eps)
+    # adam_update takes beta1/beta2 as float32 (1 - float32(0.999) is 1.3e-5 off 0.001); the Python side
+    # gets the same float32 values, so its bias correction (1 - beta^t) matches what the kernel applies.
+    b1, b2 = float(np.float32(opt.beta1)), float(np.float32(opt.beta2))
+    return mx.optimizer.Adam(learning_rate=opt.lr, beta1=b1, beta2=b2, epsilon=opt.eps)
 
 
 class GluonTrainer:
@@ -86,10 +89,16 @@ class GluonTrainer:
                           "cudnn": ctx.device_type == "gpu" and features.is_enabled("CUDNN"),
                           "cudnn_autotune": ctx.device_type == "gpu", "data_on_device": True},
             "deviations": [],
-            "notes": ["SGD: MXNet's s = m*s + lr*g equals PyTorch's momentum at a constant lr",
-                      "Adam: epsilon set to eps*sqrt(1-beta2^t) each step, so MXNet's "
-                      "lr_t*m/(sqrt(v)+epsilon) equals PyTorch's lr*m_hat/(sqrt(v_hat)+eps)"],
+            "notes": [],
         }
+        if spec.optimizer.name == "sgd":
+            self.info["notes"].append("SGD: MXNet's s = m*s + lr*g; w -= s is PyTorch's momentum at a constant lr")
+        else:
+            self.info["notes"].append("Adam: epsilon set to eps*sqrt(1-beta2^t) each step, so MXNet's "
+                                      "lr_t*m/(sqrt(v)+epsilon) is PyTorch's lr*m_hat/(sqrt(v_hat)+eps)")
+            self.info["deviations"].append(
+                "Adam: MXNet's kernel takes beta2 as float32, so 1-beta2 = 0.00099998713 (PyTorch: 0.001); "
+                "the bias correction uses the same value, i.e. exact Adam with beta2 = float32(0.999)")
         if self.unbias:
             self.info["notes"].append("BatchNorm running_var Bessel-corrected after each step "
                                       "(MXNet's CPU kernel tracks the biased variance)")
@@ -127,9 +136,9 @@ class GluonTrainer:
             idx = nd.array(idx, ctx=self.ctx, dtype="int32")
             xb, yb = nd.take(self.x, idx), nd.take(self.y, idx)
             before = [b.running_var.data().copy() for b in self.bns] if self.unbias else None
-            if self.opt_spec.name == "adam":
+            if self.opt_spec.name == "adam":  # PyTorch's eps is added to sqrt(v_hat); MXNet's to sqrt(v)
                 t = self.steps + 1
-                self.optimizer.epsilon = self.opt_spec.eps * math.sqrt(1 - self.opt_spec.beta2 ** t)
+                self.optimizer.epsilon = self.opt_spec.eps * math.sqrt(1 - self.optimizer.beta2 ** t)
             with autograd.record():  # train mode: dropout on, BatchNorm on batch statistics
                 loss = self.loss_fn(self.net(xb), yb).mean()
             loss.backward()

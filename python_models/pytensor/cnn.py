@@ -18,7 +18,7 @@ def forward(g, x):
     x = relu(conv2d(x, p["conv3.weight"], pad=1) + p["conv3.bias"][:, None, None, None])
     x = conv2d(x, p["conv4.weight"], pad=1) + p["conv4.bias"][:, None, None, None]
     x = g.dropout(relu(max_pool_2x2(x)), CNN_DROPOUT[1])  # (100, N, 8, 8)
-    x = x.dimshuffle(1, 0, 2, 3).reshape((x.shape[1], 6400))  # (N, 6400) in C,H,W order
+    x = x.dimshuffle(1, 0, 2, 3).reshape((x.type.shape[1], 6400))  # (N, 6400) in C,H,W order
     x = g.dropout(relu(pt.dot(x, p["fc1.weight"].T) + p["fc1.bias"]), CNN_DROPOUT[2])
     return pt.dot(x, p["fc2.weight"].T) + p["fc2.bias"]
 

@@ -25,7 +25,7 @@ def forward(g, tokens):
     p = g.p
     emb = p["embedding.weight"][tokens.T]  # (150, N, 125), time-major for scan
     xp = pt.dot(emb, p["gru.weight_ih"].T) + p["gru.bias_ih"]  # (150, N, 3H): all steps' input projections at once
-    h0 = pt.zeros((tokens.shape[0], H), dtype="float32")
+    h0 = pt.zeros((tokens.type.shape[0], H), dtype="float32")
     hs, _ = pytensor.scan(gru_step, sequences=xp, outputs_info=h0,
                           non_sequences=[p["gru.weight_hh"], p["gru.bias_hh"]], strict=True)
     return pt.dot(hs[-1], p["fc.weight"].T) + p["fc.bias"]  # the last step's output

@@ -31,9 +31,9 @@ def relu(x):
 
 
 def pad_hw(x, pad: int, value: float = 0.0):
-    """Symmetric padding of H and W of (C, N, H, W); C, H, W are static."""
-    c, _, h, w = x.type.shape
-    out = pt.full((c, x.shape[1], h + 2 * pad, w + 2 * pad), value, dtype=x.dtype)
+    """Symmetric padding of H and W of (C, N, H, W). Here and below every shape is static."""
+    c, n, h, w = x.type.shape
+    out = pt.full((c, n, h + 2 * pad, w + 2 * pad), value, dtype=x.dtype)
     return pt.set_subtensor(out[:, :, pad:pad + h, pad:pad + w], x)
 
 
@@ -52,7 +52,7 @@ def conv2d(x, w, stride: int = 1, pad: int = 0):
     o, c, k, _ = w.type.shape
     x = pad_hw(x, pad) if pad else x
     views = taps(x, k, stride)
-    n, (ho, wo) = x.shape[1], views[0].type.shape[2:]
+    n, (ho, wo) = x.type.shape[1], views[0].type.shape[2:]
     cols = views[0] if k == 1 else pt.stack(views, axis=1)  # (C, k*k, N, Ho, Wo)
     out = pt.dot(w.reshape((o, c * k * k)), cols.reshape((c * k * k, n * ho * wo)))
     return out.reshape((o, n, ho, wo))
@@ -60,8 +60,8 @@ def conv2d(x, w, stride: int = 1, pad: int = 0):
 
 def max_pool_2x2(x):
     """2x2 window, stride 2 on (C, N, H, W) with even H, W: a reshape and a max."""
-    c, _, h, w = x.type.shape
-    return x.reshape((c, x.shape[1], h // 2, 2, w // 2, 2)).max(axis=(3, 5))
+    c, n, h, w = x.type.shape
+    return x.reshape((c, n, h // 2, 2, w // 2, 2)).max(axis=(3, 5))
 
 
 def max_pool_3x3_s2_p1(x):
@@ -82,7 +82,7 @@ class Graph:
     def dropout(self, x, rate: float):
         if not (self.train and self.dropout_on and rate > 0):
             return x
-        keep = self.rng.uniform(0.0, 1.0, size=x.shape, dtype="float32") >= rate
+        keep = self.rng.uniform(0.0, 1.0, size=x.type.shape, dtype="float32") >= rate
         return pt.switch(keep, x / (1.0 - rate), 0.0)  # inverted dropout, as PyTorch
 
     def batch_norm(self, x, key: str):
@@ -93,9 +93,9 @@ class Graph:
         if self.train:
             bmean = x.mean(axis=(1, 2, 3))
             bvar = pt.sqr(x - bmean[:, None, None, None]).mean(axis=(1, 2, 3))
-            count = pt.cast(x.shape[1] * x.shape[2] * x.shape[3], "float32")
+            count = int(np.prod(x.type.shape[1:]))  # values per channel
             self.updates += [(mean, (1 - BN_MOMENTUM) * mean + BN_MOMENTUM * bmean),
-                             (var, (1 - BN_MOMENTUM) * var + BN_MOMENTUM * bvar * count / (count - 1))]
+                             (var, (1 - BN_MOMENTUM) * var + BN_MOMENTUM * bvar * (count / (count - 1)))]
             mean, var = bmean, bvar
         scale = gamma / pt.sqrt(var + BN_EPS)
         return x * scale[:, None, None, None] + (beta - mean * scale)[:, None, None, None]
@@ -150,27 +150,35 @@ OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam}
 # ----------------------------------------------------------------------------- the trainer
 class PytensorTrainer:
     """`forward(graph, x) -> logits (N, classes)` builds the model from `graph.p`, the shared
-    variables keyed by canonical name; `init` holds their initial values (canonical layouts)."""
+    variables keyed by canonical name; `init` holds their initial values (canonical layouts).
 
-    def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None):
+    Each function is compiled for one static batch size (training: the harness's batch; eval:
+    up to EVAL_BATCH rows, the last chunk zero-padded), so every shape is a constant to the
+    rewriter and the C code; without that ResNet-50's graph takes many minutes to rewrite."""
+
+    def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None, mode=None):
         self.spec, self.options, self.forward = spec, options, forward
+        self.mode = pytensor.compile.mode.get_mode(mode or MODE)
         shapes = spec.weight_shapes()
         self.p = {k: pytensor.shared(np.asarray(init[k], np.float32).reshape(shapes[k]), name=k, shape=shapes[k])
                   for k in shapes}
         self.trainable = [self.p[w.key] for w in spec.weights if w.trainable]
-        image = len(spec.input_shape) == 3
-        shape = (None, *(input_shape or spec.input_shape))  # static C, H, W: the layers index with Python ints
-        self.x = pt.tensor("x", dtype=spec.input_dtype, shape=shape)
-        self.data_x = pytensor.shared(np.zeros((0, *shape[1:]), self.x.dtype), name="x_train", shape=shape)
+        self.input_shape, self.dtype = tuple(input_shape or spec.input_shape), spec.input_dtype
+        self.data_x = pytensor.shared(np.zeros((0, *self.input_shape), self.dtype), name="x_train",
+                                      shape=(None, *self.input_shape))
         self.data_y = pytensor.shared(np.zeros(0, np.int64), name="y_train")
-        self._train_fn = self._predict_fn = None
+        self._train_fns: dict[int, object] = {}  # batch size -> compiled step
+        self._predict_fns: dict[int, object] = {}
+        image = len(self.input_shape) == 3
         self.info = {
             "layout": "NCHW",
-            "fast_path": {"mode": MODE, "linker": pytensor.compile.mode.get_mode(MODE).linker.__class__.__name__,
-                          "compute_layout": "CNHW" if image else "time-major",
-                          "conv": "im2col + GEMM written in PyTensor (no C convolution op in PyTensor 2.27)" if image else None,
-                          "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (no BLAS found to link the C GEMM)",
-                          "data_on_device": True, "compile": "at first call; C code cached in pytensor.config.compiledir"},
+            "fast_path": {"mode": str(mode or MODE), "linker": "cvm (C virtual machine, C thunks)",
+                          "compute_layout": "CNHW" if image else "time-major (scan over 150 steps)",
+                          "conv": "im2col + GEMM written in PyTensor (2.27 has no C convolution op)" if image else None,
+                          "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (none found to link the C GEMM)",
+                          "static_batch_shapes": True, "data_on_device": True,
+                          "compile": "at first call (first epoch / first predict); C code cached in "
+                                     + str(pytensor.config.compiledir)},
             "deviations": [],
         }
 
@@ -178,32 +186,43 @@ class PytensorTrainer:
         return sum(int(w.get_value(borrow=True).size) for w in self.trainable)
 
     def fit_data(self, x, y) -> None:
-        self.data_x.set_value(np.array(x, dtype=self.x.dtype))  # one copy out of the memory map
+        self.data_x.set_value(np.array(x, dtype=self.dtype))  # one copy out of the memory map
         self.data_y.set_value(np.array(y, dtype=np.int64))
 
-    def _compile_train(self):
+    def _compile_train(self, batch: int):
         g = Graph(self.p, train=True, seed=self.options.seed, dropout=self.options.dropout)
-        idx, y = pt.lvector("idx"), pt.lvector("y")
-        logits = self.forward(g, self.x)
-        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(y.shape[0]), y].mean()
+        idx = pt.specify_shape(pt.lvector("idx"), (batch,))
+        x = pt.specify_shape(self.data_x[idx], (batch, *self.input_shape))  # gathered in the graph
+        logits = self.forward(g, x)
+        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(batch), self.data_y[idx]].mean()
         grads = pytensor.grad(loss, self.trainable)
         updates = OPTIMIZERS[self.spec.optimizer.name](self.trainable, grads, self.spec.optimizer) + g.updates
-        return pytensor.function([idx], loss, updates=updates, mode=MODE, name="train_step",
-                                 givens={self.x: self.data_x[idx], y: self.data_y[idx]})
+        return pytensor.function([idx.owner.inputs[0]], loss, updates=updates, mode=self.mode, name="train_step")
 
     def train_epoch(self, batches) -> np.ndarray:
-        if self._train_fn is None:
-            self._train_fn = self._compile_train()
-        step = self._train_fn
-        return np.array([step(idx) for idx in batches], dtype=np.float32)  # each call returns when done
+        losses = []
+        for idx in batches:
+            step = self._train_fns.get(len(idx)) or self._train_fns.setdefault(len(idx), self._compile_train(len(idx)))
+            losses.append(step(idx))  # returns once the step has run
+        return np.array(losses, dtype=np.float32)
 
     def predict(self, x) -> np.ndarray:
-        if self._predict_fn is None:
-            logits = self.forward(Graph(self.p, train=False), self.x)
-            self._predict_fn = pytensor.function([self.x], logits, mode=MODE, name="predict")
-        out = [self._predict_fn(np.asarray(x[i:i + EVAL_BATCH], dtype=self.x.dtype))
-               for i in range(0, len(x), EVAL_BATCH)]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.spec.num_classes), np.float32)
+        n = len(x)
+        if n == 0:
+            return np.zeros((0, self.spec.num_classes), np.float32)
+        batch = min(n, EVAL_BATCH)
+        if batch not in self._predict_fns:
+            xb = pt.tensor("x", dtype=self.dtype, shape=(batch, *self.input_shape))
+            self._predict_fns[batch] = pytensor.function([xb], self.forward(Graph(self.p, train=False), xb),
+                                                         mode=self.mode, name="predict")
+        out = []
+        for i in range(0, n, batch):
+            chunk = np.asarray(x[i:i + batch], dtype=self.dtype)
+            rows = len(chunk)
+            if rows < batch:  # eval mode has no batch statistics: padding rows change nothing else
+                chunk = np.concatenate([chunk, np.zeros((batch - rows, *chunk.shape[1:]), chunk.dtype)])
+            out.append(self._predict_fns[batch](chunk)[:rows])
+        return np.concatenate(out).astype(np.float32)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.get_value().copy() for k, v in self.p.items()}

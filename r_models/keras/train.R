@@ -10,12 +10,34 @@ keras <- import("keras", convert = FALSE)
 np <- import("numpy", convert = FALSE)
 py_builtins <- import_builtins(convert = FALSE)
 
+# Adam as the spec has it (PyTorch's form): w -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
+# Keras' own Adam adds eps to sqrt(v) before the bias correction, which moves the embedding rows
+# of rarely seen words by a different amount. update_step is traced into the train step.
+TorchAdam <- PyClass("TorchAdam", inherit = keras$optimizers$Adam, defs = list(
+  update_step = function(self, gradient, variable, learning_rate) {
+    ops <- keras$ops
+    dtype <- variable$dtype
+    i <- self$`_get_variable_index`(variable)
+    m <- py_get_item(py_get_attr(self, "_momentums"), i)
+    v <- py_get_item(py_get_attr(self, "_velocities"), i)
+    g <- ops$cast(gradient, dtype)
+    t <- ops$cast(ops$add(py_get_attr(self, "iterations"), 1L), dtype)
+    correction1 <- ops$subtract(1, ops$power(ops$cast(self$beta_1, dtype), t))
+    correction2 <- ops$subtract(1, ops$power(ops$cast(self$beta_2, dtype), t))
+    self$assign_add(m, ops$multiply(ops$subtract(g, m), 1 - self$beta_1))
+    self$assign_add(v, ops$multiply(ops$subtract(ops$square(g), v), 1 - self$beta_2))
+    denominator <- ops$add(ops$sqrt(ops$divide(v, correction2)), self$epsilon)
+    step <- ops$divide(ops$cast(learning_rate, dtype), correction1)
+    self$assign_sub(variable, ops$divide(ops$multiply(m, step), denominator))
+    NULL
+  }
+))
+
 make_optimizer <- function(opt) {
   # Keras' SGD (v = m*v - lr*g; w += v) equals PyTorch's (v = m*v + g; w -= lr*v) at constant lr.
   switch(opt$name,
     sgd = keras$optimizers$SGD(learning_rate = opt$lr, momentum = opt$momentum),
-    adam = keras$optimizers$Adam(learning_rate = opt$lr, beta_1 = opt$beta1,
-                                 beta_2 = opt$beta2, epsilon = opt$eps),
+    adam = TorchAdam(learning_rate = opt$lr, beta_1 = opt$beta1, beta_2 = opt$beta2, epsilon = opt$eps),
     stop("unknown optimizer ", opt$name))
 }
 
