@@ -157,6 +157,7 @@ def _flat(record: dict) -> dict:
         "gpu": ", ".join(g["name"] for g in env.get("gpus") or []) or None, "hostname": env.get("hostname"),
         "commit": (env.get("git") or {}).get("commit"), "dirty": (env.get("git") or {}).get("dirty"),
         "started": record.get("started"),
+        "load_1m": ((record.get("load_average") or {}).get("before") or [None])[0],
         **key, "commit_key": key["commit"],
         "suite": plan.get("suite"), "plan": plan.get("config"),
     }

@@ -1,6 +1,7 @@
 """One benchmark run: launch the worker, assemble the record, save it."""
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -48,6 +49,7 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
     job = Job(impl, options.to_dict(), {"folder": str(prepared.folder), "samples": prepared.samples,
                                         "name": prepared.name}, epochs, batch_size, timeout=args.timeout)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_before = os.getloadavg()  # 1, 5, 15 min: how busy the machine was, for whoever reads the number
     t = time.monotonic()
     with progress.run(impl.label, repeat, epochs) as on_event:
         outcome = run_job(job, on_event=on_event, log_path=out / "logs" / f"{run_id}.log")
@@ -67,6 +69,7 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
                    "n_test": prepared.manifest["arrays"]["x_test"]["shape"][0], "epochs": epochs,
                    "batch_size": batch_size, "repeat": repeat, "timeout_s": args.timeout, **options.to_dict()},
         "timing": {**res.get("timing", {}), **timing_summary(epoch_rows), "wall_s": wall},
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "epochs": epoch_rows,
         "metrics": res.get("metrics", {}),
         "memory": res.get("memory", {}),

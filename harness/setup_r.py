@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 R_LIB = REPO / ".r-lib"  # git-ignored; the R runtime puts it first on .libPaths()
 RETICULATE_MIN = (1, 31)
 CRAN = "https://cloud.r-project.org"
-DEBIAN_SOURCE = "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main"
+DEBIAN_SOURCE = ("deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+                 "http://deb.debian.org/debian trixie main")
 
 # r-base-dev: the compiler toolchain R CMD INSTALL and rpy2's build use; the r-cran-* packages are
 # reticulate's dependencies; r-cran-digest computes the data digest inside R (SHA-256).

@@ -2,7 +2,8 @@
 
     description = "..."                      # optional
     repeats = 3                              # optional (default 1); --repeats overrides
-    models = ["cnn"]                         # --model overrides
+    models = ["cnn"]                         # --model overrides; or per-model options:
+                                             #   [models.cnn] samples = 512
     implementations = [                      # lang/framework[backend]; no backend = every backend
         "python/pytorch",
         "python/keras",
@@ -16,7 +17,7 @@
 
 Options are the `run` command's own (`batch_size` = `--batch-size`, `compile = true` =
 `--compile`) and are parsed by its parser, so a suite can say anything a run can. Later tables
-override earlier ones: options < setup < implementation < command-line overrides.
+override earlier ones: options < model < setup < implementation < command-line overrides.
 
 A planned run is (suite, its resolved options' digest, repeat): `run_plan` is stored in the
 record, and `completed` finds those already in a store for this machine and commit, which is how
@@ -28,7 +29,6 @@ import argparse
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +162,11 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
     from harness.registry import select
     from harness.specs import MODELS
 
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
     path = find(name_or_path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -173,7 +178,10 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
     repeats = doc.get("repeats", 1)
     if not isinstance(repeats, int) or repeats < 1:
         raise UsageError(f"{path}: repeats must be a whole number >= 1, not {repeats!r}")
-    models = models or doc.get("models")
+    declared = doc.get("models") or []
+    model_options = ({m: _table(o, f"{path}: [models.{m}]") for m, o in declared.items()}
+                     if isinstance(declared, dict) else {})
+    models = models or list(declared)
     if not models:
         raise UsageError(f"{path}: no models (add models = [...] or pass --model)")
     for m in models:
@@ -205,7 +213,7 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
                     impls = select(lang, match["framework"], match["backend"], model, include_retired=True)
                 except UsageError as e:
                     raise UsageError(f"{where}: {e}") from None
-                merged = {**options, **setup, **own, **(overrides or {})}
+                merged = {**options, **model_options.get(model, {}), **setup, **own, **(overrides or {})}
                 run_args = option_argv(merged, where)
                 for impl in impls:
                     selection = ["--lang", impl.lang, "--framework", impl.name, "--model", impl.model]

@@ -39,6 +39,7 @@ def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang=
                    "gpus": gpus, "precision": precision, "compile": False, "backend": backend, "dropout": True,
                    "image_size": 32, "extra": {}},
         "timing": {"startup_s": 0.1, "import_s": 1.5, "build_s": 0.4, "first_epoch_s": seconds[0] if epochs else None},
+        "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.5, 0.6, 0.4]},
         "epochs": epochs,
         "metrics": {"test_accuracy": accuracy if status == "ok" else None, "final_loss": 0.3},
         "memory": {}, "param_count": 3441592, "spec_param_count": 3441592, "layout": "NCHW", "info": {},

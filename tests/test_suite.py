@@ -59,6 +59,22 @@ seed = 7
     assert [r for _, r in suite.schedule()] == [0] * 10 + [1] * 10
 
 
+def test_per_model_options(tmp_path):
+    f = write_suite(tmp_path / "m.toml", """
+implementations = ["python/pytorch"]
+[options]
+samples = 2048
+epochs = 3
+[models.cnn]
+samples = 512
+[models.rnn]
+""")
+    suite = suites.load(str(f), check_runnable=False)
+    assert {e.impl.model: (e.args.samples, e.args.epochs) for e in suite.entries} == {"cnn": (512, 3),
+                                                                                       "rnn": (2048, 3)}
+    assert [e.impl.model for e in suites.load(str(f), models=["rnn"], check_runnable=False).entries] == ["rnn"]
+
+
 @pytest.mark.parametrize("text, message", [
     ('models = ["cnn"]\nimplementations = ["python/pytorch"]\ncolour = "red"', "unknown key(s) colour"),
     ('models = ["vgg"]\nimplementations = ["python/pytorch"]', "unknown model 'vgg'"),
@@ -141,8 +157,9 @@ def test_suite_killed_midway_resumes_with_every_sample_once(data_cache, tmp_path
     impls = runnable_three()
     if len(impls) < 3:
         pytest.skip(f"needs 3 runnable implementations of cnn and rnn; runnable here: {impls}")
-    f = write_suite(tmp_path / "kill-me.toml", "repeats = 3\nmodels = [\"cnn\", \"rnn\"]\nimplementations = "
-                    + json.dumps(impls) + "\n[options]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items()))
+    options = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+    f = write_suite(tmp_path / "kill-me.toml", f'repeats = 3\nmodels = ["cnn", "rnn"]\n'
+                    f"implementations = {json.dumps(impls)}\n[options]\n{options}\n")
     out = tmp_path / "store"
     total = 3 * 2 * 3
     env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache))
@@ -205,5 +222,6 @@ def test_run_resume_runs_only_what_is_missing(data_cache, tmp_path):
     proc = harness(*args, "--repeats", "2", "--resume", cache=data_cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     index = results.index(tmp_path)
-    assert len(index) == 2 and sorted(index["plan_repeat"]) == [0, 1] and first < {p.name for p in tmp_path.glob("*.json")}
+    assert len(index) == 2 and sorted(index["plan_repeat"]) == [0, 1]
+    assert first < {p.name for p in tmp_path.glob("*.json")}  # the first record is kept, one is added
     assert proc.stdout.count("python/pytorch/rnn") == 2  # the table shows the resumed run and the new one

@@ -23,7 +23,7 @@ FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "K
 BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}
 LANG_NAMES = {"python": "Python", "r": "R", "julia": "Julia"}
 LANG_COLOURS = {"python": "#4C72B0", "r": "#DD8452", "julia": "#8172B3"}
-SECTION_KEYS = ("machine", "device", "gpus", "precision")
+SECTION_KEYS = ("machine", "hardware", "device", "gpus", "precision")  # cloned VMs can share a machine id
 COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")
 ROW_NAME_KEYS = ("lang", "framework", "backend", "compile", "version")
 
@@ -146,12 +146,12 @@ class Section:
     @property
     def title(self) -> str:
         k = self.key
-        gpus = f", {k['gpus']} GPUs" if k["gpus"] != 1 else ""
+        gpus = f", {k['gpus']} GPU{'s' if k['gpus'] > 1 else ''}" if k["device"] != "cpu" else ""
         return f"{k['device'].upper()}{gpus}, {k['precision']}: {self.hardware}"
 
 
-def hardware_line(rows) -> str:
-    r = rows.iloc[0]
+def hardware_line(r) -> str:
+    """e.g. 'AMD EPYC (2 cores), 24 GiB RAM, no GPU' for one row of the results."""
     mem = f"{r['memory_bytes'] / 2**30:.0f} GiB RAM" if _none(r.get("memory_bytes")) else "RAM unknown"
     gpu = _none(r.get("gpu"))
     if gpu:
@@ -181,15 +181,17 @@ def build_sections(frame, summary, index=None) -> list:
     sections = []
     machines = list(dict.fromkeys(frame["machine"]))  # in the order the records were read
     order = sorted(summary.groupby(list(SECTION_KEYS), dropna=False, sort=False),
-                   key=lambda kv: (machines.index(kv[0][0]), kv[0][1], kv[0][3], kv[0][2]))
+                   key=lambda kv: (machines.index(kv[0][0]), kv[0][1], kv[0][2], kv[0][4], kv[0][3]))
     for skey, srows in order:
         key = dict(zip(SECTION_KEYS, skey))
-        fr = frame[(frame["machine"] == key["machine"]) & (frame["device"] == key["device"])
-                   & (frame["gpus"] == key["gpus"]) & (frame["precision"] == key["precision"])]
+        fr = frame[(frame["machine"] == key["machine"]) & (frame["hardware"] == key["hardware"])
+                   & (frame["device"] == key["device"]) & (frame["gpus"] == key["gpus"])
+                   & (frame["precision"] == key["precision"])]
         srows = srows.copy()
         srows["_order"] = srows.apply(_order, axis=1)
         srows = srows.sort_values("_order")
-        fails = failures[(failures["machine"] == key["machine"]) & (failures["device"] == key["device"])
+        fails = failures[(failures["machine"] == key["machine"]) & (failures["hardware"] == key["hardware"])
+                         & (failures["device"] == key["device"])
                          & (failures["gpus"] == key["gpus"]) & (failures["precision"] == key["precision"])]
         failed = {}  # (row name, column) -> number of failed runs
         for _, r in fails.iterrows():
@@ -240,7 +242,11 @@ def build_sections(frame, summary, index=None) -> list:
         python = ", ".join(sorted(fr["python"].dropna().unique())) if "python" in fr else "?"
         software = f"commit {commits}; Python {python}; runs from {when}; {fr['platform'].dropna().iloc[0]}" \
             if fr["platform"].notna().any() else f"commit {commits}; Python {python}; runs from {when}"
-        hardware = hardware_line(fr)
+        hardware = key["hardware"]
+        load = fr.drop_duplicates("run_id")["load_1m"].dropna() if "load_1m" in fr else ()
+        if len(load):
+            software += (f"; load average (1 min) before each run: median {load.median():.1f}, "
+                         f"max {load.max():.1f} on {fr['cores'].iloc[0]} cores")
         chip = (_none(fr["gpu"].iloc[0]) or "").split(", ")[0] or fr["cpu"].iloc[0]
         sections.append(Section(key, hardware, software, workloads, overview, details, srows, columns,
                                 slug(f"{chip}-{key['device']}-{key['precision']}-x{key['gpus']}")))
@@ -283,7 +289,7 @@ def chart_bars(section, path: Path) -> None:
     s = section.summary
     ncols = len(section.columns)
     names = list(dict.fromkeys(row_name(r) for _, r in s.iterrows()))
-    fig = _figure(4.6 * ncols + 0.8, 0.42 * len(names) + 1.6)
+    fig = _figure(max(7.0, 4.6 * ncols + 0.8), 0.42 * len(names) + 1.6)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     for ax, col in zip(axes, section.columns):
         rows = [r for _, r in s.iterrows() if tuple(r[k] for k in COLUMN_KEYS) == col]
@@ -306,9 +312,10 @@ def chart_bars(section, path: Path) -> None:
     fig.savefig(path)
 
 
-def chart_scaling(summary, machine, device, precision, path: Path) -> bool:
+def chart_scaling(summary, machine, hardware, device, precision, path: Path) -> bool:
     """examples/s against GPU count for every row measured at several counts; False if none."""
-    s = summary[(summary["machine"] == machine) & (summary["device"] == device) & (summary["precision"] == precision)]
+    s = summary[(summary["machine"] == machine) & (summary["hardware"] == hardware) & (summary["device"] == device)
+                & (summary["precision"] == precision)]
     # the global batch may grow with the GPU count (weak scaling): not part of a line's identity
     keys = ["lang", "framework", "backend", "compile", "version", "model", "data", "samples", "image_size"]
     lines = [g.sort_values("gpus") for _, g in s.groupby(keys, dropna=False) if g["gpus"].nunique() > 1]
@@ -339,10 +346,11 @@ def chart_languages(section, path: Path) -> bool:
     """R/Julia next to Python for the same framework, backend and model; False if no pair exists."""
     s = section.summary
     pair_keys = ["framework", "backend", "compile"] + list(COLUMN_KEYS)
-    groups = [g for _, g in s.groupby(pair_keys, dropna=False) if g["lang"].nunique() > 1 and "python" in set(g["lang"])]
+    groups = [g for _, g in s.groupby(pair_keys, dropna=False)
+              if g["lang"].nunique() > 1 and "python" in set(g["lang"])]
     if not groups:
         return False
-    fig = _figure(max(6.5, 0.9 * sum(len(g) for g in groups) + 2.5), 4.0)
+    fig = _figure(max(7.0, 0.9 * sum(len(g) for g in groups) + 3.0), 4.0)
     ax = fig.subplots()
     x, ticks, labels = 0.0, [], []
     for g in groups:
@@ -364,8 +372,9 @@ def chart_languages(section, path: Path) -> bool:
         x += 0.8
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    fig.legend(unique.values(), unique.keys(), fontsize=8, loc="outside right upper")
     ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_xlim(-1.2, x + 0.4)
     ax.set_ylabel("seconds per epoch (lower is better)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"R/Julia vs Python on the same framework (×: ratio to Python)\n{section.title}", fontsize=9)
@@ -418,9 +427,11 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
         from harness.errors import UsageError
 
         raise UsageError(f"no run records with epochs under {', '.join(map(str, paths))}")
-    report_keys = ("machine",) + stats.ROW_KEYS + ("framework_version",)
+    frame["hardware"] = frame.apply(hardware_line, axis=1)
+    report_keys = ("machine", "hardware") + stats.ROW_KEYS + ("framework_version",)
     summary = stats.summarize(frame, keys=report_keys)
     index = results.index(*paths, **keys)
+    index["hardware"] = index.apply(hardware_line, axis=1)
     if summary.empty:
         from harness.errors import UsageError
 
@@ -432,7 +443,7 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
         name = f"bars-{s.slug}.png"
         chart_bars(s, out / name)
         s.charts.append((name, f"{s.title}: median steady seconds per epoch, whiskers = interquartile range"))
-        scaling_key = (s.key["machine"], s.key["device"], s.key["precision"])
+        scaling_key = (s.key["machine"], s.key["hardware"], s.key["device"], s.key["precision"])
         if scaling_key not in done_scaling:
             done_scaling.add(scaling_key)
             name = f"scaling-{s.slug.rsplit('-x', 1)[0]}.png"

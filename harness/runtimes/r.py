@@ -132,7 +132,9 @@ local({
   }
 
   # What R holds for a bridge attribute: its Python id, and R's own heap in bytes.
-  held <- function(name) list(id = py_id(py_get_attr(bridge, name)), r_heap_bytes = sum(gc(full = TRUE)[, 1] * c(56, 8)))
+  held <- function(name) {
+    list(id = py_id(py_get_attr(bridge, name)), r_heap_bytes = sum(gc(full = TRUE)[, 1] * c(56, 8)))
+  }
 
   assign(".dl_rosetta", list(invoke = invoke, build = build, facts = facts, held = held), envir = globalenv())
 })

@@ -121,12 +121,19 @@ class GluonTrainer:
         shape_of = dict(zip(internals.list_outputs(), shapes))
         return [int(np.prod(shape_of[f"{b.name}_fwd_output"][2:])) for b in self.bns]
 
+    def _running_vars(self):
+        # The static_alloc graph's running-statistic writes are not ordered by the engine against
+        # other NDArray ops (reading them right after a step can see the old values): wait first.
+        nd.waitall()
+        return [b.running_var.data().asnumpy() for b in self.bns]
+
     def _unbias_running_var(self, before, batch):
         # running = mom*old + (1-mom)*var_biased; rebuild it with var_biased*n/(n-1).
-        for b, old, k in zip(self.bns, before, self._bn_positions):
+        for b, old, new, k in zip(self.bns, before, self._running_vars(), self._bn_positions):
             n, mom = k * batch, b._kwargs["momentum"]
-            new = b.running_var.data()
-            new[:] = new * (n / (n - 1)) - old * (mom / (n - 1))
+            b.running_var.set_data(nd.array(new * (n / (n - 1)) - old * (mom / (n - 1)), ctx=self.ctx,
+                                            dtype=self.dtype))
+        nd.waitall()
 
     def train_epoch(self, batches) -> np.ndarray:
         if self.unbias and self._bn_positions is None:
@@ -135,7 +142,7 @@ class GluonTrainer:
         for idx in batches:
             idx = nd.array(idx, ctx=self.ctx, dtype="int32")
             xb, yb = nd.take(self.x, idx), nd.take(self.y, idx)
-            before = [b.running_var.data().copy() for b in self.bns] if self.unbias else None
+            before = self._running_vars() if self.unbias else None
             if self.opt_spec.name == "adam":  # PyTorch's eps is added to sqrt(v_hat); MXNet's to sqrt(v)
                 t = self.steps + 1
                 self.optimizer.epsilon = self.opt_spec.eps * math.sqrt(1 - self.optimizer.beta2 ** t)
@@ -147,7 +154,9 @@ class GluonTrainer:
             if self.unbias:
                 self._unbias_running_var(before, len(idx))
             losses.append(loss)
-        return nd.concat(*losses, dim=0).asnumpy() if losses else np.zeros(0, np.float32)  # waits
+        out = nd.concat(*losses, dim=0).asnumpy() if losses else np.zeros(0, np.float32)
+        nd.waitall()  # the losses are ready; so must the running statistics be (see _running_vars)
+        return out
 
     def predict(self, x) -> np.ndarray:
         out = []
@@ -167,6 +176,7 @@ class GluonTrainer:
             if v.shape != p.shape:
                 raise ValueError(f"{k}: shape {v.shape}, expected {p.shape}")
             p.set_data(nd.array(v, ctx=self.ctx, dtype=self.dtype))
+        nd.waitall()  # the static_alloc graph reads running statistics unordered (see _running_vars)
 
     def peak_device_memory(self) -> int | None:
         return None

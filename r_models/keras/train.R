@@ -12,7 +12,7 @@ py_builtins <- import_builtins(convert = FALSE)
 
 # Adam as the spec has it (PyTorch's form): w -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
 # Keras' own Adam adds eps to sqrt(v) before the bias correction, which moves the embedding rows
-# of rarely seen words by a different amount. update_step is traced into the train step.
+# of rarely seen words by a different amount. update_step is traced into the train step (TF, JAX).
 TorchAdam <- PyClass("TorchAdam", inherit = keras$optimizers$Adam, defs = list(
   update_step = function(self, gradient, variable, learning_rate) {
     ops <- keras$ops
@@ -21,6 +21,11 @@ TorchAdam <- PyClass("TorchAdam", inherit = keras$optimizers$Adam, defs = list(
     m <- py_get_item(py_get_attr(self, "_momentums"), i)
     v <- py_get_item(py_get_attr(self, "_velocities"), i)
     g <- ops$cast(gradient, dtype)
+    # TensorFlow hands an embedding's gradient over as IndexedSlices, one slice per token
+    # occurrence; made dense first, a repeated token's slices are summed before squaring.
+    if (inherits(g, "tensorflow.python.framework.indexed_slices.IndexedSlices")) {
+      g <- ops$add(ops$zeros_like(variable), g)
+    }
     t <- ops$cast(ops$add(py_get_attr(self, "iterations"), 1L), dtype)
     correction1 <- ops$subtract(1, ops$power(ops$cast(self$beta_1, dtype), t))
     correction2 <- ops$subtract(1, ops$power(ops$cast(self$beta_2, dtype), t))
@@ -58,7 +63,8 @@ swap_first_two_gates <- function(w, axis) {
 }
 
 layer_exporters <- list(
-  Conv2D = function(l) list(weight = to_torch(l$kernel, c(3L, 2L, 0L, 1L)), bias = if (py_to_r(l$use_bias)) as_numpy(l$bias)),
+  Conv2D = function(l) list(weight = to_torch(l$kernel, c(3L, 2L, 0L, 1L)),
+                            bias = if (py_to_r(l$use_bias)) as_numpy(l$bias)),
   Dense = function(l) list(weight = to_torch(l$kernel, c(1L, 0L)), bias = as_numpy(l$bias)),
   BatchNormalization = function(l) list(weight = as_numpy(l$gamma), bias = as_numpy(l$beta),
                                         running_mean = as_numpy(l$moving_mean),
@@ -105,10 +111,13 @@ class_name <- function(layer) py_to_r(py_builtins$type(layer)$`__name__`)
 export_weights <- function(model, adjust = list()) {
   out <- list()
   for (layer in iterate(model$layers)) {
-    export <- layer_exporters[[class_name(layer)]]
-    if (is.null(export)) next
+    export_layer <- layer_exporters[[class_name(layer)]]
+    if (is.null(export_layer)) {
+      if (py_len(layer$weights) > 0L) stop("no canonical mapping for layer ", py_to_r(layer$name))
+      next
+    }
     name <- py_to_r(layer$name)
-    tensors <- Filter(Negate(is.null), export(layer))
+    tensors <- Filter(Negate(is.null), export_layer(layer))
     if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$export(tensors)
     names(tensors) <- paste(name, names(tensors), sep = ".")
     out <- c(out, tensors)
@@ -118,14 +127,14 @@ export_weights <- function(model, adjust = list()) {
 
 import_weights <- function(model, weights, adjust = list()) {
   for (layer in iterate(model$layers)) {
-    import <- layer_importers[[class_name(layer)]]
-    if (is.null(import)) next
+    load_layer <- layer_importers[[class_name(layer)]]
+    if (is.null(load_layer)) next
     name <- py_to_r(layer$name)
     prefix <- paste0(name, ".")
     keys <- Filter(function(k) startsWith(k, prefix), names(weights))
     tensors <- setNames(weights[keys], substring(keys, nchar(prefix) + 1L))
     if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$import(tensors)
-    import(layer, tensors)
+    load_layer(layer, tensors)
   }
   invisible(NULL)
 }

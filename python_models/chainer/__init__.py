@@ -1,0 +1,1 @@
+"""Chainer implementations; run in the legacy environment."""

@@ -1,0 +1,62 @@
+"""ResNet-50 v1.5 in Chainer, written from the spec (L.ResNet50Layers is v1, stride on the 1x1)."""
+from __future__ import annotations
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+
+from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from python_models.chainer.trainer import GLOROT, HE_FAN_OUT, ChainerTrainer, setup
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> L.Convolution2D:
+    return L.Convolution2D(cin, cout, k, stride, pad, nobias=True, initialW=HE_FAN_OUT)  # symmetric pad
+
+
+def bn(c: int) -> L.BatchNormalization:
+    # Chainer's decay is the weight of the old running value: 1 - PyTorch's 0.1. Its running
+    # variance is the unbiased batch variance, as in PyTorch.
+    return L.BatchNormalization(c, decay=1 - BN_MOMENTUM, eps=BN_EPS)
+
+
+class Bottleneck(chainer.Chain):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+        super().__init__()
+        cout = width * RESNET_EXPANSION
+        self.has_downsample = downsample
+        with self.init_scope():
+            self.conv1, self.bn1 = conv(cin, width, 1), bn(width)
+            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width)  # v1.5: stride here
+            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout)
+            if downsample:
+                self.downsample = chainer.Sequential(conv(cin, cout, 1, stride), bn(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (self.downsample(x) if self.has_downsample else x))
+
+
+class ResNet50(chainer.Chain):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        stages: dict[str, list] = {}
+        for prefix, cin, width, stride, down in resnet50_blocks():
+            stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down))
+        with self.init_scope():
+            self.conv1, self.bn1 = conv(3, 64, 7, 2, 3), bn(64)
+            for name, blocks in stages.items():  # layer1..layer4, children named 0..n-1
+                setattr(self, name, chainer.Sequential(*blocks))
+            self.fc = L.Linear(2048, num_classes, initialW=GLOROT)
+
+    def forward(self, x):  # x: (N, 3, S, S)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pooling_2d(x, 3, 2, pad=1, cover_all=False)  # (N, 64, S/4, S/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 2048, S/32, S/32)
+        return self.fc(F.mean(x, axis=(2, 3)))  # global average pool
+
+
+def build(spec, options):
+    device = setup(options)
+    return ChainerTrainer(ResNet50(spec.num_classes), spec, options, device)
