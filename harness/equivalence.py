@@ -265,25 +265,22 @@ def check_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Check:
                  f"atol {tol.logits_atol:g}; {score:.2g} of the bound)")
 
 
-def check_steps(probe: dict, ref_res: dict, ref_after: dict, res: dict, after: dict, tol: Tolerance) -> Check:
+def check_steps(ref_res: dict, res: dict, tol: Tolerance) -> Check:
+    """Losses of the five steps, and per step and tensor ||w - w_ref|| / ||w_ref step|| (each step
+    from the reference's weights after the previous one: see run_equivalence)."""
     ref_loss, loss = np.asarray(ref_res["losses"]), np.asarray(res["losses"])
     if loss.shape != ref_loss.shape:
         return Check(False, math.inf, f"{loss.size} losses for {ref_loss.size} steps")
     loss_dev, loss_score = _allclose_score(loss, ref_loss, tol.loss_rtol, tol.loss_atol)
-    worst, worst_key = 0.0, ""
-    for k, w0 in probe.items():
-        moved = np.linalg.norm(ref_after[k].astype(np.float64) - w0)
-        if k not in after or after[k].shape != w0.shape:
-            worst, worst_key = math.inf, k
-            break
-        diff = np.linalg.norm(after[k].astype(np.float64) - ref_after[k])
-        rel = diff / moved if moved > 0 else (math.inf if diff > 0 else 0.0)
-        if not rel <= worst:  # also takes NaN
-            worst, worst_key = rel, k
+    worst, where = 0.0, "-"
+    for k, norms in enumerate(res["steps"] or [], start=1):  # None: this is the reference itself
+        for key, (diff, moved) in norms.items():
+            rel = diff / moved if moved > 0 else (math.inf if diff > 0 else 0.0)
+            if not rel <= worst:  # also takes NaN
+                worst, where = rel, f"{key} at step {k}"
     ok = loss_score <= 1 and worst <= tol.weights_rel
-    steps = ", ".join(f"{a:.6g}" for a in loss)
-    detail = (f"losses {steps} (max dev {loss_dev:.2g}, rtol {tol.loss_rtol:g}); weights after: "
-              f"{worst:.2g} of the update ({worst_key}; limit {tol.weights_rel:g})")
+    detail = (f"losses {', '.join(f'{v:.6g}' for v in loss)} (max dev {loss_dev:.2g}, rtol {tol.loss_rtol:g}); "
+              f"weights: {worst:.2g} of the step ({where}; limit {tol.weights_rel:g})")
     return Check(ok, max(loss_dev, worst), detail)
 
 
@@ -424,12 +421,19 @@ class WorkerFailed(Exception):
     pass
 
 
-def run_equivalence(impl: Implementation, setup: Setup) -> dict:
-    """Checks 1-4 in one worker: returns its result with the paths of the files it wrote."""
+def run_equivalence(impl: Implementation, setup: Setup, ref: dict | None = None) -> dict:
+    """Checks 1-4 in one worker; returns its result with the paths of the files it wrote.
+
+    `ref`: the reference's result. Without it, this worker is the reference: it writes its weights
+    after each training step. With it, each step K > 1 starts from the reference's weights after
+    step K-1 (the implementation's own optimiser state carries on), so every step is compared from
+    the same point: ResNet-50's float32 gradient is only about 1-2 % accurate (53 BatchNorm
+    backward passes over 16 examples), and free-running trajectories drift apart within two steps
+    whatever the implementation; re-synchronising keeps each comparison at one step's rounding."""
     d = _impl_dir(setup, impl)
     extra = {"work": str(d), "probe": str(setup.probe_path), "rows": setup.rows,
              "dropout_rows": setup.dropout_rows if has_dropout(setup.spec) else None,
-             "eval_examples": setup.tol.eval_examples}
+             "eval_examples": setup.tol.eval_examples, "teacher": ref["files"]["steps"] if ref else None}
     t = time.monotonic()
     outcome = run_worker(impl, "equivalence", setup, extra, log_path=d / "equivalence.log")
     if outcome.status != "ok":
@@ -444,8 +448,7 @@ def evaluate(setup: Setup, ref: dict, res: dict) -> dict[str, Check]:
     spec, tol = setup.spec, setup.tol
     out = {"shapes": check_shapes(spec, res), "init": check_init(spec, load_weights(res["files"]["init"]))}
     out["logits"] = check_logits(np.load(ref["files"]["logits"]), np.load(res["files"]["logits"]), tol)
-    out["steps"] = check_steps(setup.probe, ref, load_weights(ref["files"]["after"]), res,
-                               load_weights(res["files"]["after"]), tol)
+    out["steps"] = check_steps(ref, res, tol)
     if res.get("dropout") is not None:
         out["dropout"] = check_dropout(ref["dropout"], res["dropout"])
     out["data"] = check_data(Path(setup.data.folder), setup.data.manifest, res)
@@ -525,7 +528,7 @@ def check_model(model: str, impls: list[Implementation], skipped: list, options:
                 res = ref
             else:
                 try:
-                    res = run_equivalence(impl, setup)
+                    res = run_equivalence(impl, setup, ref)
                 except WorkerFailed as e:
                     say(f"  {impl.label}: error")
                     rows[impl] = Row(impl.label, "error", str(e).splitlines()[0] if str(e) else "worker failed")

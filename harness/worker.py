@@ -243,6 +243,32 @@ def run_predict(job: dict, events: Events) -> dict:
     return {"versions": versions, "info": trainer.info}
 
 
+def _steps(trainer, probe: dict, rows: list, teacher: list | None, work: str):
+    """Check 3: one train_epoch call per row. The reference (teacher None) writes its weights after
+    each step to WORK/stepK.npz; any other implementation starts each step K > 1 from the
+    reference's weights after step K-1 (its own optimiser state goes on) and reports, per step
+    and tensor, ||its weights - the reference's|| and ||the reference's step||."""
+    losses, steps, before = [], [], probe
+    for k, row in enumerate(rows, start=1):
+        if teacher and k > 1:
+            before = _load_npz(teacher[k - 2])
+            trainer.set_weights(before)
+        losses += [float(v) for v in np.asarray(trainer.train_epoch(Batches(np.asarray([row], dtype=np.int64))),
+                                                dtype=np.float64)]
+        after = trainer.get_weights()
+        if teacher is None:
+            _save_npz(os.path.join(work, f"step{k}.npz"), after)
+            continue
+        ref, norms = _load_npz(teacher[k - 1]), {}
+        for key, r in ref.items():
+            r = r.astype(np.float64)
+            mine = np.asarray(after.get(key, np.full(r.shape, np.nan)), dtype=np.float64)
+            diff = float(np.linalg.norm(mine - r)) if mine.shape == r.shape else float("inf")
+            norms[key] = (diff if np.isfinite(diff) else float("inf"), float(np.linalg.norm(r - before[key])))
+        steps.append(norms)
+    return losses, (None if teacher is None else steps)
+
+
 def run_equivalence(job: dict, events: Events) -> dict:
     """Checks 1-4 of harness.equivalence in one process: shapes and round trips, eval logits on
     the probe weights, (for models with dropout) one step with dropout on, then the check-3 steps
@@ -251,8 +277,7 @@ def run_equivalence(job: dict, events: Events) -> dict:
 
     impl, spec, options, runtime, versions = _open_framework(job, events)
     work = job["work"]
-    files = {name: os.path.join(work, name + ext) for name, ext in
-             (("init", ".npz"), ("logits", ".npy"), ("after", ".npz"))}
+    files = {"init": os.path.join(work, "init.npz"), "logits": os.path.join(work, "logits.npy")}
     data = open_prepared(job["data"]["folder"])
     probe = _load_npz(job["probe"])
     trainer = runtime.build(impl, spec, options)
@@ -284,13 +309,14 @@ def run_equivalence(job: dict, events: Events) -> dict:
         trainer.set_weights(probe)
     events.send("phase", name="steps")
     trainer.fit_data(x_train, y_train)
-    losses = trainer.train_epoch(Batches(np.asarray(job["rows"], dtype=np.int64)))
-    _save_npz(files["after"], trainer.get_weights())
+    losses, steps = _steps(trainer, probe, job["rows"], job.get("teacher"), work)
+    if job.get("teacher") is None:
+        files["steps"] = [os.path.join(work, f"step{k}.npz") for k in range(1, len(job["rows"]) + 1)]
     return {
         "versions": versions, "info": trainer.info, "layout": layout, "param_count": int(trainer.param_count()),
         "shapes": {k: [list(v.shape), str(v.dtype)] for k, v in init.items()},
         "roundtrip_init": roundtrip_init, "roundtrip_probe": roundtrip_probe,
-        "losses": [float(v) for v in np.asarray(losses, dtype=np.float64)], "dropout": dropout,
+        "losses": losses, "steps": steps, "dropout": dropout,
         "digest": {"x": _seen_digest(trainer, "x", x_train), "y": _seen_digest(trainer, "y", y_train)},
         "disk": {"x_train": array_digest(data["x_train"]), "y_train": array_digest(data["y_train"])},
         "files": files,

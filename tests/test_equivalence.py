@@ -56,7 +56,7 @@ def test_same_model_as_reference(impl, setups):
         pytest.skip(reason)
     setup, ref = setups(impl.model)
     is_ref = impl == equivalence.reference_impl(impl.model)
-    res = ref if is_ref else equivalence.run_equivalence(impl, setup)
+    res = ref if is_ref else equivalence.run_equivalence(impl, setup, ref)
     checks = equivalence.evaluate(setup, ref, res)
     expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(setup.spec) else {"dropout"})
     assert set(checks) == expected
@@ -85,7 +85,7 @@ def test_wrong_variant_is_caught(name, setups, variant_worker, tmp_path):
     if runtimes.availability(ref_impl):
         pytest.skip(runtimes.availability(ref_impl))
     variant_worker(name)
-    res = equivalence.run_equivalence(ref_impl, replace(setup, work=tmp_path / "variant"))
+    res = equivalence.run_equivalence(ref_impl, replace(setup, work=tmp_path / "variant"), ref)
     checks = equivalence.evaluate(setup, ref, res)
     assert variant.caught_by in failed(checks), (
         f"{name} ({variant.what}) passed the {variant.caught_by} check: {checks[variant.caught_by].detail}")

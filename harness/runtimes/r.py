@@ -247,7 +247,6 @@ def import_framework(impl, options) -> dict:
 
     import numpy
     import rpy2
-
     import rpy2.robjects as ro
 
     t = time.monotonic()

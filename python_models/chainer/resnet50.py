@@ -29,7 +29,7 @@ class Bottleneck(chainer.Chain):
             self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width)  # v1.5: stride here
             self.conv3, self.bn3 = conv(width, cout, 1), bn(cout)
             if downsample:
-                self.downsample = chainer.Sequential(conv(cin, cout, 1, stride), bn(cout))
+                self.downsample = chainer.Sequential(conv(cin, cout, 1, stride), bn(cout))  # named 0, 1
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -47,13 +47,17 @@ class ResNet50(chainer.Chain):
         with self.init_scope():
             self.conv1, self.bn1 = conv(3, 64, 7, 2, 3), bn(64)
             for name, blocks in stages.items():  # layer1..layer4, children named 0..n-1
-                setattr(self, name, chainer.Sequential(*blocks))
+                # ChainList, not Sequential: Chainer 7's Sequential names its third and later
+                # links out of order (insert() always places a new link second in _children).
+                setattr(self, name, chainer.ChainList(*blocks))
             self.fc = L.Linear(2048, num_classes, initialW=GLOROT)
 
     def forward(self, x):  # x: (N, 3, S, S)
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.max_pooling_2d(x, 3, 2, pad=1, cover_all=False)  # (N, 64, S/4, S/4)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 2048, S/32, S/32)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                x = block(x)  # after layer4: (N, 2048, S/32, S/32)
         return self.fc(F.mean(x, axis=(2, 3)))  # global average pool
 
 

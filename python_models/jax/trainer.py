@@ -69,7 +69,8 @@ class JaxTrainer:
     """Trains an nnx.Module that maps a batch to logits; Dropout and BatchNorm follow nnx.view."""
 
     def __init__(self, model: nnx.Module, spec, options, weights: dict):
-        assert set(weights) == set(spec.weight_shapes()), "the weight map covers the spec exactly"
+        if set(weights) != set(spec.weight_shapes()):
+            raise ValueError(f"the {spec.name} weight map must cover exactly the spec's canonical keys")
         self.weights = weights
         self.device = select_device(options)
         # Training view (dropout on, batch statistics) and eval view share the same state.
@@ -106,7 +107,9 @@ class JaxTrainer:
             "layout": "NHWC",  # XLA's native convolution layout, and Flax's
             "fast_path": {"flax_api": "nnx, functional split/merge", "jax_jit": True, "donate_state": True,
                           "data_on_device": True, "batch_gather": "inside the jitted step",
-                          "compute_dtype": options.precision, "compile_flag": "ignored: the step is always jit-compiled"},
+                          "compute_dtype": options.precision, "compile_flag": "ignored: the step is always jit-compiled",
+                          # XLA's default: float32 convolutions/matmuls may run as TF32 on Ampere+ GPUs; full float32 on CPU
+                          "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")},
             "deviations": [],
         }
 
