@@ -38,8 +38,8 @@ def setup(options):
     if not cuda.available:
         raise ValueError("--device cuda: Chainer needs CuPy (pip install cupy-cuda12x in the legacy env)")
     cuda.cupy.random.seed(options.seed)
-    chainer.config.use_cudnn = "always"
-    chainer.config.autotune = True  # cuDNN picks the fastest convolution algorithms
+    chainer.global_config.use_cudnn = "always"
+    chainer.global_config.autotune = True  # cuDNN picks the fastest convolution algorithms
     return chainer.get_device("@cupy:0")
 
 

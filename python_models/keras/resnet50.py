@@ -26,12 +26,13 @@ def conv(x, filters: int, kernel: int, stride: int, name: str):
         x = layers.ZeroPadding2D(pad)(x)
     padding = "same" if pad and stride == 1 else "valid"
     return layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
-                         kernel_initializer=HE_FAN_OUT, name=name)(x)
+                         kernel_initializer=HE_FAN_OUT, name=name.replace(".", "_"))(x)
 
 
 def batch_norm(x, name: str):
     # Keras' momentum is the weight of the old running value: 1 - PyTorch's 0.1.
-    return layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM, name=name)(x)
+    return layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM,
+                                     name=name.replace(".", "_"))(x)  # the torch backend refuses dots
 
 
 def bottleneck(x, prefix: str, width: int, stride: int, downsample: bool):

@@ -13,8 +13,9 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 def setup(options) -> None:
     """Seed, precision and image layout, before any layer exists.
 
-    channels_last is Keras' default and its fast path on every backend (XLA and oneDNN prefer
-    NHWC; the torch backend converts inside its conv ops), so the harness hands over NHWC images."""
+    channels_last is Keras' default on every backend and the layout XLA and TensorFlow's CPU
+    kernels prefer; the torch backend transposes around each convolution, which measured here
+    no slower than channels_first. The harness hands over NHWC images (info["layout"])."""
     keras.utils.set_random_seed(options.seed)  # Python, NumPy and the backend's generator
     keras.config.set_dtype_policy(POLICIES[options.precision])
     keras.config.set_image_data_format("channels_last")
@@ -54,7 +55,7 @@ class StepLoss(keras.metrics.Metric):
         self.value = self.add_variable(shape=(), initializer="zeros", name="value")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        self.value.assign(self.loss_fn(y_true, y_pred))
+        self.value.assign(keras.ops.cast(self.loss_fn(y_true, y_pred), self.value.dtype))
 
     def result(self):
         return keras.ops.convert_to_tensor(self.value)
@@ -107,9 +108,15 @@ def _hwc_rows(kernel, chw):
     return kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
 
 
+def canonical_prefix(layer) -> str:
+    # Layers are named by their canonical key prefix with "." written "_" (the torch backend
+    # refuses dots in names): "layer1_0_downsample_0" holds "layer1.0.downsample.0.weight".
+    return layer.name.replace("_", ".")
+
+
 def layer_weights(layer, flattened: dict) -> dict[str, np.ndarray]:
-    """One layer's canonical tensors; the layer is named by its canonical key prefix."""
-    n, get = layer.name, keras.ops.convert_to_numpy
+    """One layer's canonical tensors."""
+    n, get = canonical_prefix(layer), keras.ops.convert_to_numpy
     if isinstance(layer, keras.layers.Conv2D):
         out = {f"{n}.weight": _conv_to_canonical(get(layer.kernel))}
         return out | ({f"{n}.bias": get(layer.bias)} if layer.use_bias else {})
@@ -134,7 +141,7 @@ def layer_weights(layer, flattened: dict) -> dict[str, np.ndarray]:
 
 
 def load_layer(layer, w: dict, flattened: dict) -> None:
-    n = layer.name
+    n = canonical_prefix(layer)
     if isinstance(layer, keras.layers.Conv2D):
         layer.kernel.assign(_conv_to_keras(w[f"{n}.weight"]))
         if layer.use_bias:
@@ -159,7 +166,8 @@ def load_layer(layer, w: dict, flattened: dict) -> None:
 
 # ----------------------------------------------------------------------------- the trainer
 class KerasTrainer:
-    """Wraps a functional keras.Model whose weighted layers are named by their canonical key prefix.
+    """Wraps a functional keras.Model whose weighted layers are named by their canonical key prefix
+    ("." written "_").
 
     `flattened` names dense layers fed by a Flatten: {layer name: (C, H, W) of the flattened map};
     their kernel rows are reordered between Keras' H,W,C flatten and the canonical C,H,W one."""
@@ -170,8 +178,9 @@ class KerasTrainer:
         data_format = keras.config.image_data_format()
         self.flattened = (flattened or {}) if data_format == "channels_last" else {}
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
-        # "auto" is Keras' default: XLA on TensorFlow, jax.jit on JAX, eager on torch; --compile
-        # forces it on (torch.compile on the torch backend).
+        # "auto" is Keras' default: jax.jit on JAX; XLA on TensorFlow when a GPU is present (Keras
+        # turns it off on CPU-only machines); eager on torch. --compile forces it on (torch.compile
+        # on the torch backend).
         model.compile(optimizer=make_optimizer(spec.optimizer), loss=loss, metrics=[StepLoss(loss)],
                       jit_compile=True if options.compile else "auto")
         self.x = self.y = None
@@ -180,7 +189,7 @@ class KerasTrainer:
             "layout": "NHWC" if data_format == "channels_last" else "NCHW",
             "backend": backend,
             "fast_path": {"keras_backend": backend, "data_format": data_format,
-                          "jit_compile": None,  # resolved by Keras on the first step, filled in then
+                          "jit_compile": model.jit_compile,  # "auto" as Keras resolved it
                           "loop": "model.fit per epoch over the harness-ordered batches, shuffle=False, "
                                   "async-safe callback collecting each step's loss",
                           "dtype_policy": keras.config.dtype_policy().name},
@@ -197,13 +206,17 @@ class KerasTrainer:
         index = getattr(batches, "index", None)
         index = np.asarray(list(batches) if index is None else index)  # (steps, batch) rows
         steps, batch_size = index.shape
-        # One gather into the epoch's order; fit then cuts exactly these rows into the same batches
-        # (shuffle=False, no partial batch), one optimiser step each: the harness's protocol.
+        # model.fit is Keras' fast path: on JAX it keeps the training state on the device between
+        # steps (train_on_batch writes every variable back after each step and fetches the loss),
+        # and with an async-safe callback no step waits for the host (the TF backend is not
+        # thread-safe, so Keras fetches each step's logs there anyway). On this CPU both loops
+        # timed the same within noise. One gather puts the epoch in the harness's order; fit then
+        # cuts exactly these rows into the same batches (shuffle=False, no partial batch), one
+        # optimiser step each.
         order = index.reshape(-1)
         record = StepLosses(batches)
         self.model.fit(self.x[order], self.y[order], batch_size=batch_size, epochs=1, shuffle=False,
                        verbose=0, callbacks=[record])
-        self.info["fast_path"]["jit_compile"] = self.model.jit_compile
         assert len(record.losses) == steps, f"{len(record.losses)} steps run, {steps} batches given"
         return np.array([record.losses[i] for i in range(steps)], dtype=np.float32)  # fit returned: all done
 
