@@ -39,6 +39,8 @@ class RunOptions:
     device: str = "cpu"
     gpus: int = 1
     precision: str = "fp32"
+    scaling: str = "weak"  # weak: batch per replica = spec batch, lr x replicas; strong: global batch = spec batch
+    nodes: int = 1  # machines (torchrun rendezvous); replicas = gpus x nodes
     compile: bool = False  # torch.compile / XLA jit_compile where the framework offers it
     backend: str | None = None  # Keras 3 backend
     dropout: bool = True  # False for the equivalence checks' training steps

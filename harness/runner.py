@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import parallel
 from harness.environments import REPO, interpreter
 from harness.worker import SPAWN_VAR
 
@@ -66,19 +67,29 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
         job_file.write_text(json.dumps(job.payload()))
         log_path = log_path or Path(tmp) / "worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        read_fd, write_fd = os.pipe()
+        if parallel.uses_torchrun(job.impl, job.options):
+            # torchrun's children inherit no file descriptors: rank 0 writes its events to a FIFO,
+            # which we hold open for reading and writing, so it never reads as ended.
+            fifo = Path(tmp) / "events"
+            os.mkfifo(fifo)
+            read_fd, write_fd = os.open(fifo, os.O_RDWR), None
+            worker_args = [str(job_file), "--events-path", str(fifo)]
+        else:
+            read_fd, write_fd = os.pipe()
+            worker_args = [str(job_file), "--events-fd", str(write_fd)]
+        command, extra_env = parallel.launch(job.impl, job.options, python, worker_args)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **extra_env)
         env[SPAWN_VAR] = repr(time.monotonic())
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(python), "-m", "harness.worker", str(job_file), "--events-fd", str(write_fd)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO,
-                pass_fds=(write_fd,), start_new_session=True,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO,
+                pass_fds=() if write_fd is None else (write_fd,), start_new_session=True,
             )
-            os.close(write_fd)
+            if write_fd is not None:
+                os.close(write_fd)
             try:
-                outcome = _collect(proc, read_fd, job.timeout, on_event)
+                outcome = _collect(proc, read_fd, job.timeout, on_event, poll=write_fd is None)
             except BaseException:  # Ctrl-C: the worker has its own session and must not outlive us
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -92,13 +103,21 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
         return outcome
 
 
-def _collect(proc, read_fd: int, timeout: float | None, on_event) -> Outcome:
+def _collect(proc, read_fd: int, timeout: float | None, on_event, poll: bool = False) -> Outcome:
+    """Events until the pipe ends; with `poll` (a FIFO we also hold open) until the process has
+    exited and nothing is left to read."""
     deadline = None if timeout is None else time.monotonic() + timeout
     result, error, epochs, buf = None, None, [], b""
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if poll:
+                wait = 0.5 if wait is None else min(wait, 0.5)
             ready, _, _ = select.select([pipe], [], [], wait)
+            if not ready and poll and proc.poll() is not None:
+                break
+            if not ready and poll and (deadline is None or time.monotonic() < deadline):
+                continue
             if not ready:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

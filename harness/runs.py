@@ -16,8 +16,11 @@ from harness.specs import get_spec
 
 
 def options_from_args(impl, args) -> RunOptions:
+    rdzv = getattr(args, "rdzv_endpoint", None)
     return RunOptions(seed=args.seed, device=args.device, gpus=args.gpus, precision=args.precision,
-                      compile=args.compile, backend=impl.backend, image_size=args.image_size)
+                      scaling=getattr(args, "scaling", "weak"), nodes=getattr(args, "nodes", 1),
+                      compile=args.compile, backend=impl.backend, image_size=args.image_size,
+                      extra={"rdzv_endpoint": rdzv} if rdzv else {})
 
 
 def new_run_id(impl, repeat: int) -> str:
@@ -44,6 +47,8 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
     options = options_from_args(impl, args)
     epochs = args.epochs or spec.epochs
     batch_size = args.batch_size or spec.batch_size
+    if options.scaling == "weak":  # the harness's rows are global batches: one spec batch per replica
+        batch_size *= options.gpus * options.nodes
     run_id = new_run_id(impl, repeat)
     out = Path(args.out)
     job = Job(impl, options.to_dict(), {"folder": str(prepared.folder), "samples": prepared.samples,

@@ -30,10 +30,12 @@ SPAWN_VAR = "DL_ROSETTA_T_SPAWN"  # the parent's monotonic clock when it launche
 
 
 class Events:
-    def __init__(self, fd: int):
-        self._f = os.fdopen(fd, "w", buffering=1)
+    def __init__(self, fd: int | None):
+        self._f = None if fd is None else os.fdopen(fd, "w", buffering=1)  # None: a replica other than rank 0
 
     def send(self, event: str, **data):
+        if self._f is None:
+            return
         self._f.write(json.dumps({"event": event, **data}, default=_jsonable) + "\n")
         self._f.flush()
 
@@ -106,6 +108,7 @@ def timed_epochs(trainer, n: int, batch_size: int, seed: int, count: int, events
         batches = Batches(epoch_batches(n, batch_size, seed, epoch), report=report)
         if events is not None:
             events.send("phase", name="epoch", epoch=epoch, batches=len(batches))
+        getattr(trainer, "barrier", lambda: None)()  # data-parallel replicas start the clock together
         t = time.monotonic()
         losses = trainer.train_epoch(batches)
         seconds = time.monotonic() - t
@@ -354,9 +357,15 @@ MODES = {"train": run_train, "weights": run_weights, "predict": run_predict, "eq
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="harness.worker")
     parser.add_argument("job")
-    parser.add_argument("--events-fd", type=int, required=True)
+    parser.add_argument("--events-fd", type=int)
+    parser.add_argument("--events-path", help="a FIFO (workers started by torchrun inherit no descriptors)")
     args = parser.parse_args(argv)
-    events = Events(args.events_fd)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun replica: only rank 0 speaks to the harness
+        events = Events(None)
+    elif args.events_path:
+        events = Events(os.open(args.events_path, os.O_WRONLY))
+    else:
+        events = Events(args.events_fd)
     os.dup2(2, 1)  # framework chatter on stdout joins stderr, the run's log
     sys.stdout = sys.stderr
     spawn = float(os.environ.get(SPAWN_VAR, T_MAIN))
@@ -368,8 +377,9 @@ def main(argv=None) -> int:
         events.send("result", **result)
         return 0
     except BaseException as e:  # noqa: BLE001 - everything is reported, then the process ends
-        events.send("error", type=type(e).__name__, message=str(e) or type(e).__name__,
-                    traceback=traceback.format_exc())
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)  # the run's log keeps the whole traceback
+        events.send("error", type=type(e).__name__, message=str(e) or type(e).__name__, traceback=trace)
         return 1
 
 

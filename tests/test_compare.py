@@ -15,8 +15,9 @@ from harness import results
 def same_code_twice(data_cache, tmp_path_factory):
     """Four real PyTorch runs, interleaved; repeats 0,2 are BASE and 1,3 are NEW: one code, measured twice."""
     root = tmp_path_factory.mktemp("compare")
-    proc = harness("--framework", "pytorch", "--model", "rnn", "--data", "synthetic", "--samples", "256",
-                   "--epochs", "6", "--repeats", "4", "--quiet", "--out", str(root / "all"), cache=data_cache)
+    proc = harness("--framework", "pytorch", "--model", "cnn", "--data", "synthetic", "--samples", "128",
+                   "--epochs", "6", "--repeats", "4", "--quiet", "--out", str(root / "all"), cache=data_cache,
+                   timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     base, new = root / "base", root / "new"
     for r in results.read_records([root / "all"]):
@@ -76,7 +77,7 @@ def test_planted_30_percent_slowdown_is_flagged(same_code_twice, data_cache, tmp
     assert row["verdict"] == "slower" and row["ratio"] > 1.1 and row["p"] < 0.05 and out["regressions"] == 1
     # the table form names the regressed row on stderr for a CI log
     text = harness("compare", str(base), str(slow), cache=data_cache)
-    assert text.returncode == 1 and "python/pytorch/rnn" in text.stderr and "regressed beyond 10%" in text.stderr
+    assert text.returncode == 1 and "python/pytorch/cnn" in text.stderr and "regressed beyond 10%" in text.stderr
 
 
 def test_a_speedup_and_a_slowdown_within_threshold_pass(tmp_path, data_cache, compare):

@@ -9,14 +9,15 @@ def add_arguments(p) -> None:
 
 
 def rows(lang=None, model=None) -> list[dict]:
-    from harness import runtimes
+    from harness import parallel, runtimes
     from harness.registry import select
 
     out = []
     for impl in select(lang=lang, model=model, include_retired=True):
         reason = runtimes.availability(impl)
         out.append({"lang": impl.lang, "framework": impl.name, "backend": impl.backend or "", "model": impl.model,
-                    "env": impl.framework.env, "runnable": "yes" if reason is None else "no",
+                    "env": impl.framework.env, "setups": parallel.setups(impl),
+                    "runnable": "yes" if reason is None else "no",
                     "reason": reason or ""})
     return out
 

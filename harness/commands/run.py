@@ -41,7 +41,13 @@ def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn")
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="weight init and epoch order (default: 0)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
-    p.add_argument("--gpus", type=positive_int, default=1)
+    p.add_argument("--gpus", type=positive_int, default=1, help="data-parallel replicas per machine: GPUs with "
+                   "--device cuda, or N CPU replicas with --device cpu, for testing the data-parallel path")
+    p.add_argument("--scaling", default="weak", choices=("weak", "strong"), help="weak (default): spec batch per "
+                   "replica, lr x replicas; strong: global batch = spec batch, split over the replicas")
+    p.add_argument("--nodes", type=positive_int, default=1, help="machines, joined by torchrun's rendezvous "
+                   "(run the same command on each; pytorch only)")
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous, the same on every node (with --nodes)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile where offered")
     p.add_argument("--image-size", type=positive_int, default=32, help="resnet50 input side (default: 32)")
@@ -87,8 +93,8 @@ def resolve(args, include_unavailable: bool = False):
     return [i for i, _ in runnable], skipped
 
 
-def check_device(args) -> None:
-    from harness import environment
+def check_device(args, impls=None) -> None:
+    from harness import environment, parallel
     from harness.errors import UsageError
 
     if args.device == "cuda":
@@ -97,10 +103,9 @@ def check_device(args) -> None:
             raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")
         if args.gpus > len(found):
             raise UsageError(f"--gpus {args.gpus}: only {len(found)} GPU(s) here")
-    elif args.gpus != 1:
-        raise UsageError(f"--gpus {args.gpus} needs --device cuda")
     if args.precision == "fp16" and args.device == "cpu":
         raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
+    parallel.check(args, impls)
 
 
 def main(args) -> int:
@@ -112,7 +117,7 @@ def main(args) -> int:
     from harness.specs import get_spec
 
     impls, skipped = resolve(args)
-    check_device(args)
+    check_device(args, impls)
     for impl, reason in skipped:
         print(f"skipped {impl.label}: {reason}", file=sys.stderr)
     prepared = {}

@@ -15,6 +15,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from python_models.jax.parallel import Placement
+
 EVAL_BATCH = 256
 DTYPES = {"fp32": None, "bf16": jnp.bfloat16}  # Flax's compute dtype; parameters stay float32
 
@@ -48,12 +50,12 @@ def compute_dtype(options):
     return DTYPES[options.precision]
 
 
-def make_optimizer(opt):
+def make_optimizer(opt, lr_scale: float = 1):
     if opt.name == "sgd":
         # optax's trace: v = g + m*v (zero start), w -= lr*v: PyTorch's SGD momentum form.
-        return optax.sgd(opt.lr, momentum=opt.momentum)
+        return optax.sgd(opt.lr * lr_scale, momentum=opt.momentum)
     # m_hat / (sqrt(v_hat) + eps), eps outside the root (eps_root 0), as torch.optim.Adam.
-    return optax.adam(opt.lr, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+    return optax.adam(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
 
 
 def select_device(options):
@@ -73,12 +75,15 @@ class JaxTrainer:
             raise ValueError(f"the {spec.name} weight map must cover exactly the spec's canonical keys")
         self.weights = weights
         self.device = select_device(options)
+        # Several devices (--gpus N): a mesh, parameters replicated, batches split (parallel.py).
+        self.place = Placement(options)
+        lr_scale = self.place.replicas if options.scaling == "weak" else 1  # weak scaling: lr x replicas
         # Training view (dropout on, batch statistics) and eval view share the same state.
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         eval_graphdef = nnx.graphdef(nnx.view(model, deterministic=True, use_running_average=True,
                                               raise_if_not_found=False))
-        self.tx = make_optimizer(spec.optimizer)
-        params, rest = jax.device_put((params, rest), self.device)
+        self.tx = make_optimizer(spec.optimizer, lr_scale)
+        params, rest = self.place.put((params, rest))
         self.state = (params, rest, self.tx.init(params))  # everything a step reads and writes
 
         def train_step(state, row, plan, x, y):
@@ -87,8 +92,8 @@ class JaxTrainer:
             model = nnx.merge(self.graphdef, params, rest)
 
             def loss_fn(model):
-                logits = model(x[idx]).astype(jnp.float32)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
+                logits = model(self.place.shard_batch(x[idx])).astype(jnp.float32)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, self.place.shard_batch(y[idx])).mean()
 
             # nnx.value_and_grad (not jax's) lets the forward pass update BatchNorm statistics and
             # dropout RNG counts in place; grads has the structure of params (nnx.Param only).
@@ -111,14 +116,18 @@ class JaxTrainer:
                           # XLA's default: float32 convolutions/matmuls may run as TF32 on Ampere+ GPUs; full float32 on CPU
                           "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")},
             "deviations": [],
+            "setup": self.place.setup(options),
         }
+        if self.place.replicas > 1:
+            self.info["fast_path"]["mesh"] = {"axis": "data", "devices": self.place.replicas, "lr_scale": lr_scale,
+                                              "batchnorm": "global-batch statistics (XLA all-reduces them)"}
 
     def param_count(self) -> int:
         return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(self.state[0]))
 
     def _to_device(self, a):
         a = np.asarray(a)
-        return jax.device_put(a.astype(np.int32) if a.dtype.kind in "iu" else a, self.device)  # JAX's ints are 32-bit
+        return self.place.put(a.astype(np.int32) if a.dtype.kind in "iu" else a)  # JAX's ints are 32-bit
 
     def fit_data(self, x, y) -> None:
         # One copy to the device before the clock; each step gathers its batch there.
@@ -128,7 +137,7 @@ class JaxTrainer:
         # The epoch's plan goes to the device once and a device-side row counter walks it, so a
         # step sends nothing from the host: the gather fuses into the step and no extra op is dispatched.
         plan = self._to_device(getattr(batches, "index", batches))
-        row = jax.device_put(jnp.zeros((), jnp.int32), self.device)
+        row = self.place.put(jnp.zeros((), jnp.int32))
         losses = []
         for _ in batches:  # iterating reports the harness's progress
             self.state, row, loss = self._train_step(self.state, row, plan, self.x, self.y)
@@ -157,8 +166,9 @@ class JaxTrainer:
             value = np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype)
             if value.shape != var[...].shape:
                 raise ValueError(f"{key}: shape {np.shape(weights[key])} does not fit {path} {var[...].shape}")
-            var[...] = jax.device_put(value, self.device)
+            var[...] = self.place.put(value)
 
     def peak_device_memory(self) -> int | None:
-        stats = self.device.memory_stats() if self.device.platform != "cpu" else None
-        return stats.get("peak_bytes_in_use") if stats else None
+        peaks = self.place.peak_bytes()
+        self.info["setup"]["peak_bytes_per_device"] = peaks
+        return max((p for p in peaks or [] if p is not None), default=None)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from harness.specs import CNN_DROPOUT
-from python_models.pytorch.trainer import TorchTrainer
+from python_models.pytorch.trainer import make_trainer
 
 
 class CNN(nn.Module):
@@ -36,4 +36,4 @@ class CNN(nn.Module):
 def build(spec, options):
     torch.manual_seed(options.seed)
     model = CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
-    return TorchTrainer(model, spec, options, channels_last=options.device == "cuda")
+    return make_trainer(model, spec, options, channels_last=options.device == "cuda")

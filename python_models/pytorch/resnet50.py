@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
-from python_models.pytorch.trainer import TorchTrainer
+from python_models.pytorch.trainer import make_trainer
 
 
 def bn(c: int) -> nn.BatchNorm2d:
@@ -54,4 +54,4 @@ class ResNet50(nn.Module):
 
 def build(spec, options):
     torch.manual_seed(options.seed)
-    return TorchTrainer(ResNet50(spec.num_classes), spec, options, channels_last=options.device == "cuda")
+    return make_trainer(ResNet50(spec.num_classes), spec, options, channels_last=options.device == "cuda")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from harness.specs import EMBED, HIDDEN, VOCAB
-from python_models.pytorch.trainer import TorchTrainer
+from python_models.pytorch.trainer import make_trainer
 
 # nn.GRU names its single layer's tensors *_l0; the canonical file drops the suffix.
 RENAME = {f"gru.{k}_l0": f"gru.{k}" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -32,4 +32,4 @@ class GRUClassifier(nn.Module):
 
 def build(spec, options):
     torch.manual_seed(options.seed)
-    return TorchTrainer(GRUClassifier(), spec, options, rename=RENAME)
+    return make_trainer(GRUClassifier(), spec, options, rename=RENAME)

@@ -17,6 +17,33 @@ def make_optimizer(params, opt):
     return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
 
 
+def make_trainer(model: torch.nn.Module, spec, options, **kw):
+    """One process (TorchTrainer) or one DistributedDataParallel replica of several (distributed.py)."""
+    if options.gpus * options.nodes > 1:
+        from python_models.pytorch.distributed import DDPTrainer
+        return DDPTrainer(model, spec, options, **kw)
+    return TorchTrainer(model, spec, options, **kw)
+
+
+def setup_info(options, replicas: int = 1, engine: str = "one process") -> dict:
+    """The device setup a result records: replicas, device names, CUDA/cuDNN/NCCL versions."""
+    cuda = options.device == "cuda" and torch.cuda.is_available()
+    nccl = None
+    if cuda:
+        try:
+            v = torch.cuda.nccl.version()
+            nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except (AttributeError, RuntimeError):
+            pass
+    return {"engine": engine, "replicas": replicas, "gpus_per_node": options.gpus, "nodes": options.nodes,
+            "scaling": options.scaling, "precision": options.precision,
+            "devices": [torch.cuda.get_device_name(i) for i in range(min(options.gpus, torch.cuda.device_count()))]
+            if cuda else ["cpu"] * options.gpus,
+            "cuda": torch.version.cuda if cuda else None,
+            "cudnn": torch.backends.cudnn.version() if cuda else None, "nccl": nccl,
+            "peak_bytes_per_device": None}
+
+
 class TorchTrainer:
     """Wraps an nn.Module whose state_dict keys are the canonical weight keys (after `rename`)."""
 
@@ -40,6 +67,7 @@ class TorchTrainer:
                           "torch_compile": options.compile, "autocast": options.precision,
                           "data_on_device": True},
             "deviations": [],
+            "setup": setup_info(options),
         }
 
     def param_count(self) -> int:
@@ -99,4 +127,7 @@ class TorchTrainer:
         self.model.load_state_dict(state, strict=True)
 
     def peak_device_memory(self) -> int | None:
-        return torch.cuda.max_memory_allocated() if self.device.type == "cuda" else None
+        if self.device.type != "cuda":
+            return None
+        self.info["setup"]["peak_bytes_per_device"] = [torch.cuda.max_memory_allocated()]
+        return torch.cuda.max_memory_allocated()

@@ -73,6 +73,8 @@ class Bottleneck(tf.Module):
 
 
 class ResNet50(tf.Module):
+    FAST_PATH = {"fused_batch_norm": True}
+
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.conv1, self.bn1 = Conv(3, 64, 7, 2), BatchNorm(64)

@@ -85,18 +85,19 @@ class TFTrainer:
             self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False)  # Adam's t; dropout's stream
         self.seed = tf.constant(options.seed, tf.int64)
         self.set_weights(initial_weights(spec, options.seed))
-        image = len(spec.input_shape) == 3
-        x_spec = tf.TensorSpec([None, *spec.input_shape[1:], spec.input_shape[0]] if image else [None, *spec.input_shape],
-                               tf.float32 if image else tf.int64)
+        image = len(spec.input_shape) == 3  # NHWC of any side (--image-size), else (N, 150) token ids
+        x_spec = (tf.TensorSpec([None, None, None, spec.input_shape[0]], tf.float32) if image
+                  else tf.TensorSpec([None, *spec.input_shape], tf.int64))
         self._train_step = tf.function(self._step, jit_compile=options.compile,
                                        input_signature=[tf.TensorSpec([None], tf.int64)])
         self._forward = tf.function(lambda x: self.model(x, training=False), jit_compile=options.compile,
                                     input_signature=[x_spec])
         self.info = {
-            "layout": "NHWC",  # TF's native layout; oneDNN on CPU, cuDNN (via grappler) on GPU take it as is
-            "fast_path": {"tf_function": True, "xla_jit_compile": options.compile, "channels_last": True,
-                          "fused_batch_norm": True, "data_on_device": True,
-                          "onednn": options.device == "cpu" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"},
+            "layout": "NHWC",  # TF's native image layout; oneDNN on CPU and cuDNN (via grappler) on GPU take it
+            "fast_path": {"tf_function": True, "xla_jit_compile": options.compile, "channels_last": image,
+                          "data_on_device": True,
+                          "onednn": options.device == "cpu" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0",
+                          **getattr(self.model, "FAST_PATH", {})},
             "deviations": [],
         }
 

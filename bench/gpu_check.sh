@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# One prepared GPU check: inside ten minutes on one H100, train every implementation that can run on
+# the machine (`python -m harness list`: on the lent H100 that is PyTorch and JAX, plus Keras on the
+# jax/torch backends when a keras wheel was carried; no TensorFlow) on resnet50 (224 px, as the
+# published ~2,600-2,800 img/s H100 figures) and cnn, synthetic data, fp32 and bf16.
+# Results go to $OUT/gpu-check (or bench/results/gpu-check-<date>): the run records (the harness's
+# store), each command's stdout/stderr under stdout/, and summary.txt.
+#
+#   bash bench/gpu_check.sh                   # PYTHON=python3 by default; BUDGET_S=540
+#   PYTHON=.venv/bin/python OUT=/tmp/x bash bench/gpu_check.sh
+#
+# Every run is a fresh worker with --timeout; a failed run is kept as a failed record and the
+# script goes on. Runs are ordered so that the most useful numbers come first if time runs out.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+BUDGET_S=${BUDGET_S:-540}
+DEST=${OUT:+$OUT/gpu-check}
+DEST=${DEST:-bench/results/gpu-check-$(date -u +%Y%m%dT%H%M%S)}
+export DL_ROSETTA_DATA=${DL_ROSETTA_DATA:-${TMPDIR:-/tmp}/dl-rosetta-gpu-check-data}
+mkdir -p "$DEST/stdout"
+START=$(date +%s)
+
+if ! "$PY" -c "import numpy, pandas" 2>/dev/null; then
+  echo "gpu_check: $PY lacks numpy or pandas (the harness needs both); set PYTHON=" >&2; exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$DEST/nvidia-smi.csv"
+"$PY" -m harness list --format json > "$DEST/list.json" 2> "$DEST/list.err"
+# runnable python implementations of cnn, as "framework[:backend]"
+mapfile -t IMPLS < <("$PY" - "$DEST/list.json" <<'EOF'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+order = {"pytorch": 0, "jax": 1, "keras": 2}
+ok = [r for r in rows if r["lang"] == "python" and r["model"] == "cnn" and r["runnable"] == "yes"
+      and r["framework"] not in ("tensorflow",) and not (r["framework"] == "keras" and r["backend"] == "tensorflow")]
+for r in sorted(ok, key=lambda r: (order.get(r["framework"], 9), r["backend"])):
+    print(r["framework"] + (":" + r["backend"] if r["backend"] else ""))
+EOF
+)
+echo "implementations: ${IMPLS[*]}" | tee "$DEST/plan.txt"
+
+run() {  # run LABEL TIMEOUT ARGS...
+  local label=$1 limit=$2; shift 2
+  local left=$(( BUDGET_S - ($(date +%s) - START) ))
+  if (( left < 30 )); then echo "skipped (budget): $label" | tee -a "$DEST/skipped.txt"; return; fi
+  (( limit > left )) && limit=$left
+  echo "== $label (timeout ${limit}s, ${left}s left)"
+  timeout $(( limit + 15 )) "$PY" -m harness --device cuda --data synthetic --quiet --format json \
+    --out "$DEST" --timeout "$limit" "$@" > "$DEST/stdout/$label.json" 2> "$DEST/stdout/$label.err"
+  echo "   exit $?"
+}
+
+impl_args() {  # framework[:backend] -> harness options
+  local fw=${1%%:*} be=${1#*:}
+  if [[ "$1" == *:* ]]; then echo "--framework $fw --backend $be"; else echo "--framework $fw"; fi
+}
+
+# ResNet-50 at 224 px: 1,024 images = 16 steps of 64 per epoch; 3 epochs (first = warm-up/compile).
+for precision in bf16 fp32; do
+  for impl in "${IMPLS[@]}"; do
+    run "resnet50-${impl/:/-}-$precision" 150 $(impl_args "$impl") --model resnet50 --image-size 224 \
+      --samples 1024 --epochs 3 --precision "$precision"
+  done
+done
+# CNN on CIFAR-sized images: 8,192 images = 128 steps per epoch; 3 epochs.
+for precision in bf16 fp32; do
+  for impl in "${IMPLS[@]}"; do
+    run "cnn-${impl/:/-}-$precision" 90 $(impl_args "$impl") --model cnn --samples 8192 --epochs 3 \
+      --precision "$precision"
+  done
+done
+
+"$PY" - "$DEST" <<'EOF' | tee "$DEST/summary.txt"
+import glob, json, os, sys
+print(f"{'run':<34} {'status':<7} {'img/s':>9} {'first_s':>8} {'peak_MiB':>9}  error")
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "stdout", "*.json"))):
+    name = os.path.basename(f)[:-5]
+    try:
+        r = json.load(open(f))
+    except (OSError, ValueError):
+        print(f"{name:<34} {'none':<7}"); continue
+    t, m = r.get("timing", {}), r.get("memory", {})
+    ips = t.get("steady_examples_per_s")
+    peak = (m.get("peak_device_bytes") or 0) / 2**20
+    print(f"{name:<34} {r['status']:<7} {ips or 0:>9.0f} {t.get('first_epoch_s') or 0:>8.1f} {peak:>9.0f}  "
+          f"{(r.get('error') or '')[:80]}")
+EOF
+echo "gpu_check: $(( $(date +%s) - START )) s; results in $DEST"

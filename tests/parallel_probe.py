@@ -1,0 +1,74 @@
+"""One data-parallel step and the same step in one process, for tests/test_parallel.py.
+
+    torchrun --nproc-per-node=2 tests/parallel_probe.py torch OUT   each replica writes OUT/rank{r}.npz
+    python tests/parallel_probe.py torch-single OUT                 one process, the same global batches
+    python tests/parallel_probe.py jax OUT                          needs 2 XLA host devices (XLA_FLAGS)
+
+The step runs with --scaling strong and dropout off, so the data-parallel step must equal the
+one-process step on the same global batch.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness.protocol import RunOptions  # noqa: E402
+from harness.specs import get_spec  # noqa: E402
+
+GLOBAL_BATCH, STEPS = 8, 2
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((GLOBAL_BATCH * STEPS, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, GLOBAL_BATCH * STEPS).astype(np.int64)
+    rows = rng.permutation(GLOBAL_BATCH * STEPS).reshape(STEPS, GLOBAL_BATCH).astype(np.int64)
+    return x, y, rows
+
+
+def train(module, gpus: int, layout: str = "NCHW"):
+    x, y, rows = data()
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    trainer = module.build(get_spec("cnn"), RunOptions(gpus=gpus, scaling="strong", dropout=False))
+    trainer.init = trainer.get_weights()
+    trainer.fit_data(x, y)
+    losses = np.asarray(trainer.train_epoch(rows))
+    return trainer, losses
+
+
+def main(kind: str, out: str) -> None:
+    if kind.startswith("torch"):
+        from python_models.pytorch import cnn
+        gpus = int(os.environ.get("WORLD_SIZE", "1"))
+        from python_models.pytorch import trainer as torch_trainer
+        seen = []  # (rows, sum of pixels) of each step's inputs on this replica
+        inputs = torch_trainer.TorchTrainer._inputs
+        torch_trainer.TorchTrainer._inputs = lambda self, xb: (seen.append((len(xb), float(xb.double().sum()))),
+                                                               inputs(self, xb))[1]
+        trainer, losses = train(cnn, gpus)
+        rank = int(os.environ.get("RANK", "0"))
+        np.savez(os.path.join(out, f"{kind}-rank{rank}.npz"), losses=losses, seen=np.array(seen),
+                 moved=min(float(np.abs(trainer.init[k] - v).max()) for k, v in trainer.get_weights().items()
+                           if k.endswith("weight")), **trainer.get_weights())
+        return
+    import jax
+
+    from python_models.jax import cnn
+    mesh, losses2 = train(cnn, 2, "NHWC")
+    single, losses1 = train(cnn, 1, "NHWC")
+    # every device's copy of every parameter, as bytes: replicas must hold identical weights
+    copies = [[np.asarray(s.data).tobytes() for s in leaf.addressable_shards] for leaf in jax.tree.leaves(mesh.state[0])]
+    identical = all(len(c) == 2 and c[0] == c[1] for c in copies) and len(mesh.x.sharding.device_set) == 2
+    w2, w1 = mesh.get_weights(), single.get_weights()
+    np.savez(os.path.join(out, "jax.npz"), losses2=losses2, losses1=losses1, identical=identical,
+             max_diff=max(float(np.abs(w2[k] - w1[k]).max()) for k in w1),
+             moved=min(float(np.abs(w1[k] - v).max()) for k, v in single.init.items() if k.endswith("weight")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

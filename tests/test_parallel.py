@@ -1,0 +1,74 @@
+"""Data-parallel set-ups on CPU: two gloo processes for PyTorch, two XLA host devices for JAX.
+
+After a step the replicas hold identical weights, and the loss equals the one-process run on the
+same global batch; bad set-ups are one clear line."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+PROBE = str(REPO / "tests" / "parallel_probe.py")
+
+
+def _run(cmd, **env):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **env)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_pytorch_ddp_two_gloo_processes_match_one_process(tmp_path):
+    pytest.importorskip("torch")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+          PROBE, "torch", str(tmp_path)])
+    _run([sys.executable, PROBE, "torch-single", str(tmp_path)])
+    r0, r1, one = (dict(np.load(tmp_path / f)) for f in ("torch-rank0.npz", "torch-rank1.npz", "torch-single-rank0.npz"))
+    weights = [k for k in one if k not in ("losses", "seen", "moved")]
+    for k in weights:
+        assert r0[k].tobytes() == r1[k].tobytes(), f"replicas differ in {k}"
+    # each replica trained on its own half of every global batch, together on all of it
+    assert (r0["seen"][:, 0] == one["seen"][:, 0] / 2).all() and (r1["seen"][:, 0] == one["seen"][:, 0] / 2).all()
+    np.testing.assert_allclose(r0["seen"][:, 1] + r1["seen"][:, 1], one["seen"][:, 1], rtol=1e-9)
+    np.testing.assert_allclose(r0["losses"], one["losses"], rtol=1e-5)
+    assert float(one["moved"]) > 0  # the steps changed the weights...
+    for k in weights:  # ...the same way in two processes as in one
+        np.testing.assert_allclose(r0[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_jax_mesh_two_host_devices_match_one_device(tmp_path):
+    pytest.importorskip("jax")
+    _run([sys.executable, PROBE, "jax", str(tmp_path)], XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = dict(np.load(tmp_path / "jax.npz"))
+    assert bool(r["identical"]), "the two devices hold different parameters"
+    np.testing.assert_allclose(r["losses2"], r["losses1"], rtol=1e-5)
+    assert float(r["moved"]) > 0  # the steps changed the weights...
+    assert float(r["max_diff"]) < 1e-5  # ...the same way on one device and on two
+
+
+def _args(**kw):
+    base = dict(device="cpu", gpus=1, precision="fp32", scaling="weak", nodes=1, rdzv_endpoint=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_bad_setups_are_clear_errors(monkeypatch):
+    from harness import environment
+    from harness.commands.run import check_device
+    from harness.errors import UsageError
+    from harness.registry import select
+
+    monkeypatch.setattr(environment, "gpus", lambda: [{"name": "NVIDIA H100", "memory_mib": 81559}])
+    with pytest.raises(UsageError, match=r"--gpus 4: only 1 GPU\(s\) here"):
+        check_device(_args(device="cuda", gpus=4))
+    with pytest.raises(UsageError, match="--precision fp16 needs --device cuda"):
+        check_device(_args(precision="fp16"))
+    keras = select("python", "keras", "jax", "cnn")
+    with pytest.raises(UsageError, match="has no multi-device path"):
+        check_device(_args(gpus=2), keras)
+    check_device(_args(gpus=2), select("python", "pytorch", None, "cnn"))  # N CPU replicas: allowed
+    check_device(_args(device="cuda", gpus=1, precision="fp16"), select("python", "jax", None, "cnn"))
