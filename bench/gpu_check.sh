@@ -31,8 +31,9 @@ mapfile -t IMPLS < <("$PY" - "$DEST/list.json" <<'EOF'
 import json, sys
 rows = json.load(open(sys.argv[1]))
 order = {"pytorch": 0, "jax": 1, "keras": 2}
+gpu_paths = {("pytorch", ""), ("jax", ""), ("keras", "jax"), ("keras", "torch")}  # CUDA builds exist on the H100
 ok = [r for r in rows if r["lang"] == "python" and r["model"] == "cnn" and r["runnable"] == "yes"
-      and r["framework"] not in ("tensorflow",) and not (r["framework"] == "keras" and r["backend"] == "tensorflow")]
+      and (r["framework"], r["backend"]) in gpu_paths]
 for r in sorted(ok, key=lambda r: (order.get(r["framework"], 9), r["backend"])):
     print(r["framework"] + (":" + r["backend"] if r["backend"] else ""))
 EOF
@@ -78,7 +79,8 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "stdout", "*.json"))):
     try:
         r = json.load(open(f))
     except (OSError, ValueError):
-        print(f"{name:<34} {'none':<7}"); continue
+        err = open(f[:-5] + ".err", errors="replace").read().strip().splitlines() or ["no output"]
+        print(f"{name:<34} {'none':<7} {'':>9} {'':>8} {'':>9}  {err[-1][:80]}"); continue
     t, m = r.get("timing", {}), r.get("memory", {})
     ips = t.get("steady_examples_per_s")
     peak = (m.get("peak_device_bytes") or 0) / 2**20

@@ -45,7 +45,7 @@ def bare_epoch(model, optimizer, x, y, index) -> float:
         loss.backward()
         optimizer.step()
         last = loss
-    return float(last)  # waits for the device, as the harness's trainer does
+    return float(last.detach())  # waits for the device, as the harness's trainer does
 
 
 def main() -> int:

@@ -98,6 +98,10 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
                 proc.wait()
                 raise
         outcome.log = _tail(log_path)
+        if outcome.status == "failed" and outcome.error is None and proc.returncode == 0 \
+                and parallel.replicas(job.options) > job.options["gpus"]:
+            outcome.error = ("this node hosted no rank-0 replica: the run's record is written on the node "
+                             "whose torchrun process got rank 0")
         if outcome.status == "failed" and outcome.error is None:
             outcome.error = _exit_reason(proc.returncode, outcome.log)
         return outcome

@@ -104,19 +104,29 @@ dict_to_list <- function(d) {
   setNames(lapply(keys, function(k) py_get_item(d, k)), keys)
 }
 
-class_name <- function(layer) py_to_r(py_builtins$type(layer)$`__name__`)
+# Which of the mapped layer classes (or a subclass of it) a layer is.
+layer_kind <- function(layer) {
+  for (kind in names(layer_exporters)) {
+    if (py_to_r(py_builtins$isinstance(layer, py_get_attr(keras$layers, kind)))) return(kind)
+  }
+  ""
+}
 
-# Layers are named by their canonical prefix ("conv1", "layer1.0.downsample.0"), so a model's
-# weights are found by walking its layers. `adjust` holds per-model exceptions (the CNN's flatten).
+# Layers are named by their canonical prefix, dots written as underscores since the torch backend
+# refuses dots ("layer1_0_downsample_0" holds "layer1.0.downsample.0.weight"), so a model's weights
+# are found by walking its layers. `adjust` holds per-model exceptions (the CNN's flatten).
+keras_name <- function(prefix) gsub(".", "_", prefix, fixed = TRUE)
+canonical_prefix <- function(layer) gsub("_", ".", py_to_r(layer$name), fixed = TRUE)
+
 export_weights <- function(model, adjust = list()) {
   out <- list()
   for (layer in iterate(model$layers)) {
-    export_layer <- layer_exporters[[class_name(layer)]]
+    export_layer <- layer_exporters[[layer_kind(layer)]]
     if (is.null(export_layer)) {
       if (py_len(layer$weights) > 0L) stop("no canonical mapping for layer ", py_to_r(layer$name))
       next
     }
-    name <- py_to_r(layer$name)
+    name <- canonical_prefix(layer)
     tensors <- Filter(Negate(is.null), export_layer(layer))
     if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$export(tensors)
     names(tensors) <- paste(name, names(tensors), sep = ".")
@@ -127,9 +137,9 @@ export_weights <- function(model, adjust = list()) {
 
 import_weights <- function(model, weights, adjust = list()) {
   for (layer in iterate(model$layers)) {
-    load_layer <- layer_importers[[class_name(layer)]]
+    load_layer <- layer_importers[[layer_kind(layer)]]
     if (is.null(load_layer)) next
-    name <- py_to_r(layer$name)
+    name <- canonical_prefix(layer)
     prefix <- paste0(name, ".")
     keys <- Filter(function(k) startsWith(k, prefix), names(weights))
     tensors <- setNames(weights[keys], substring(keys, nchar(prefix) + 1L))
