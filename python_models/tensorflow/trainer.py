@@ -153,7 +153,9 @@ class TFTrainer:
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: np.ascontiguousarray(layout.to_canonical(v.numpy())) for k, (v, layout) in self.model.weight_map().items()}
+        # A C-ordered copy: never a view of a variable's buffer, which the next step may update.
+        return {k: np.array(layout.to_canonical(v.numpy()), order="C", copy=True)
+                for k, (v, layout) in self.model.weight_map().items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         wmap = self.model.weight_map()
