@@ -87,6 +87,7 @@ def test_wrong_variant_is_caught(name, setups, variant_worker, tmp_path):
     variant_worker(name)
     res = equivalence.run_equivalence(ref_impl, replace(setup, work=tmp_path / "variant"), ref)
     checks = equivalence.evaluate(setup, ref, res)
+    print(f"{name}: " + ", ".join(f"{k} {c.cell()}" for k, c in checks.items()))  # shown by pytest -rP
     assert variant.caught_by in failed(checks), (
         f"{name} ({variant.what}) passed the {variant.caught_by} check: {checks[variant.caught_by].detail}")
 

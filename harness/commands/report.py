@@ -75,11 +75,12 @@ def _order(r) -> tuple:
     from harness.registry import FRAMEWORKS
 
     fws = [f.name for f in FRAMEWORKS]
+    backends = {f.name: list(f.backends) for f in FRAMEWORKS}.get(r["framework"], [])
     langs = list(LANG_NAMES)
-    backend = _none(r.get("backend")) or ""
+    backend = _none(r.get("backend"))
     return (langs.index(r["lang"]) if r["lang"] in langs else 9,
-            fws.index(r["framework"]) if r["framework"] in fws else 99, backend, bool(r.get("compile")),
-            str(r.get("version")))
+            fws.index(r["framework"]) if r["framework"] in fws else 99,
+            backends.index(backend) if backend in backends else 99, bool(r.get("compile")), str(r.get("version")))
 
 
 def format_summary(summary):
