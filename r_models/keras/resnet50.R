@@ -1,5 +1,5 @@
 # ResNet-50 v1.5 in R, on Keras 3 through reticulate (spec: harness/specs.py, RESNET50).
-# Images arrive channels-last, (N, S, S, 3). Layer names are the canonical weight prefixes.
+# Images arrive channels-last, (N, S, S, 3). Layers are named by their canonical weight prefix.
 
 conv <- function(x, filters, size, stride = 1L, name) {
   # Every stride-2 convolution pads symmetrically (explicit zero padding, then 'valid'): Keras'
@@ -31,7 +31,8 @@ bn_call <- function(self, inputs, training = NULL, mask = NULL) {
     ops <- keras$ops
     v <- self$`_batch_variance`
     n <- ops$divide(ops$cast(ops$size(inputs), v$dtype), ops$cast(ops$size(v), v$dtype))
-    self$moving_variance$assign_add(ops$multiply(1 - py_to_r(self$momentum), ops$divide(v, ops$subtract(n, 1))))
+    correction <- ops$multiply(1 - py_to_r(self$momentum), ops$divide(v, ops$subtract(n, 1)))
+    self$moving_variance$assign_add(correction)
   }
   outputs
 }

@@ -173,7 +173,7 @@ StepLosses <- PyClass("StepLosses", inherit = keras$metrics$Metric, defs = list(
   }
 ))
 
-keras_trainer <- function(model, spec, options, adjust = list(), deviations = character()) {
+keras_trainer <- function(model, spec, options, adjust = list()) {
   optimizer <- make_optimizer(spec$optimizer)
   loss <- keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)  # mean over the batch
   data <- new.env()  # the training arrays: the Python objects handed over, never copied into R
@@ -183,7 +183,7 @@ keras_trainer <- function(model, spec, options, adjust = list(), deviations = ch
                      loop = paste("model$fit per epoch over the harness-ordered batches, shuffle = FALSE;",
                                   "step losses kept on the device, fetched once per epoch"),
                      jit_compile = NULL),
-    deviations = as.list(deviations))
+    deviations = list())  # none: Keras' Adam and BatchNorm are replaced where they differ
 
   fit_data <- function(x, y) {
     data$x <- x
