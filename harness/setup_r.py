@@ -40,13 +40,13 @@ def say(text: str) -> None:
     print(f"[setup r] {text}", file=sys.stderr, flush=True)
 
 
-def _missing_debian_packages() -> list[str]:
+def _missing_debian_packages(packages: list[str]) -> list[str]:
     if shutil.which("dpkg-query") is None:
-        return [] if shutil.which("R") else DEBIAN_PACKAGES
-    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *DEBIAN_PACKAGES],
+        return [] if shutil.which("R") else packages
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages],
                          capture_output=True, text=True)
     installed = {line.split()[0] for line in out.stdout.splitlines() if line.endswith(" installed")}
-    return [p for p in DEBIAN_PACKAGES if p not in installed]
+    return [p for p in packages if p not in installed]
 
 
 def _as_root(cmd: list[str]) -> list[str]:
@@ -57,11 +57,11 @@ def _as_root(cmd: list[str]) -> list[str]:
     raise SystemExit(f"[setup r] needs root to run: {' '.join(cmd)}")
 
 
-def install_system() -> None:
-    """Install R and the Debian R packages listed above; a no-op when all are present."""
-    missing = _missing_debian_packages()
+def install_system(packages: list[str] = DEBIAN_PACKAGES) -> None:
+    """Install Debian packages (by default R and the R packages listed above); a no-op when all are present."""
+    missing = _missing_debian_packages(packages)
     if not missing:
-        say(f"R present ({shutil.which('R')}) with every Debian package it needs")
+        say(f"present: {' '.join(packages)}")
         return
     if shutil.which("apt-get") is None:
         raise SystemExit(f"[setup r] missing {' '.join(missing)} and no apt-get here: install R >= 4.2 "

@@ -130,4 +130,4 @@ def test_check_cli_fails_on_a_wrong_model(torch_ok, data_cache, tmp_path, monkey
                      "--data-dir", str(data_cache), "--quiet"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAIL" in out and "failures:" in out and "fc1.weight: not glorot_uniform" in out
+    assert "FAIL" in out and "failures:" in out and "conv1.weight: not glorot_uniform" in out

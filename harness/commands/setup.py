@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / ".venv"
 LEGACY = REPO / ".venv-legacy"
 LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
+TEST_DEBIAN_PACKAGES = ["chromium"]  # the report test opens the HTML page in headless Chromium
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
 
 
@@ -75,6 +76,10 @@ def main(args) -> int:
         from harness import setup_r
 
         setup_r.install_system()  # R must exist before rpy2 builds against it
+    if everything:
+        from harness import setup_r
+
+        setup_r.install_system(TEST_DEBIAN_PACKAGES)
     setup_main(extras)
     if everything or args.legacy:
         setup_legacy()
