@@ -115,7 +115,9 @@ def main() -> int:
             "r_start_s": session["r_start_s"],  # rpy2 loads libR and R starts, inside this process
             "reticulate_attach_s": session["reticulate_s"],  # library(reticulate), py_config on this Python
             "r_import_framework_s": r_import_s,
-            "handoff_r_s": handoff["r"], "handoff_python_s": handoff["python"],
+            # fit_data inside R (storing the numpy objects); the R side's wrapper adds two gc() probes
+            "handoff_r_s": session["handoff"]["seconds"], "handoff_r_with_probes_s": handoff["r"],
+            "handoff_python_s": handoff["python"],
             "handoff_same_object": session["handoff"]["same_object"],
             "handoff_r_heap_growth_bytes": session["handoff"]["r_heap_growth_bytes"],
             "as_r_doubles_s": as_r_doubles_s, "array_bytes": session["handoff"]["array_bytes"],

@@ -161,3 +161,16 @@ def test_matrix_shows_failures_and_skips():
     assert "FAIL 0.5" in text and "skipped: juliacall not installed" in text
     assert equivalence.failures(report) == ["python/a/cnn logits: bad"]
     assert os.linesep not in equivalence.Check(True, 1e-7, "").cell()
+
+
+def test_transfer_check_compares_accuracy_classes_and_logits():
+    tol = equivalence.TOLERANCES["cnn"]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 300)
+    a, b = rng.normal(size=(300, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)
+    same = {("impl", "impl"): a, ("impl", "ref"): a + np.float32(1e-6), ("ref", "ref"): b, ("ref", "impl"): b}
+    assert equivalence.check_transfer(y, same, tol).ok
+    swapped = {**same, ("ref", "impl"): b[:, ::-1]}  # a class order mixed up on loading
+    assert not equivalence.check_transfer(y, swapped, tol).ok
+    nudged = {**same, ("impl", "ref"): a * np.float32(1.01)}  # same classes, different logits
+    assert not equivalence.check_transfer(y, nudged, tol).ok

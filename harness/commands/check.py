@@ -81,6 +81,9 @@ def main(args) -> int:
         print(f"model {report['model']} against {report['reference']} "
               f"({args.device}, {args.precision}; tolerances: {equivalence.describe_tolerance(report)})")
         print(equivalence.matrix(report))
+        said = equivalence.declared(report)
+        if said:
+            print("\ndeclared deviations:\n  " + "\n  ".join(said))
         bad = equivalence.failures(report)
         if bad:
             print("\nfailures:\n  " + "\n  ".join(bad))
