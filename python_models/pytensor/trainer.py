@@ -2,9 +2,9 @@
 
 Parameters live in shared variables keyed by their canonical names (PyTorch layouts, so the
 weight mapping is the identity); one compiled `pytensor.function` runs a whole training step:
-gather the batch from the shared data set (`givens`), forward, `pytensor.grad`, and the
-optimiser and BatchNorm updates. Compilation happens at the first call (the first epoch or the
-first predict), as with any graph compiler; PyTensor caches the C code under ~/.pytensor.
+gather the batch from the shared data set, forward, `pytensor.grad`, and the optimiser and
+BatchNorm updates. Compilation happens at the first call (the first epoch or the first predict),
+as with any graph compiler; PyTensor caches the compiled C code in its compiledir (~/.pytensor).
 
 Images are computed channel-major, (C, N, H, W): PyTensor 2.27 keeps only the abstract
 convolution, whose CPU implementation is a Python loop over images and channels (the C CorrMM
@@ -21,7 +21,10 @@ from pytensor.tensor.random.utils import RandomStream
 from harness.specs import BN_EPS, BN_MOMENTUM
 
 pytensor.config.floatX = "float32"  # the harness's images are float32; keep Python constants there too
-MODE = "FAST_RUN"  # the C linker (cvm): fused C elemwise loops, GEMMs through NumPy's BLAS
+# The C backend (cvm linker): fused C elemwise loops, GEMMs through NumPy's BLAS. Measured here
+# against mode="NUMBA" on the CNN: NUMBA took 3x the CPU time per step and ~70x the compile time;
+# the legacy environment (numpy 1.23) has no JAX for mode="JAX".
+MODE = "FAST_RUN"
 EVAL_BATCH = 256
 
 
@@ -30,10 +33,10 @@ def relu(x):
     return pt.switch(x > 0, x, 0.0)  # gradient 0 at 0, as PyTorch (maximum(x, 0) passes it at ties)
 
 
-def pad_hw(x, pad: int, value: float = 0.0):
-    """Symmetric padding of H and W of (C, N, H, W). Here and below every shape is static."""
+def pad_hw(x, pad: int):
+    """Symmetric zero padding of H and W of (C, N, H, W). Here and below every shape is static."""
     c, n, h, w = x.type.shape
-    out = pt.full((c, n, h + 2 * pad, w + 2 * pad), value, dtype=x.dtype)
+    out = pt.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
     return pt.set_subtensor(out[:, :, pad:pad + h, pad:pad + w], x)
 
 
@@ -154,7 +157,7 @@ class PytensorTrainer:
 
     Each function is compiled for one static batch size (training: the harness's batch; eval:
     up to EVAL_BATCH rows, the last chunk zero-padded), so every shape is a constant to the
-    rewriter and the C code; without that ResNet-50's graph takes many minutes to rewrite."""
+    rewriter and the C code (symbolic shapes made ResNet-50's graph rewrite for well over 10 minutes)."""
 
     def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None, mode=None):
         self.spec, self.options, self.forward = spec, options, forward
@@ -172,7 +175,7 @@ class PytensorTrainer:
         image = len(self.input_shape) == 3
         self.info = {
             "layout": "NCHW",
-            "fast_path": {"mode": str(mode or MODE), "linker": "cvm (C virtual machine, C thunks)",
+            "fast_path": {"mode": mode if isinstance(mode, str) else MODE, "linker": "cvm (C virtual machine, C thunks)",
                           "compute_layout": "CNHW" if image else "time-major (scan over 150 steps)",
                           "conv": "im2col + GEMM written in PyTensor (2.27 has no C convolution op)" if image else None,
                           "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (none found to link the C GEMM)",
@@ -191,19 +194,21 @@ class PytensorTrainer:
 
     def _compile_train(self, batch: int):
         g = Graph(self.p, train=True, seed=self.options.seed, dropout=self.options.dropout)
-        idx = pt.specify_shape(pt.lvector("idx"), (batch,))
-        x = pt.specify_shape(self.data_x[idx], (batch, *self.input_shape))  # gathered in the graph
+        idx = pt.lvector("idx")  # one row of the harness's epoch plan
+        rows = pt.specify_shape(idx, (batch,))
+        x = pt.specify_shape(self.data_x[rows], (batch, *self.input_shape))  # gathered in the graph
         logits = self.forward(g, x)
-        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(batch), self.data_y[idx]].mean()
+        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(batch), self.data_y[rows]].mean()
         grads = pytensor.grad(loss, self.trainable)
         updates = OPTIMIZERS[self.spec.optimizer.name](self.trainable, grads, self.spec.optimizer) + g.updates
-        return pytensor.function([idx.owner.inputs[0]], loss, updates=updates, mode=self.mode, name="train_step")
+        return pytensor.function([idx], loss, updates=updates, mode=self.mode, name="train_step")
 
     def train_epoch(self, batches) -> np.ndarray:
         losses = []
         for idx in batches:
-            step = self._train_fns.get(len(idx)) or self._train_fns.setdefault(len(idx), self._compile_train(len(idx)))
-            losses.append(step(idx))  # returns once the step has run
+            if len(idx) not in self._train_fns:
+                self._train_fns[len(idx)] = self._compile_train(len(idx))
+            losses.append(self._train_fns[len(idx)](idx))  # returns once the step has run
         return np.array(losses, dtype=np.float32)
 
     def predict(self, x) -> np.ndarray:
