@@ -23,13 +23,6 @@ def gru_classifier() -> keras.Model:
     return keras.Model(tokens, logits, name="rnn")
 
 
-DEVIATIONS = (
-    "Adam: Keras adds epsilon to the square root of the uncorrected second moment (Kingma & Ba's "
-    "epsilon-hat), PyTorch to that of the bias-corrected one: PyTorch's update with eps/sqrt(1-beta2^t) "
-    "in place of eps. It matters only for gradients below about 1e-6 in size.",
-)
-
-
 def build(spec, options):
     setup(options)
-    return KerasTrainer(gru_classifier(), spec, options, deviations=DEVIATIONS)
+    return KerasTrainer(gru_classifier(), spec, options)  # Adam in PyTorch's form: trainer.Adam

@@ -25,7 +25,7 @@ class Adam(keras.optimizers.Adam):
     """Keras' Adam in PyTorch's form, given dense gradients.
 
     Keras adds epsilon to sqrt(v) and folds the bias corrections into the step size, i.e. PyTorch's
-    Adam with eps * sqrt(1 - beta2^t) in place of eps; for an Embedding row whose gradient is near
+    Adam with eps / sqrt(1 - beta2^t) in place of eps; for an Embedding row whose gradient is near
     eps that moves the update by a third of a step (the equivalence check caught it). Here
     w -= lr * m_hat / (sqrt(v_hat) + eps), as torch.optim.Adam does.
 
