@@ -8,6 +8,8 @@
 #
 #   bash bench/gpu_check.sh                   # PYTHON=python3 by default; BUDGET_S=540
 #   PYTHON=.venv/bin/python OUT=/tmp/x bash bench/gpu_check.sh
+#   PYTHON=.venv/bin/python DEVICE=cpu SMOKE=1 bash bench/gpu_check.sh   # rehearsal on a CPU machine:
+#                                             # tiny sizes, same plan, same summary (fp16 is skipped)
 #
 # Every run is a fresh worker with --timeout; a failed run is kept as a failed record and the
 # script goes on. Runs are ordered so that the most useful numbers come first if time runs out.
@@ -15,6 +17,14 @@ set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-540}
+DEVICE=${DEVICE:-cuda}
+if [[ -n "${SMOKE:-}" ]]; then  # images, samples, epochs per model
+  RESNET=(--image-size 32 --samples 128 --epochs 2); CNN=(--samples 256 --epochs 2)
+else
+  # ResNet-50 at 224 px: 2,048 images = 32 steps of 64 per epoch; 3 epochs (the first compiles/tunes).
+  # CNN on CIFAR-sized images: 16,384 images = 256 steps per epoch; 3 epochs.
+  RESNET=(--image-size 224 --samples 2048 --epochs 3); CNN=(--samples 16384 --epochs 3)
+fi
 DEST=${OUT:+$OUT/gpu-check}
 DEST=${DEST:-bench/results/gpu-check-$(date -u +%Y%m%dT%H%M%S)}
 export DL_ROSETTA_DATA=${DL_ROSETTA_DATA:-${TMPDIR:-/tmp}/dl-rosetta-gpu-check-data}
@@ -24,7 +34,19 @@ START=$(date +%s)
 if ! "$PY" -c "import numpy, pandas" 2>/dev/null; then
   echo "gpu_check: $PY lacks numpy or pandas (the harness needs both); set PYTHON=" >&2; exit 2
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$DEST/nvidia-smi.csv"
+if [[ "$DEVICE" == cuda ]]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv | tee "$DEST/nvidia-smi.csv"
+fi
+"$PY" - > "$DEST/versions.txt" 2>&1 <<'EOF'
+import importlib, platform
+print("python", platform.python_version())
+for m in ("numpy", "pandas", "torch", "jax", "jaxlib", "flax", "optax", "keras"):
+    try:
+        print(m, importlib.import_module(m).__version__)
+    except Exception as e:  # absent here: its rows are skipped by the plan below
+        print(m, "absent:", type(e).__name__, str(e)[:80])
+EOF
+cat "$DEST/versions.txt"
 "$PY" -m harness list --format json > "$DEST/list.json" 2> "$DEST/list.err"
 # runnable python implementations of cnn, as "framework[:backend]"
 mapfile -t IMPLS < <("$PY" - "$DEST/list.json" <<'EOF'
@@ -46,7 +68,7 @@ run() {  # run LABEL TIMEOUT ARGS...
   if (( left < 30 )); then echo "skipped (budget): $label" | tee -a "$DEST/skipped.txt"; return; fi
   (( limit > left )) && limit=$left
   echo "== $label (timeout ${limit}s, ${left}s left)"
-  timeout $(( limit + 15 )) "$PY" -m harness --device cuda --data synthetic --quiet --format json \
+  timeout $(( limit + 15 )) "$PY" -m harness --device "$DEVICE" --data synthetic --quiet --format json \
     --out "$DEST" --timeout "$limit" "$@" > "$DEST/stdout/$label.json" 2> "$DEST/stdout/$label.err"
   echo "   exit $?"
 }
@@ -56,20 +78,21 @@ impl_args() {  # framework[:backend] -> harness options
   if [[ "$1" == *:* ]]; then echo "--framework $fw --backend $be"; else echo "--framework $fw"; fi
 }
 
-# ResNet-50 at 224 px: 1,024 images = 16 steps of 64 per epoch; 3 epochs (first = warm-up/compile).
 for precision in bf16 fp32; do
   for impl in "${IMPLS[@]}"; do
-    run "resnet50-${impl/:/-}-$precision" 150 $(impl_args "$impl") --model resnet50 --image-size 224 \
-      --samples 1024 --epochs 3 --precision "$precision"
-  done
-done
-# CNN on CIFAR-sized images: 8,192 images = 128 steps per epoch; 3 epochs.
-for precision in bf16 fp32; do
-  for impl in "${IMPLS[@]}"; do
-    run "cnn-${impl/:/-}-$precision" 90 $(impl_args "$impl") --model cnn --samples 8192 --epochs 3 \
+    run "resnet50-${impl/:/-}-$precision" 150 $(impl_args "$impl") --model resnet50 "${RESNET[@]}" \
       --precision "$precision"
   done
 done
+for precision in bf16 fp32; do
+  for impl in "${IMPLS[@]}"; do
+    run "cnn-${impl/:/-}-$precision" 90 $(impl_args "$impl") --model cnn "${CNN[@]}" --precision "$precision"
+  done
+done
+# Last, if time is left: PyTorch's opt-in torch.compile, and fp16 with a GradScaler (the published
+# H100 figures are fp16).
+run "resnet50-pytorch-bf16-compile" 150 --framework pytorch --model resnet50 "${RESNET[@]}" --precision bf16 --compile
+[[ "$DEVICE" == cuda ]] && run "resnet50-pytorch-fp16" 120 --framework pytorch --model resnet50 "${RESNET[@]}" --precision fp16
 
 "$PY" - "$DEST" <<'EOF' | tee "$DEST/summary.txt"
 import glob, json, os, sys

@@ -3,6 +3,14 @@
     torchrun --nproc-per-node=2 tests/parallel_probe.py torch OUT   each replica writes OUT/rank{r}.npz
     python tests/parallel_probe.py torch-single OUT                 one process, the same global batches
     python tests/parallel_probe.py jax OUT                          needs 2 XLA host devices (XLA_FLAGS)
+    python tests/parallel_probe.py tensorflow OUT                   MirroredStrategy, 2 logical CPU devices
+    python tests/parallel_probe.py keras-jax OUT                    DataParallel, needs 2 XLA host devices
+    python tests/parallel_probe.py keras-tensorflow OUT             MirroredStrategy, 2 logical CPU devices
+    .venv-legacy/bin/python tests/parallel_probe.py mxnet OUT       Gluon over cpu(0), cpu(1)
+
+The one-process kinds write OUT/KIND.npz: losses2/losses1 (two replicas / one device, per step),
+identical (every replica's copy of every variable the same bytes), max_diff (largest weight
+difference after the steps) and moved (smallest change of a weight tensor from its start).
 
 The step runs with --scaling strong and dropout off, so the data-parallel step must equal the
 one-process step on the same global batch.
@@ -30,11 +38,13 @@ def data():
     return x, y, rows
 
 
-def train(module, gpus: int, layout: str = "NCHW"):
+def train(module, gpus: int, layout: str = "NCHW", init: dict | None = None):
     x, y, rows = data()
     if layout == "NHWC":
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     trainer = module.build(get_spec("cnn"), RunOptions(gpus=gpus, scaling="strong", dropout=False))
+    if init is not None:  # the one-device run starts from the replicas' starting weights
+        trainer.set_weights(init)
     trainer.init = trainer.get_weights()
     trainer.fit_data(x, y)
     losses = np.asarray(trainer.train_epoch(rows))
@@ -56,6 +66,8 @@ def main(kind: str, out: str) -> None:
                  moved=min(float(np.abs(trainer.init[k] - v).max()) for k, v in trainer.get_weights().items()
                            if k.endswith("weight")), **trainer.get_weights())
         return
+    if kind != "jax":
+        return one_process(kind, out)
     import jax
 
     from python_models.jax import cnn
@@ -68,6 +80,39 @@ def main(kind: str, out: str) -> None:
     np.savez(os.path.join(out, "jax.npz"), losses2=losses2, losses1=losses1, identical=identical,
              max_diff=max(float(np.abs(w2[k] - w1[k]).max()) for k in w1),
              moved=min(float(np.abs(w1[k] - v).max()) for k, v in single.init.items() if k.endswith("weight")))
+
+
+
+def copies(kind: str, trainer) -> list[list[bytes]]:
+    """Every replica's copy of every variable, as bytes."""
+    if kind == "tensorflow":  # MirroredVariables: one component per device
+        return [[c.numpy().tobytes() for c in v.values] for v in trainer.model.variables]
+    if kind == "keras-tensorflow":
+        return [[c.numpy().tobytes() for c in v.value.values] for v in trainer.model.weights]
+    if kind == "keras-jax":  # replicated jax.Arrays: one shard per device
+        return [[np.asarray(s.data).tobytes() for s in v.value.addressable_shards] for v in trainer.model.weights]
+    return [[a.asnumpy().tobytes() for a in p.list_data()] for p in trainer.params.values()]  # mxnet
+
+
+def one_process(kind: str, out: str) -> None:
+    """Two replicas in this process, then one device on the same global batches and start weights."""
+    if kind.startswith("keras-"):
+        os.environ["KERAS_BACKEND"] = kind.split("-", 1)[1]  # before keras is imported
+        from python_models.keras import cnn
+    elif kind == "tensorflow":
+        from python_models.tensorflow import cnn
+    else:
+        from python_models.mxnet import cnn
+    layout = "NCHW" if kind == "mxnet" else "NHWC"
+    two, losses2 = train(cnn, 2, layout)
+    one, losses1 = train(cnn, 1, layout, init=two.init)
+    every = copies(kind, two)
+    identical = all(len(c) == 2 and c[0] == c[1] for c in every)
+    w2, w1 = two.get_weights(), one.get_weights()
+    np.savez(os.path.join(out, f"{kind}.npz"), losses2=losses2, losses1=losses1, identical=identical,
+             replicas=two.info["setup"]["replicas"], engine=two.info["setup"]["engine"],
+             max_diff=max(float(np.abs(w2[k] - w1[k]).max()) for k in w1),
+             moved=min(float(np.abs(w1[k] - v).max()) for k, v in one.init.items() if k.endswith("weight")))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Data-parallel set-ups on CPU: two gloo processes for PyTorch, two XLA host devices for JAX.
+"""Data-parallel set-ups on CPU: two gloo processes for PyTorch, two XLA host devices for JAX and
+Keras on JAX, two logical CPU devices for TensorFlow's MirroredStrategy (raw TF and Keras), two
+cpu contexts for MXNet Gluon.
 
 After a step the replicas hold identical weights, and the loss equals the one-process run on the
 same global batch; bad set-ups are one clear line."""
@@ -51,6 +53,45 @@ def test_jax_mesh_two_host_devices_match_one_device(tmp_path):
     assert float(r["max_diff"]) < 1e-5  # ...the same way on one device and on two
 
 
+def _one_process(kind, tmp_path, python=sys.executable, **env):
+    """Runs the probe's two-replica and one-device steps; the replicas must match each other and it."""
+    _run([str(python), PROBE, kind, str(tmp_path)], **env)
+    r = dict(np.load(tmp_path / f"{kind}.npz"))
+    assert int(r["replicas"]) == 2, r["engine"]
+    assert bool(r["identical"]), f"the two replicas hold different weights ({r['engine']})"
+    np.testing.assert_allclose(r["losses2"], r["losses1"], rtol=1e-5)  # the global batch's mean loss
+    assert float(r["moved"]) > 0  # the steps changed the weights...
+    assert float(r["max_diff"]) < 1e-5  # ...the same way on one device and on two
+
+
+def test_tensorflow_mirrored_two_logical_cpus_match_one_device(tmp_path):
+    pytest.importorskip("tensorflow")
+    _one_process("tensorflow", tmp_path)
+
+
+def test_keras_jax_data_parallel_two_host_devices_match_one_device(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("jax")
+    _one_process("keras-jax", tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
+def test_keras_tensorflow_mirrored_two_logical_cpus_match_one_device(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    _one_process("keras-tensorflow", tmp_path)
+
+
+def test_mxnet_gluon_two_cpu_contexts_match_one_context(tmp_path):
+    from harness.environments import interpreter, missing_modules
+
+    legacy = interpreter("legacy")
+    if legacy is None:
+        pytest.skip("the legacy environment (.venv-legacy, MXNet 1.9.1) is absent: python3 -m harness setup --all")
+    if missing_modules("legacy", ("mxnet",)) != ():
+        pytest.skip("mxnet is not importable in the legacy environment: python3 -m harness setup --all")
+    _one_process("mxnet", tmp_path, python=legacy)
+
+
 def _args(**kw):
     base = dict(device="cpu", gpus=1, precision="fp32", scaling="weak", nodes=1, rdzv_endpoint=None)
     return argparse.Namespace(**{**base, **kw})
@@ -67,8 +108,30 @@ def test_bad_setups_are_clear_errors(monkeypatch):
         check_device(_args(device="cuda", gpus=4))
     with pytest.raises(UsageError, match="--precision fp16 needs --device cuda"):
         check_device(_args(precision="fp16"))
-    keras = select("python", "keras", "jax", "cnn")
-    with pytest.raises(UsageError, match="has no multi-device path"):
-        check_device(_args(gpus=2), keras)
+    with pytest.raises(UsageError, match=r"--gpus 2: Keras 3 has no data-parallel path on the torch backend; "
+                                         r"choices: --backend tensorflow \(MirroredStrategy\), --backend jax"):
+        check_device(_args(gpus=2), select("python", "keras", "torch", "cnn"))
+    with pytest.raises(UsageError, match=r"--gpus 2: r/keras\[jax\]/cnn trains in its own R loop .* "
+                                         r"choices: --lang python --framework keras"):
+        check_device(_args(gpus=2), select("r", "keras", "jax", "cnn"))
+    with pytest.raises(UsageError, match="has no multi-device path; data-parallel frameworks: .*tensorflow"):
+        check_device(_args(gpus=2), select("python", "chainer", None, "cnn"))
+    for framework, backend in (("tensorflow", None), ("keras", "tensorflow"), ("keras", "jax"), ("mxnet", None)):
+        check_device(_args(gpus=2), select("python", framework, backend, "cnn"))  # N CPU replicas: allowed
     check_device(_args(gpus=2), select("python", "pytorch", None, "cnn"))  # N CPU replicas: allowed
     check_device(_args(device="cuda", gpus=1, precision="fp16"), select("python", "jax", None, "cnn"))
+
+
+def test_launch_gives_xla_host_devices_only_to_jax_engines(monkeypatch):
+    from harness import parallel
+    from harness.registry import select
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    options = dict(device="cpu", gpus=2, nodes=1)
+    for framework, backend in (("jax", None), ("keras", "jax")):
+        command, env = parallel.launch(select("python", framework, backend, "cnn")[0], options, "py", ["job"])
+        assert command == ["py", "-m", "harness.worker", "job"]
+        assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    for framework, backend in (("tensorflow", None), ("keras", "tensorflow"), ("mxnet", None)):
+        command, env = parallel.launch(select("python", framework, backend, "cnn")[0], options, "py", ["job"])
+        assert command == ["py", "-m", "harness.worker", "job"] and env == {}  # the framework splits the CPU

@@ -33,6 +33,8 @@ VARIANTS = {
     "cnn-data-rescaled": Variant("cnn", "data", "images rescaled to [-1, 1] inside the implementation"),
     "resnet50-keras-bn-eps": Variant("resnet50", "logits", "Keras' default BatchNorm eps 1e-3"),
     "resnet50-keras-bn-momentum": Variant("resnet50", "steps", "Keras' momentum 0.99 read as PyTorch's 0.1"),
+    "resnet50-biased-running-var": Variant("resnet50", "steps", "running variance from the biased batch "
+                                           "variance, as Keras' BatchNormalization keeps it"),
     "rnn-keras-gate-order": Variant("rnn", "logits", "GRU gates mapped as Keras stacks them (update, reset, new)"),
     "rnn-keras-adam-eps": Variant("rnn", "steps", "Keras' default Adam epsilon 1e-7"),
 }
@@ -91,6 +93,22 @@ def build(name: str, spec, options):
                 return array_digest((self.x if which == "x" else self.y).numpy())
 
         return Rescaled(cnn.CNN(CNN_DROPOUT if options.dropout else off), spec, options)
+    if name == "resnet50-biased-running-var":
+        class BiasedBN(nn.BatchNorm2d):
+            def forward(self, x):
+                out = super().forward(x)  # updates running_var with the unbiased v * n / (n - 1)
+                if self.training:  # through .data: backward still needs the buffer's version it saw
+                    n = x.numel() / x.shape[1]
+                    self.running_var.data.sub_(self.momentum * x.detach().var(dim=(0, 2, 3), unbiased=False) / (n - 1))
+                return out
+
+        saved = resnet50.nn.BatchNorm2d
+        resnet50.nn.BatchNorm2d = BiasedBN  # python_models.pytorch.resnet50.bn() builds the layers
+        try:
+            model = resnet50.ResNet50(spec.num_classes)
+        finally:
+            resnet50.nn.BatchNorm2d = saved
+        return TorchTrainer(model, spec, options)
     if name.startswith("resnet50-"):
         model = resnet50.ResNet50(spec.num_classes)
         for m in model.modules():

@@ -6,7 +6,7 @@ convolution, BatchNorm eps 1.001e-5), so the network is built here layer by laye
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
 from python_models.keras.trainer import KerasTrainer, setup
@@ -29,10 +29,31 @@ def conv(x, filters: int, kernel: int, stride: int, name: str):
                          kernel_initializer=HE_FAN_OUT, name=name.replace(".", "_"))(x)
 
 
+class TorchBatchNorm(layers.BatchNormalization):
+    """BatchNorm as the spec (PyTorch) keeps it.
+
+    Keras averages the biased batch variance v, the one it normalises with, into its running
+    variance; PyTorch the unbiased v * n / (n - 1), n values per channel (batch * H * W). This
+    layer adds the difference, (1 - momentum) * v / (n - 1), after Keras' own update."""
+
+    def _moments(self, inputs, mask):
+        mean, variance = super()._moments(inputs, mask)
+        self._batch_variance = variance  # (C,), float32 even under a bf16 policy
+        return mean, variance
+
+    def call(self, inputs, training=None, mask=None):
+        outputs = super().call(inputs, training=training, mask=mask)
+        if training and self.trainable:
+            v = self._batch_variance
+            n = ops.cast(ops.size(inputs), v.dtype) / ops.cast(ops.size(v), v.dtype)
+            self.moving_variance.assign_add((1.0 - self.momentum) * v / (n - 1.0))
+        return outputs
+
+
 def batch_norm(x, name: str):
     # Keras' momentum is the weight of the old running value: 1 - PyTorch's 0.1.
-    return layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM,
-                                     name=name.replace(".", "_"))(x)  # the torch backend refuses dots
+    return TorchBatchNorm(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM,
+                          name=name.replace(".", "_"))(x)  # the torch backend refuses dots
 
 
 def bottleneck(x, prefix: str, width: int, stride: int, downsample: bool):
@@ -59,13 +80,6 @@ def resnet50(image_size: int = 32, num_classes: int = 10) -> keras.Model:
     return keras.Model(inputs, outputs, name="resnet50")
 
 
-DEVIATIONS = (
-    "BatchNorm running_var is updated with the biased batch variance (Keras' BatchNormalization); "
-    "PyTorch uses the unbiased one (factor n/(n-1), n = batch*H*W). Training losses are unaffected; "
-    "eval-mode statistics drift apart by at most that factor.",
-)
-
-
 def build(spec, options):
     setup(options)
-    return KerasTrainer(resnet50(options.image_size, spec.num_classes), spec, options, deviations=DEVIATIONS)
+    return KerasTrainer(resnet50(options.image_size, spec.num_classes), spec, options)

@@ -6,12 +6,14 @@ import threading
 import keras
 import numpy as np
 
+from python_models.keras.distributed import distribute, setup_info
+
 EVAL_BATCH = 256
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def setup(options) -> None:
-    """Seed, precision and image layout, before any layer exists.
+    """Seed, precision, image layout and the data-parallel distribution, before any layer exists.
 
     channels_last is Keras' default on every backend and the layout XLA and TensorFlow's CPU
     kernels prefer; the torch backend transposes around each convolution, which measured here
@@ -19,6 +21,7 @@ def setup(options) -> None:
     keras.utils.set_random_seed(options.seed)  # Python, NumPy and the backend's generator
     keras.config.set_dtype_policy(POLICIES[options.precision])
     keras.config.set_image_data_format("channels_last")
+    distribute(options)
 
 
 class Adam(keras.optimizers.Adam):
@@ -53,12 +56,13 @@ class Adam(keras.optimizers.Adam):
         self.assign_sub(variable, ops.divide(ops.multiply(m_hat, lr), ops.add(ops.sqrt(v_hat), self.epsilon)))
 
 
-def make_optimizer(opt):
+def make_optimizer(opt, lr_scale: float = 1):
+    lr = opt.lr * lr_scale  # weak scaling: lr x replicas
     if opt.name == "sgd":
         # Keras: v = m*v - lr*g; w += v.  PyTorch: b = m*b + g; w -= lr*b.  With a constant lr,
         # v = -lr*b at every step, so both give the same weights (up to float rounding).
-        return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum)
-    return Adam(learning_rate=opt.lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=opt.momentum)
+    return Adam(learning_rate=lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
 
 
 class StepLoss(keras.metrics.Metric):
@@ -67,7 +71,10 @@ class StepLoss(keras.metrics.Metric):
     def __init__(self, loss_fn, name="step_loss"):
         super().__init__(name=name)
         self.loss_fn = loss_fn
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # Under MirroredStrategy Keras' loss already divides each replica's slice mean by N
+        # (scale_loss_for_distribution); the variable's on-read sum over replicas is then the
+        # global batch's mean loss. Elsewhere there is one copy.
+        self.value = self.add_variable(shape=(), initializer="zeros", aggregation="sum", name="value")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         self.value.assign(keras.ops.cast(self.loss_fn(y_true, y_pred), self.value.dtype))
@@ -193,10 +200,12 @@ class KerasTrainer:
         data_format = keras.config.image_data_format()
         self.flattened = (flattened or {}) if data_format == "channels_last" else {}
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
+        self.replicas = options.gpus  # data parallel (distributed.py): set up by setup() before the model
+        lr_scale = self.replicas if options.scaling == "weak" else 1
         # "auto" is Keras' default: jax.jit on JAX; XLA on TensorFlow when a GPU is present (Keras
         # turns it off on CPU-only machines); eager on torch. --compile forces it on (torch.compile
         # on the torch backend).
-        model.compile(optimizer=make_optimizer(spec.optimizer), loss=loss, metrics=[StepLoss(loss)],
+        model.compile(optimizer=make_optimizer(spec.optimizer, lr_scale), loss=loss, metrics=[StepLoss(loss)],
                       jit_compile=True if options.compile else "auto")
         self.x = self.y = None
         backend = keras.backend.backend()
@@ -209,7 +218,13 @@ class KerasTrainer:
                                   "async-safe callback collecting each step's loss",
                           "dtype_policy": keras.config.dtype_policy().name},
             "deviations": list(deviations),
+            "setup": setup_info(options),
         }
+        if self.replicas > 1:
+            self.info["fast_path"]["data_parallel"] = {
+                "lr_scale": lr_scale,
+                "batchnorm": "per-replica batch statistics" if backend == "tensorflow"
+                             else "global-batch statistics (XLA all-reduces them)"}
 
     def param_count(self) -> int:
         return sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
@@ -221,6 +236,9 @@ class KerasTrainer:
         index = getattr(batches, "index", None)
         index = np.asarray(list(batches) if index is None else index)  # (steps, batch) rows
         steps, batch_size = index.shape
+        if batch_size % self.replicas:
+            raise ValueError(f"a global batch of {batch_size} rows does not split over {self.replicas} replicas; "
+                             "pick --batch-size divisible by --gpus (or --scaling weak)")
         # model.fit is Keras' fast path: on JAX it keeps the training state on the device between
         # steps (train_on_batch writes every variable back after each step and fetches the loss),
         # and with an async-safe callback no step waits for the host (the TF backend is not

@@ -6,7 +6,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from harness.specs import CNN_DROPOUT
-from python_models.mxnet.trainer import GLOROT, GluonTrainer, context
+from python_models.mxnet.trainer import GLOROT, GluonTrainer, contexts
 
 
 def conv(cin: int, cout: int) -> nn.Conv2D:
@@ -34,8 +34,8 @@ class CNN(gluon.HybridBlock):
 
 
 def build(spec, options):
-    ctx = context(options)
+    ctxs = contexts(options)
     mx.random.seed(options.seed)
     net = CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
-    net.initialize(ctx=ctx)
-    return GluonTrainer(net, spec, options, ctx)
+    net.initialize(ctx=ctxs)
+    return GluonTrainer(net, spec, options, ctxs)

@@ -6,7 +6,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
-from python_models.mxnet.trainer import GLOROT, HE_FAN_OUT, GluonTrainer, context
+from python_models.mxnet.trainer import GLOROT, HE_FAN_OUT, GluonTrainer, contexts
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> nn.Conv2D:
@@ -60,8 +60,8 @@ class ResNet50(gluon.HybridBlock):
 
 
 def build(spec, options):
-    ctx = context(options)
+    ctxs = contexts(options)
     mx.random.seed(options.seed)
     net = ResNet50(spec.num_classes)
-    net.initialize(ctx=ctx)
-    return GluonTrainer(net, spec, options, ctx)
+    net.initialize(ctx=ctxs)
+    return GluonTrainer(net, spec, options, ctxs)

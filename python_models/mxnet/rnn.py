@@ -6,7 +6,7 @@ from mxnet import gluon
 from mxnet.gluon import nn, rnn
 
 from harness.specs import EMBED, HIDDEN, VOCAB
-from python_models.mxnet.trainer import GLOROT, GluonTrainer, context
+from python_models.mxnet.trainer import GLOROT, GluonTrainer, contexts
 
 
 class GRUClassifier(gluon.HybridBlock):
@@ -26,8 +26,8 @@ class GRUClassifier(gluon.HybridBlock):
 
 
 def build(spec, options):
-    ctx = context(options)
+    ctxs = contexts(options)
     mx.random.seed(options.seed)
     net = GRUClassifier()
-    net.initialize(ctx=ctx)
-    return GluonTrainer(net, spec, options, ctx)
+    net.initialize(ctx=ctxs)
+    return GluonTrainer(net, spec, options, ctxs)

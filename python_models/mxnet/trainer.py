@@ -39,31 +39,46 @@ def canonical_params(net) -> dict:
             for path, block in named_blocks(net) for name, p in block._reg_params.items()}
 
 
-def context(options):
-    if options.gpus != 1 or options.precision != "fp32":
-        raise ValueError("the MXNet implementations run on one device in fp32 only")
+def contexts(options) -> list:
+    """One context per replica: --gpus N data parallel is Gluon over N contexts (see GluonTrainer);
+    `--device cpu --gpus N` uses mx.cpu(0..N-1), to test the data-parallel path."""
+    if options.precision != "fp32":
+        raise ValueError("the MXNet implementations run in fp32 only")
     if options.device == "cuda":
-        if mx.context.num_gpus() == 0:
+        found = mx.context.num_gpus()
+        if found == 0:
             raise ValueError("--device cuda: this MXNet build sees no GPU (install mxnet-cu* in the legacy env)")
-        return mx.gpu(0)
-    return mx.cpu()
+        if found < options.gpus:
+            raise ValueError(f"--gpus {options.gpus}: MXNet sees {found} GPU(s)")
+        return [mx.gpu(i) for i in range(options.gpus)]
+    return [mx.cpu(i) for i in range(options.gpus)]
 
 
-def make_optimizer(opt):
+def make_optimizer(opt, lr_scale: float = 1):
+    lr = opt.lr * lr_scale  # weak scaling: lr x replicas
     if opt.name == "sgd":
         # MXNet: s = m*s + lr*g; w -= s. With a constant lr, s = lr*v for PyTorch's v = m*v + g; w -= lr*v.
-        return mx.optimizer.SGD(learning_rate=opt.lr, momentum=opt.momentum)
+        return mx.optimizer.SGD(learning_rate=lr, momentum=opt.momentum)
     # adam_update takes beta1/beta2 as float32 (1 - float32(0.999) is 1.3e-5 off 0.001); the Python side
     # gets the same float32 values, so its bias correction (1 - beta^t) matches what the kernel applies.
     b1, b2 = float(np.float32(opt.beta1)), float(np.float32(opt.beta2))
-    return mx.optimizer.Adam(learning_rate=opt.lr, beta1=b1, beta2=b2, epsilon=opt.eps)
+    return mx.optimizer.Adam(learning_rate=lr, beta1=b1, beta2=b2, epsilon=opt.eps)
 
 
 class GluonTrainer:
-    """Wraps a HybridBlock whose parameters, walked as in `canonical_params`, are the spec's weights."""
+    """Wraps a HybridBlock whose parameters, walked as in `canonical_params`, are the spec's weights.
 
-    def __init__(self, net: gluon.HybridBlock, spec, options, ctx):
-        self.spec, self.options, self.ctx = spec, options, ctx
+    Several contexts (--gpus N): the net is initialised on all of them (one copy of every
+    parameter each); each row of `batches` is one global batch of the harness's epoch order,
+    gathered on the first context and cut by gluon.utils.split_and_load, context r getting the
+    r-th slice. Each context's loss is its slice mean x slice/global rows, so the losses add up
+    to the global batch's mean; gluon.Trainer's kvstore 'device' sums the gradients over the
+    contexts and every context applies the same update to its copy. Weak scaling (default):
+    global batch = spec batch x N, lr x N; strong: global batch = spec batch."""
+
+    def __init__(self, net: gluon.HybridBlock, spec, options, ctxs: list):
+        self.spec, self.options, self.ctxs = spec, options, ctxs
+        self.ctx = ctxs[0]  # the training arrays, evaluation and the canonical weights live here
         self.dtype = "float32"  # of weights and images; the tokens are int32
         self.net = net
         self.params = canonical_params(net)
@@ -74,23 +89,42 @@ class GluonTrainer:
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
         self.loss_fn.hybridize(**HYBRIDIZE)
         self.opt_spec = spec.optimizer
-        self.optimizer = make_optimizer(spec.optimizer)
-        self.trainer = gluon.Trainer(net.collect_params(), self.optimizer, update_on_kvstore=False)
+        lr_scale = len(ctxs) if options.scaling == "weak" else 1
+        self.optimizer = make_optimizer(spec.optimizer, lr_scale)
+        # kvstore 'device' (Gluon's default, named here): gradients summed over the contexts on the
+        # devices; with update_on_kvstore=False every context then runs the same optimiser update.
+        self.trainer = gluon.Trainer(net.collect_params(), self.optimizer, kvstore="device",
+                                     update_on_kvstore=False)
+        if len(ctxs) > 1:
+            # Creates the kvstore now, which broadcasts the first context's parameters to the others
+            # (the gradients are still zeros). Left to the first step(), that broadcast would race
+            # the forward pass's unordered running-statistic writes (see _running_vars) and could
+            # reset every context's BatchNorm statistics to their pre-step values.
+            self.trainer.allreduce_grads()
         self.steps = 0
         self.bns = [b for _, b in named_blocks(net) if isinstance(b, nn.BatchNorm)]
         # MXNet's CPU BatchNorm blends the biased batch variance into running_var; PyTorch and cuDNN
         # the unbiased one (n/(n-1)). Corrected after each step on CPU; see _unbias_running_var.
-        self.unbias = bool(self.bns) and ctx.device_type == "cpu"
+        self.unbias = bool(self.bns) and self.ctx.device_type == "cpu"
         self._bn_positions = None
         features = mx.runtime.Features()
         self.info = {
             "layout": "NCHW",
             "fast_path": {"hybridize": True, **HYBRIDIZE, "mkldnn": features.is_enabled("MKLDNN"),
-                          "cudnn": ctx.device_type == "gpu" and features.is_enabled("CUDNN"),
-                          "cudnn_autotune": ctx.device_type == "gpu", "data_on_device": True},
+                          "cudnn": self.ctx.device_type == "gpu" and features.is_enabled("CUDNN"),
+                          "cudnn_autotune": self.ctx.device_type == "gpu", "data_on_device": True},
             "deviations": [],
             "notes": [],
+            "setup": {"engine": "one process" if len(ctxs) == 1 else "gluon multi-context, kvstore 'device'",
+                      "replicas": len(ctxs), "gpus_per_node": options.gpus, "nodes": options.nodes,
+                      "scaling": options.scaling, "precision": options.precision,
+                      "devices": [str(c) for c in ctxs], "cuda": None, "cudnn": None, "nccl": None,
+                      "peak_bytes_per_device": None},
         }
+        if len(ctxs) > 1:
+            self.info["fast_path"]["multi_context"] = {
+                "kvstore": "device", "lr_scale": lr_scale,
+                "batchnorm": "per-context batch and running statistics; weights report the first context's"}
         if spec.optimizer.name == "sgd":
             self.info["notes"].append("SGD: MXNet's s = m*s + lr*g; w -= s is PyTorch's momentum at a constant lr")
         else:
@@ -122,17 +156,20 @@ class GluonTrainer:
         return [int(np.prod(shape_of[f"{b.name}_fwd_output"][2:])) for b in self.bns]
 
     def _running_vars(self):
+        """Per BatchNorm, per context: the running variance."""
         # The static_alloc graph's running-statistic writes are not ordered by the engine against
         # other NDArray ops (reading them right after a step can see the old values): wait first.
         nd.waitall()
-        return [b.running_var.data().asnumpy() for b in self.bns]
+        return [[b.running_var.data(c).asnumpy() for c in self.ctxs] for b in self.bns]
 
     def _unbias_running_var(self, before, batch):
-        # running = mom*old + (1-mom)*var_biased; rebuild it with var_biased*n/(n-1).
-        for b, old, new, k in zip(self.bns, before, self._running_vars(), self._bn_positions):
-            n, mom = k * batch, b._kwargs["momentum"]
-            b.running_var.set_data(nd.array(new * (n / (n - 1)) - old * (mom / (n - 1)), ctx=self.ctx,
-                                            dtype=self.dtype))
+        # running = mom*old + (1-mom)*var_biased; rebuild it with var_biased*n/(n-1), where n counts
+        # the positions of one context's slice (batch / contexts examples).
+        for b, olds, news, k in zip(self.bns, before, self._running_vars(), self._bn_positions):
+            n, mom = k * batch // len(self.ctxs), b._kwargs["momentum"]
+            for c, old, new in zip(self.ctxs, olds, news):
+                b.running_var.data(c)[:] = nd.array(new * (n / (n - 1)) - old * (mom / (n - 1)), ctx=c,
+                                                    dtype=self.dtype)
         nd.waitall()
 
     def train_epoch(self, batches) -> np.ndarray:
@@ -140,17 +177,24 @@ class GluonTrainer:
             self._bn_positions = self._positions_per_example()
         losses = []
         for idx in batches:
+            if len(idx) % len(self.ctxs):
+                raise ValueError(f"a global batch of {len(idx)} rows does not split over {len(self.ctxs)} contexts; "
+                                 "pick --batch-size divisible by --gpus (or --scaling weak)")
             idx = nd.array(idx, ctx=self.ctx, dtype="int32")
-            xb, yb = nd.take(self.x, idx), nd.take(self.y, idx)
+            xb, yb = nd.take(self.x, idx), nd.take(self.y, idx)  # the global batch, on the first context
+            xs = gluon.utils.split_and_load(xb, self.ctxs)  # one slice per context (itself, for one context)
+            ys = gluon.utils.split_and_load(yb, self.ctxs)
             before = self._running_vars() if self.unbias else None
             if self.opt_spec.name == "adam":  # PyTorch's eps is added to sqrt(v_hat); MXNet's to sqrt(v)
                 t = self.steps + 1
                 self.optimizer.epsilon = self.opt_spec.eps * math.sqrt(1 - self.optimizer.beta2 ** t)
             with autograd.record():  # train mode: dropout on, BatchNorm on batch statistics
-                loss = self.loss_fn(self.net(xb), yb).mean()
-            loss.backward()
-            self.trainer.step(1)  # the loss is already the batch mean
+                # slice mean x slice share: the parts sum to the global batch mean (x 1.0, exact, on one context)
+                parts = [self.loss_fn(self.net(x), y).mean() * (len(x) / len(idx)) for x, y in zip(xs, ys)]
+            autograd.backward(parts)
+            self.trainer.step(1)  # the loss is already the batch mean; kvstore sums the parts' gradients
             self.steps += 1
+            loss = parts[0] if len(parts) == 1 else nd.add_n(*[p.as_in_context(self.ctx) for p in parts])
             if self.unbias:
                 self._unbias_running_var(before, len(idx))
             losses.append(loss)
@@ -166,7 +210,7 @@ class GluonTrainer:
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: p.data().asnumpy() for k, p in self.params.items()}
+        return {k: p.data(self.ctx).asnumpy() for k, p in self.params.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         if set(weights) != set(self.params):
@@ -175,7 +219,7 @@ class GluonTrainer:
             v = np.asarray(weights[k])
             if v.shape != p.shape:
                 raise ValueError(f"{k}: shape {v.shape}, expected {p.shape}")
-            p.set_data(nd.array(v, ctx=self.ctx, dtype=self.dtype))
+            p.set_data(nd.array(v, ctx=self.ctx, dtype=self.dtype))  # every context's copy
         nd.waitall()  # the static_alloc graph reads running statistics unordered (see _running_vars)
 
     def peak_device_memory(self) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from harness.specs import CNN_DROPOUT
-from python_models.tensorflow.trainer import CONV, DENSE, SAME, Layout, TFTrainer, dropout
+from python_models.tensorflow.trainer import CONV, DENSE, SAME, Layout, build_trainer, dropout
 
 # The spec's flatten is in C,H,W order; ours flattens NHWC activations in H,W,C order. Rather than
 # transposing the activations every step, fc1's 6400 input rows are permuted once, in the mapping:
@@ -57,4 +57,4 @@ class CNN(tf.Module):
 
 
 def build(spec, options):
-    return TFTrainer(lambda: CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0)), spec, options)
+    return build_trainer(lambda: CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0)), spec, options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
-from python_models.tensorflow.trainer import CONV, DENSE, SAME, TFTrainer, conv2d
+from python_models.tensorflow.trainer import CONV, DENSE, SAME, build_trainer, conv2d
 
 
 class Conv(tf.Module):
@@ -101,4 +101,4 @@ class ResNet50(tf.Module):
 
 
 def build(spec, options):
-    return TFTrainer(lambda: ResNet50(spec.num_classes), spec, options)
+    return build_trainer(lambda: ResNet50(spec.num_classes), spec, options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from harness.specs import EMBED, HIDDEN, VOCAB
-from python_models.tensorflow.trainer import DENSE, SAME, TFTrainer
+from python_models.tensorflow.trainer import DENSE, SAME, build_trainer
 
 
 class GRUClassifier(tf.Module):
@@ -54,4 +54,4 @@ class GRUClassifier(tf.Module):
 
 
 def build(spec, options):
-    return TFTrainer(GRUClassifier, spec, options)
+    return build_trainer(GRUClassifier, spec, options)

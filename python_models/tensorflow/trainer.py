@@ -68,7 +68,26 @@ def initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def setup_info(options, devices: list[str], engine: str = "one process") -> dict:
+    """The device setup a result records (the same fields as the PyTorch and JAX trainers')."""
+    build = tf.sysconfig.get_build_info() if options.device == "cuda" else {}
+    return {"engine": engine, "replicas": len(devices), "gpus_per_node": options.gpus, "nodes": options.nodes,
+            "scaling": options.scaling, "precision": options.precision, "devices": devices,
+            "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"), "nccl": None,
+            "peak_bytes_per_device": None}
+
+
+def build_trainer(make_model: Callable[[], tf.Module], spec, options):
+    """One device: TFTrainer; --gpus N: MirroredStrategy over N devices (distributed.py)."""
+    if options.gpus > 1:
+        from python_models.tensorflow.distributed import MirroredTrainer
+        return MirroredTrainer(make_model, spec, options)
+    return TFTrainer(make_model, spec, options)
+
+
 class TFTrainer:
+    lr_scale = 1  # weak scaling multiplies the learning rate by the replica count (distributed.py)
+
     def __init__(self, make_model: Callable[[], tf.Module], spec, options):
         if options.precision != "fp32":
             raise ValueError(f"the raw TensorFlow implementation trains in fp32 only, not {options.precision}")
@@ -76,7 +95,8 @@ class TFTrainer:
             raise RuntimeError("--device cuda: TensorFlow sees no GPU here")
         self.device = "/GPU:0" if options.device == "cuda" else "/CPU:0"
         self.opt = spec.optimizer
-        with tf.device(self.device):
+        self.lr = self.opt.lr * self.lr_scale
+        with self._scope():
             self.model = make_model()
             self.params = list(self.model.trainable_variables)
             # SGD: one velocity per parameter; Adam: first and second moments.
@@ -99,7 +119,12 @@ class TFTrainer:
                           "onednn": options.device == "cpu" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0",
                           **getattr(self.model, "FAST_PATH", {})},
             "deviations": [],
+            "setup": setup_info(options, [self.device]),
         }
+
+    def _scope(self):
+        """Where variables are created: this one device (a MirroredStrategy's scope in distributed.py)."""
+        return tf.device(self.device)
 
     def param_count(self) -> int:
         return sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
@@ -118,28 +143,25 @@ class TFTrainer:
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.params)]  # embedding: dense, as torch
         self.step_count.assign_add(1)
-        if self.opt.name == "sgd":
-            self._sgd(grads)
-        else:
-            self._adam(grads)
+        for w, g, *slots in zip(self.params, grads, *self.slots):
+            self._update(w, g, self.step_count, *slots)
         return loss
 
-    def _sgd(self, grads):
-        # ResourceApplyMomentum is PyTorch's form exactly: v = m*v + g; w -= lr*v.
-        for w, g, v in zip(self.params, grads, self.slots[0]):
-            tf.raw_ops.ResourceApplyMomentum(var=w.handle, accum=v.handle, lr=tf.constant(self.opt.lr, w.dtype),
-                                             grad=g, momentum=tf.constant(self.opt.momentum, w.dtype))
-
-    def _adam(self, grads):
+    def _update(self, w, g, step, *slots):
+        """One variable's optimiser step; `step` is the step count after this step (Adam's t)."""
+        if self.opt.name == "sgd":
+            # ResourceApplyMomentum is PyTorch's form exactly: v = m*v + g; w -= lr*v.
+            return tf.raw_ops.ResourceApplyMomentum(var=w.handle, accum=slots[0].handle, grad=g,
+                                                    lr=tf.constant(self.lr, w.dtype),
+                                                    momentum=tf.constant(self.opt.momentum, w.dtype))
         # PyTorch's Adam, written out: ResourceApplyAdam puts eps inside the bias correction instead.
-        o = self.opt
-        t = tf.cast(self.step_count, tf.float64)
-        step_size = tf.cast(o.lr / (1.0 - o.beta1 ** t), tf.float32)
+        o, (m, v) = self.opt, slots
+        t = tf.cast(step, tf.float64)
+        step_size = tf.cast(self.lr / (1.0 - o.beta1 ** t), tf.float32)
         bc2_sqrt = tf.cast(tf.sqrt(1.0 - o.beta2 ** t), tf.float32)
-        for w, g, m, v in zip(self.params, grads, *self.slots):
-            m.assign(m + (1.0 - o.beta1) * (g - m))
-            v.assign(o.beta2 * v + (1.0 - o.beta2) * g * g)
-            w.assign_sub(step_size * m / (tf.sqrt(v) / bc2_sqrt + o.eps))
+        m.assign(m + (1.0 - o.beta1) * (g - m))
+        v.assign(o.beta2 * v + (1.0 - o.beta2) * g * g)
+        return w.assign_sub(step_size * m / (tf.sqrt(v) / bc2_sqrt + o.eps))
 
     def train_epoch(self, batches) -> np.ndarray:
         losses = [self._train_step(tf.constant(idx)) for idx in batches]
