@@ -114,4 +114,16 @@ def summarize(frame, keys=ROW_KEYS):
     reference = out.groupby(parity_keys, dropna=False)["test_accuracy"].transform("median")
     out["accuracy_reference"] = reference
     out["accuracy_parity"] = (out["test_accuracy"] - reference).abs() <= ACCURACY_TOLERANCE
+    out["scaling_efficiency"] = scaling_efficiency(out, [k for k in keys if k not in ("gpus", "batch_size")])
     return out
+
+
+def scaling_efficiency(summary, same: list[str]):
+    """examples/s on N devices / (N x examples/s of the same row on one device); NaN without one.
+
+    `same` names what must match (machine, implementation, model, precision, data, samples...);
+    the batch is left out, since weak scaling multiplies the global batch by N."""
+    ident = summary[same].apply(lambda r: repr(tuple(r)), axis=1)
+    single = summary["gpus"] == 1
+    base = ident.map(dict(zip(ident[single], summary.loc[single, "median_eps"])))
+    return summary["median_eps"] / (summary["gpus"] * base)

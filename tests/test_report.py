@@ -82,6 +82,16 @@ def test_markdown_table_has_hardware_spread_and_every_cell(report, store):
     assert all(": Test Xeon (64 cores), 64 GiB RAM, 4× NVIDIA H100 80GB HBM3\n" in s for s in gpu)
 
 
+def test_scaling_efficiency_against_one_device(report):
+    out, md, sections = report
+    gpu = {s.split(":")[0]: s for s in md.split("### ")[2:]}
+    # the fake 2- and 4-GPU epochs take 1.1 / N of the one-GPU epoch: 1 / 1.1 = 91 % efficiency
+    for n in (2, 4):
+        detail = next(line for line in gpu[f"CUDA, {n} GPUs, fp32"].splitlines() if line.startswith("| PyTorch 2.13.0 | resnet50 |"))
+        assert f"(91% of {n}× one device)" in detail, detail
+    assert "one device)" not in gpu["CUDA, 1 GPU, fp32"]
+
+
 def test_charts_are_written_for_bars_scaling_and_languages(report):
     out, md, sections = report
     names = sorted(p.name for p in out.glob("*.png"))

@@ -225,7 +225,10 @@ def build_sections(frame, summary, index=None) -> list:
                     continue
                 ci = (f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])} ({r['ci_level']:.1%})"
                       if _none(r["ci_level"]) else "n < 6")
-                details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), num(r["median_eps"]),
+                eps = num(r["median_eps"])
+                if r["gpus"] > 1 and _none(r.get("scaling_efficiency")) is not None:
+                    eps += f" ({r['scaling_efficiency']:.0%} of {r['gpus']}× one device)"
+                details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), eps,
                                      f"{r['n']}/{r['runs']}", nfail, num(r["first_epoch_s"]), num(r["startup_s"]),
                                      _acc(r)])
         workloads = []
