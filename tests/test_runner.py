@@ -73,3 +73,33 @@ def test_a_failed_run_does_not_end_the_suite(data_cache, tmp_path, monkeypatch, 
     assert records[0]["error"] == "timed out after 0.5 s" and "log_tail" in records[0]
     assert len(records[1]["epochs"]) == 2
     assert len(list(tmp_path.glob("*.json"))) == 2  # both records kept on disk
+
+
+def test_sigterm_to_the_harness_takes_its_worker_along(data_cache):
+    """kill (SIGTERM) of `python -m harness` kills the worker too: no orphan trains on."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from test_suite import children
+
+    env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache))
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "--framework", "pytorch", "--model", "cnn", "--data",
+                             "synthetic", "--samples", "128", "--epochs", "1000", "--quiet"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (workers := children(proc.pid)):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no worker started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    for pid in workers:
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split(")")[1][:3]:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"worker {pid} outlived the harness")
