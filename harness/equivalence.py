@@ -100,6 +100,11 @@ TOLERANCES = {
 }
 GPU_FACTOR = 10  # 1e-4 -> 1e-3 on a GPU or in reduced precision (TF32/cuDNN algorithms, bf16)
 TRANSFER_ACCURACY = 0.005  # check 5: one near-tie argmax flip in 256 test examples is 0.0039
+# Check 5 compares logits of *trained* weights: after an epoch ResNet-50's BatchNorm running
+# variances are far from 1 and scale the float32 rounding of two implementations up (seen: 6e-4 to
+# 1.2e-3 apart, with identical accuracy and classes, where check 2's untrained probe gives 2e-4).
+# The bound is check 2's times this factor, the same allowance as reduced precision gets.
+TRANSFER_LOGITS_FACTOR = GPU_FACTOR
 # Check 3 dropout: the share of a tensor's slices that one step leaves exactly unchanged is a mean
 # of m Bernoulli draws per trainer; its binomial sd bounds the noise (measured on PyTorch over 20
 # seeds: 0.013 for fc1's 512 units against 0.019 binomial). A limit of 4.5 sd of the difference of
@@ -351,7 +356,7 @@ def check_data(folder: Path, manifest: dict, res: dict) -> Check:
 def check_transfer(y_test: np.ndarray, logits: dict, tol: Tolerance) -> Check:
     """logits[(trained_in, run_in)], trained_in/run_in in {"impl", "ref"}: the test set's eval logits.
     Weights trained in one and run in the other must give the same accuracy, the same predicted
-    classes, and logits within check 2's bounds."""
+    classes, and logits within TRANSFER_LOGITS_FACTOR times check 2's bounds."""
     notes, worst, ok = [], 0.0, True
     for src, where in (("impl", "this implementation"), ("ref", "the reference")):
         home, away = np.asarray(logits[src, src]), np.asarray(logits[src, "ref" if src == "impl" else "impl"])
@@ -360,13 +365,14 @@ def check_transfer(y_test: np.ndarray, logits: dict, tol: Tolerance) -> Check:
         acc_home = float((home.argmax(1) == y_test).mean())
         acc_away = float((away.argmax(1) == y_test).mean())
         flips = float((home.argmax(1) != away.argmax(1)).mean())
-        dev, score = _allclose_score(away, home, tol.logits_rtol, tol.logits_atol)
+        f = TRANSFER_LOGITS_FACTOR
+        dev, score = _allclose_score(away, home, tol.logits_rtol * f, tol.logits_atol * f)
         worst = max(worst, abs(acc_home - acc_away))
         bad = abs(acc_home - acc_away) > TRANSFER_ACCURACY or flips > TRANSFER_ACCURACY or score > 1
         ok = ok and not bad
         notes.append(f"{'FAIL ' if bad else ''}trained in {where}: test accuracy {acc_home:.4f} there, "
                      f"{acc_away:.4f} in the other, {flips:.2%} of predicted classes and logits up to "
-                     f"{dev:.2g} apart")
+                     f"{dev:.2g} apart ({score:.2g} of the bound)")
     return Check(ok, worst, "; ".join(notes))
 
 

@@ -40,3 +40,15 @@ def harness_json(*args: str, cache: Path, timeout: float = 900):
     proc = harness(*args, "--format", "json", cache=cache, timeout=timeout)
     assert proc.stdout.strip(), f"no output; stderr:\n{proc.stderr[-3000:]}"
     return proc, json.loads(proc.stdout)
+
+
+# The longest tests start first, so that under xdist none of them begins last and runs alone
+# while the other worker idles (ResNet-50 learning: minutes on two cores).
+SLOW_FIRST = ("test_learning.py::test_pytorch_beats_chance[resnet50]",
+              "test_suite.py::test_suite_killed_midway_resumes_with_every_sample_once",
+              "test_learning.py::test_pytorch_beats_chance[rnn]")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("/")[-1], len(rank)))  # stable: the rest keep their order
