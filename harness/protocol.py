@@ -51,6 +51,18 @@ class RunOptions:
         return asdict(self)
 
 
+def setup_record(options: RunOptions, engine: str = "one process", devices: list | None = None,
+                 replicas: int | None = None, cuda: str | None = None, cudnn=None, nccl: str | None = None) -> dict:
+    """A trainer's info["setup"]: the device setup every record carries, the same fields for every
+    framework (peak_bytes_per_device is filled in by peak_device_memory once training ran).
+    `devices` are this process's; `replicas` counts all of them (every node's), by default len(devices)."""
+    devices = list(devices) if devices is not None else [options.device]
+    replicas = len(devices) if replicas is None else replicas
+    return {"engine": engine, "replicas": replicas, "gpus_per_node": options.gpus, "nodes": options.nodes,
+            "scaling": options.scaling, "precision": options.precision, "devices": devices,
+            "cuda": cuda, "cudnn": cudnn, "nccl": nccl, "peak_bytes_per_device": None}
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int):
     """The harness's epoch order: a seeded permutation cut into full batches.
 

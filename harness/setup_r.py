@@ -64,8 +64,8 @@ def install_system(packages: list[str] = DEBIAN_PACKAGES) -> None:
         say(f"present: {' '.join(packages)}")
         return
     if shutil.which("apt-get") is None:
-        raise SystemExit(f"[setup r] missing {' '.join(missing)} and no apt-get here: install R >= 4.2 "
-                         "and those R packages with your system's package manager")
+        raise SystemExit(f"[setup r] missing {' '.join(missing)} and no apt-get here: install them (R >= 4.2 "
+                         "among them) with your system's package manager")
     say(f"installing {' '.join(missing)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(_as_root(["apt-get", "update", "-q"]), check=True, env=env)

@@ -42,6 +42,17 @@ def harness_json(*args: str, cache: Path, timeout: float = 900):
     return proc, json.loads(proc.stdout)
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc), e.g. a harness's worker."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 # The longest tests start first, so that under xdist none of them begins last and runs alone
 # while the other worker idles (ResNet-50 learning: minutes on two cores).
 SLOW_FIRST = ("test_learning.py::test_pytorch_beats_chance[resnet50]",

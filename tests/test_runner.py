@@ -5,7 +5,11 @@ import argparse
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
+from conftest import REPO, children
 from harness import data, runs
 from harness.commands import run as run_command
 from harness.protocol import RunOptions
@@ -77,13 +81,6 @@ def test_a_failed_run_does_not_end_the_suite(data_cache, tmp_path, monkeypatch, 
 
 def test_sigterm_to_the_harness_takes_its_worker_along(data_cache):
     """kill (SIGTERM) of `python -m harness` kills the worker too: no orphan trains on."""
-    import subprocess
-    import sys
-    import time
-
-    from conftest import REPO
-    from test_suite import children
-
     env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache))
     proc = subprocess.Popen([sys.executable, "-m", "harness", "--framework", "pytorch", "--model", "cnn", "--data",
                              "synthetic", "--samples", "128", "--epochs", "1000", "--quiet"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, harness
+from conftest import REPO, children, harness
 from harness import results, suites
 from harness.errors import UsageError
 from harness.registry import FRAMEWORKS
@@ -149,16 +149,6 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
         return []
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 def test_suite_killed_midway_resumes_with_every_sample_once(data_cache, tmp_path):

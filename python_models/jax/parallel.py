@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from harness.protocol import setup_record
+
 
 class Placement:
     """Where arrays live: one device, or replicated over a mesh with batches split over it."""
@@ -52,11 +54,8 @@ class Placement:
         return jax.lax.with_sharding_constraint(a, self.batch)
 
     def setup(self, options) -> dict:
-        return {"engine": "one process" if self.mesh is None else "jax.sharding mesh (batch axis 'data')",
-                "replicas": self.replicas, "gpus_per_node": options.gpus, "nodes": options.nodes,
-                "scaling": options.scaling, "precision": options.precision,
-                "devices": [getattr(d, "device_kind", d.platform) for d in self.devices],
-                "cuda": None, "cudnn": None, "nccl": None, "peak_bytes_per_device": None}
+        return setup_record(options, "one process" if self.mesh is None else "jax.sharding mesh (batch axis 'data')",
+                            [getattr(d, "device_kind", d.platform) for d in self.devices], self.replicas)
 
     def peak_bytes(self) -> list | None:
         stats = [d.memory_stats() if d.platform != "cpu" else None for d in self.devices]

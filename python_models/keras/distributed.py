@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import keras
 
+from harness.protocol import setup_record
+
 
 def distribute(options) -> None:
     """--gpus N: every variable the model builds afterwards is mirrored/replicated over N devices.
@@ -54,6 +56,4 @@ def setup_info(options) -> dict:
         devices = list(tf.distribute.get_strategy().extended.worker_devices)
     else:
         devices = [options.device]
-    return {"engine": engine, "replicas": n, "gpus_per_node": n, "nodes": options.nodes, "scaling": options.scaling,
-            "precision": options.precision, "devices": devices, "cuda": None, "cudnn": None, "nccl": None,
-            "peak_bytes_per_device": None}
+    return setup_record(options, engine, devices, n)

@@ -13,6 +13,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
+from harness.protocol import setup_record
+
 EVAL_BATCH = 256
 HYBRIDIZE = {"static_alloc": True, "static_shape": True}
 
@@ -115,11 +117,8 @@ class GluonTrainer:
                           "cudnn_autotune": self.ctx.device_type == "gpu", "data_on_device": True},
             "deviations": [],
             "notes": [],
-            "setup": {"engine": "one process" if len(ctxs) == 1 else "gluon multi-context, kvstore 'device'",
-                      "replicas": len(ctxs), "gpus_per_node": options.gpus, "nodes": options.nodes,
-                      "scaling": options.scaling, "precision": options.precision,
-                      "devices": [str(c) for c in ctxs], "cuda": None, "cudnn": None, "nccl": None,
-                      "peak_bytes_per_device": None},
+            "setup": setup_record(options, "one process" if len(ctxs) == 1 else "gluon multi-context, kvstore 'device'",
+                                  [str(c) for c in ctxs]),
         }
         if len(ctxs) > 1:
             self.info["fast_path"]["multi_context"] = {

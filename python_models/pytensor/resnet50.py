@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.compile.mode import Mode
 
 from harness.specs import resnet50_blocks
 from python_models.pytensor.trainer import (PytensorTrainer, conv2d, glorot_uniform, he_normal_fan_out,
@@ -43,12 +42,10 @@ def initial_weights(spec, rng):
 # FAST_RUN's rewrites take ~3x the CPU time on this graph (its elemwise fusion pass is quadratic
 # in PyTensor 2.27, sped up only in later releases: pymc-devs/pytensor#1615) and buy no speed here,
 # where the GEMMs dominate: same C linker, the fast_compile rewrite set.
-MODE = Mode(linker="cvm", optimizer="fast_compile")
+MODE = ("cvm", "fast_compile")
 
 
 def build(spec, options):
     size = options.image_size
-    trainer = PytensorTrainer(spec, options, forward, initial_weights(spec, np.random.default_rng(options.seed)),
-                              input_shape=(3, size, size), mode=MODE)
-    trainer.info["fast_path"]["mode"] = "Mode(linker='cvm', optimizer='fast_compile')"
-    return trainer
+    return PytensorTrainer(spec, options, forward, initial_weights(spec, np.random.default_rng(options.seed)),
+                           input_shape=(3, size, size), mode=MODE)

@@ -159,9 +159,16 @@ class PytensorTrainer:
     up to EVAL_BATCH rows, the last chunk zero-padded), so every shape is a constant to the
     rewriter and the C code (symbolic shapes made ResNet-50's graph rewrite for well over 10 minutes)."""
 
-    def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None, mode=None):
+    def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None,
+                 mode: str | tuple[str, str] | None = None):
+        """`mode`: a predefined mode's name (default MODE) or a (linker, rewrite set) pair."""
         self.spec, self.options, self.forward = spec, options, forward
-        self.mode = pytensor.compile.mode.get_mode(mode or MODE)
+        if isinstance(mode, tuple):
+            linker, rewrites = mode
+            self.mode = pytensor.compile.mode.Mode(linker=linker, optimizer=rewrites)
+            mode_name = f"Mode(linker={linker!r}, optimizer={rewrites!r})"
+        else:
+            self.mode, mode_name = pytensor.compile.mode.get_mode(mode or MODE), mode or MODE
         shapes = spec.weight_shapes()
         self.p = {k: pytensor.shared(np.asarray(init[k], np.float32).reshape(shapes[k]), name=k, shape=shapes[k])
                   for k in shapes}
@@ -175,7 +182,7 @@ class PytensorTrainer:
         image = len(self.input_shape) == 3
         self.info = {
             "layout": "NCHW",
-            "fast_path": {"mode": mode if isinstance(mode, str) else MODE, "linker": "cvm (C virtual machine, C thunks)",
+            "fast_path": {"mode": mode_name, "linker": "cvm (C virtual machine, C thunks)",
                           "compute_layout": "CNHW" if image else "time-major (scan over 150 steps)",
                           "conv": "im2col + GEMM written in PyTensor (2.27 has no C convolution op)" if image else None,
                           "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (none found to link the C GEMM)",

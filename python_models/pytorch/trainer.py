@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.protocol import setup_record
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 EVAL_BATCH = 256
 
@@ -35,13 +37,10 @@ def setup_info(options, replicas: int = 1, engine: str = "one process") -> dict:
             nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
         except (AttributeError, RuntimeError):
             pass
-    return {"engine": engine, "replicas": replicas, "gpus_per_node": options.gpus, "nodes": options.nodes,
-            "scaling": options.scaling, "precision": options.precision,
-            "devices": [torch.cuda.get_device_name(i) for i in range(min(options.gpus, torch.cuda.device_count()))]
-            if cuda else ["cpu"] * options.gpus,
-            "cuda": torch.version.cuda if cuda else None,
-            "cudnn": torch.backends.cudnn.version() if cuda else None, "nccl": nccl,
-            "peak_bytes_per_device": None}
+    devices = ([torch.cuda.get_device_name(i) for i in range(min(options.gpus, torch.cuda.device_count()))]
+               if cuda else ["cpu"] * options.gpus)
+    return setup_record(options, engine, devices, replicas, cuda=torch.version.cuda if cuda else None,
+                        cudnn=torch.backends.cudnn.version() if cuda else None, nccl=nccl)
 
 
 class TorchTrainer:

@@ -13,6 +13,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from harness.protocol import setup_record
+
 EVAL_BATCH = 256
 
 
@@ -71,10 +73,7 @@ def initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
 def setup_info(options, devices: list[str], engine: str = "one process") -> dict:
     """The device setup a result records (the same fields as the PyTorch and JAX trainers')."""
     build = tf.sysconfig.get_build_info() if options.device == "cuda" else {}
-    return {"engine": engine, "replicas": len(devices), "gpus_per_node": options.gpus, "nodes": options.nodes,
-            "scaling": options.scaling, "precision": options.precision, "devices": devices,
-            "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"), "nccl": None,
-            "peak_bytes_per_device": None}
+    return setup_record(options, engine, devices, cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
 
 
 def build_trainer(make_model: Callable[[], tf.Module], spec, options):
