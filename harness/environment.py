@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -54,6 +55,61 @@ def gpus() -> list[dict]:
     return rows
 
 
+# nvidia-smi topo -m's link codes, best first (its legend)
+LINKS = {"NV": "NVLink", "PIX": "PCIe, at most one PCIe bridge", "PXB": "PCIe, several PCIe bridges",
+         "PHB": "PCIe through a CPU's host bridge", "NODE": "PCIe and the links between host bridges of one NUMA node",
+         "SYS": "PCIe and the SMP link between NUMA nodes (QPI/UPI)"}
+
+
+def parse_topology(text: str) -> dict:
+    """`nvidia-smi topo -m` -> the link between every pair of GPUs, a one-line summary, and the NICs."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # some drivers underline the header
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next((line.split() for line in lines if line.split()[:1] == ["GPU0"]), [])
+    columns = [c for c in header if re.fullmatch(r"(GPU|NIC)\d+", c)]
+    links, nics = {}, {}
+    for line in lines:
+        cells = line.split()
+        if cells and re.fullmatch(r"GPU\d+", cells[0]):
+            for col, cell in zip(columns, cells[1:]):
+                if col.startswith("GPU") and int(col[3:]) > int(cells[0][3:]):
+                    links[f"{cells[0]}-{col}"] = cell
+        m = re.match(r"\s*(NIC\d+):\s*(\S+)", line)
+        if m:
+            nics[m[1]] = m[2]
+    gpus = sum(1 for line in lines if re.match(r"GPU\d+\s", line))
+    kinds = sorted(set(links.values()))
+    if gpus <= 1:
+        summary = "one GPU: no link between GPUs"
+    elif kinds and all(k.startswith("NV") for k in kinds):
+        summary = f"NVLink between every pair of GPUs ({', '.join(kinds)}: bonded links per pair)"
+    else:
+        summary = "; ".join(f"{sum(v == k for v in links.values())} pair(s) over {k} "
+                            f"({LINKS.get('NV' if k.startswith('NV') else k, 'unknown')})" for k in kinds)
+    return {"gpu_links": links, "summary": summary, "nics": nics}
+
+
+def network() -> list[dict]:
+    """InfiniBand/RoCE adapters (sysfs): what a multi-node all-reduce can run over."""
+    out = []
+    base = "/sys/class/infiniband"
+    for dev in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        for port in sorted(os.listdir(f"{base}/{dev}/ports")):
+            p = f"{base}/{dev}/ports/{port}"
+            out.append({"device": dev, "port": port, "rate": _read(f"{p}/rate").strip(),
+                        "link_layer": _read(f"{p}/link_layer").strip(), "state": _read(f"{p}/state").strip()})
+    return out
+
+
+def interconnect() -> dict | None:
+    """How this machine's GPUs (nvidia-smi topo -m) and nodes (InfiniBand/RoCE) are linked; None
+    without GPUs."""
+    text = _run(["nvidia-smi", "topo", "-m"])
+    if text is None:
+        return None
+    return {**parse_topology(text), "network": network(), "topo": text}
+
+
 def git_commit() -> dict:
     commit = _run(["git", "rev-parse", "HEAD"], cwd=REPO)
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO)
@@ -71,6 +127,7 @@ def collect() -> dict:
         "cores": os.cpu_count(),
         "memory_bytes": memory_bytes(),
         "gpus": gpus(),
+        "interconnect": interconnect(),
         "python": sys.version.split()[0],
         "git": git_commit(),
         "blas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

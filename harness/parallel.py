@@ -15,6 +15,18 @@ The harness never brings its own communication layer; each framework's own engin
                    gluon.Trainer's kvstore 'device' sums the gradients.
   r/keras          none: its trainer is written in R (r_models/keras/train.R), not Python Keras'.
 
+Several machines (`--nodes K`, the same command on every node), each engine's own launch:
+
+  python/pytorch   torchrun's c10d rendezvous at --rdzv-endpoint HOST:PORT; torchrun assigns the
+                   ranks, and the node whose torchrun gets rank 0 writes the record.
+  python/jax       jax.distributed.initialize(coordinator --rdzv-endpoint, K processes, process
+  python/keras[jax]  id --node-rank): one process per node, the mesh spans every node's devices
+                   (keras.distribution.initialize for Keras); CPU collectives over gloo.
+  python/tensorflow  tf.distribute.MultiWorkerMirroredStrategy; the harness writes TF_CONFIG
+                   from --workers HOST:PORT,... (one per node, node r listens on the r-th) and
+                   --node-rank. NCCL on GPUs, RING (gRPC) on CPU.
+  Node --node-rank 0 writes the record; the others report that they ran as replicas.
+
 `--device cpu --gpus N` runs N CPU replicas (gloo processes, N XLA host devices, N logical
 TensorFlow CPU devices, or N MXNet cpu contexts), for testing the data-parallel path on a machine
 without GPUs.
@@ -36,7 +48,19 @@ ENGINES = {("python", "pytorch", None): ("torchrun + DistributedDataParallel", "
            ("python", "keras", "tensorflow"): ("tf.distribute.MirroredStrategy", "MirroredStrategy"),
            ("python", "keras", "jax"): ("keras.distribution.DataParallel", "DataParallel"),
            ("python", "mxnet", None): ("Gluon contexts + kvstore 'device'", "Gluon kvstore")}
-MULTI_NODE = {("python", "pytorch")}  # torchrun rendezvous; jax.distributed is not wired in yet
+# (lang, framework, backend) -> the multi-node launch, what each node's command must name, and
+# the function ("module:name") that joins the nodes in the worker, right after the framework's
+# import and before its first device query (torchrun joins them itself)
+MULTI_NODE = {("python", "pytorch", None): ("torchrun c10d rendezvous", ("rdzv_endpoint",), None),
+              ("python", "jax", None): ("jax.distributed", ("rdzv_endpoint", "node_rank"),
+                                        "python_models.jax.parallel:join_nodes"),
+              ("python", "keras", "jax"): ("keras.distribution.initialize (jax.distributed)",
+                                           ("rdzv_endpoint", "node_rank"), "python_models.keras.distributed:join_nodes"),
+              ("python", "tensorflow", None): ("MultiWorkerMirroredStrategy (TF_CONFIG)", ("workers", "node_rank"),
+                                               "python_models.tensorflow.distributed:join_nodes")}
+FLAGS = {"rdzv_endpoint": "--rdzv-endpoint HOST:PORT (node 0's address, the same on every node)",
+         "node_rank": "--node-rank R (0 on the node given as the endpoint, then 1 .. K-1)",
+         "workers": "--workers HOST:PORT,... (one per node, in node-rank order, the same on every node)"}
 XLA_HOST_DEVICES = {("python", "jax", None), ("python", "keras", "jax")}  # N CPU replicas = N XLA host devices
 XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
@@ -51,11 +75,16 @@ def engine(impl) -> str | None:
 
 def setups(impl) -> str:
     """The `list` column: the device setups an implementation supports."""
-    if (impl.lang, impl.name) in MULTI_NODE:
-        return "1 device; N GPUs (DDP); K nodes (torchrun)"
-    if engine(impl):
-        return f"1 device; N GPUs ({ENGINES[_key(impl)][1]})"
-    return "1 device"
+    if not engine(impl):
+        return "1 device"
+    out = f"1 device; N GPUs ({ENGINES[_key(impl)][1]})"
+    if _key(impl) in MULTI_NODE:
+        out += f"; K nodes ({MULTI_NODE[_key(impl)][0].split(' (')[0]})"
+    return out
+
+
+def _multi_node_choices() -> str:
+    return ", ".join(f"{f}[{b}]" if b else f for _, f, b in MULTI_NODE)
 
 
 def _choices() -> str:
@@ -81,17 +110,53 @@ def check(args, impls) -> None:
             if engine(impl) is None:
                 raise UsageError(f"{what}: {impl.label} has no multi-device path; "
                                  f"data-parallel frameworks: {_choices()}")
-    if nodes > 1:
-        for impl in impls or []:
-            if (impl.lang, impl.name) not in MULTI_NODE:
-                raise UsageError(f"--nodes {nodes}: {impl.label} has no multi-node launch here; "
-                                 "choices: --framework pytorch")
-        if not getattr(args, "rdzv_endpoint", None):
-            raise UsageError(f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT (the same on every node)")
+    rank = getattr(args, "node_rank", None)
+    if rank is not None and rank >= nodes:
+        raise UsageError(f"--node-rank {rank}: choices with --nodes {nodes}: 0 .. {nodes - 1}")
+    if nodes == 1:
+        return
+    for impl in impls or []:
+        if _key(impl) not in MULTI_NODE:
+            raise UsageError(f"--nodes {nodes}: {impl.label} has no multi-node launch here; "
+                             f"choices: {_multi_node_choices()}")
+        for need in MULTI_NODE[_key(impl)][1]:
+            if getattr(args, need, None) is None:
+                raise UsageError(f"--nodes {nodes} with {impl.label} needs {FLAGS[need]}")
+        workers = getattr(args, "workers", None)
+        if "workers" in MULTI_NODE[_key(impl)][1] and len(workers) != nodes:
+            raise UsageError(f"--workers names {len(workers)} address(es) ({','.join(workers)}); "
+                             f"--nodes {nodes} needs one per node")
+        if "workers" in MULTI_NODE[_key(impl)][1] and args.gpus > 1 and args.device == "cpu":
+            raise UsageError(f"--nodes {nodes} --gpus {args.gpus}: TensorFlow's multi-worker strategy "
+                             "runs one CPU replica per node; choices on cpu: --gpus 1")
 
 
 def replicas(options: dict) -> int:
     return options["gpus"] * options.get("nodes", 1)
+
+
+def join_nodes(impl, options) -> None:
+    """In the worker (harness.runtimes.python), for --nodes K: the framework joins the other nodes."""
+    join = MULTI_NODE.get(_key(impl), (None, None, None))[2]
+    if options.nodes > 1 and join:
+        import importlib
+
+        module, name = join.split(":")
+        getattr(importlib.import_module(module), name)(options)
+
+
+def node_rank(options: dict) -> int | None:
+    """This node's place among --nodes (given by --node-rank; torchrun assigns its own)."""
+    return (options.get("extra") or {}).get("node_rank")
+
+
+def tf_config(options: dict) -> str:
+    """TF_CONFIG for tf.distribute's multi-worker strategies: every node's worker, and this one."""
+    import json
+
+    extra = options["extra"]
+    return json.dumps({"cluster": {"worker": list(extra["workers"])},
+                       "task": {"type": "worker", "index": extra["node_rank"]}})
 
 
 def uses_torchrun(impl, options: dict) -> bool:
@@ -104,9 +169,11 @@ def launch(impl, options: dict, python: str, worker_args: list[str]) -> tuple[li
     gpus = options["gpus"]
     if replicas(options) == 1:
         return worker, {}
-    if not uses_torchrun(impl, options):  # one process: the framework places the replicas itself
+    if not uses_torchrun(impl, options):  # one process per node: the framework places the replicas itself
         env = {}
-        if options["device"] == "cpu" and _key(impl) in XLA_HOST_DEVICES:  # N XLA host devices, set before JAX starts
+        if options.get("nodes", 1) > 1 and _key(impl) == ("python", "tensorflow", None):
+            env["TF_CONFIG"] = tf_config(options)
+        if options["device"] == "cpu" and gpus > 1 and _key(impl) in XLA_HOST_DEVICES:  # N XLA host devices, set before JAX starts
             flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(XLA_DEVICES_FLAG)]
             env["XLA_FLAGS"] = " ".join([*flags, f"{XLA_DEVICES_FLAG}={gpus}"])
         return worker, env

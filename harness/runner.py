@@ -42,7 +42,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "replica" (a node other than 0 of a multi-node run: no record here)
     result: dict | None
     error: str | None
     epochs: list  # epoch events received, kept even when the run failed later
@@ -98,10 +98,12 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
                 proc.wait()
                 raise
         outcome.log = _tail(log_path)
-        if outcome.status == "failed" and outcome.error is None and proc.returncode == 0 \
-                and parallel.replicas(job.options) > job.options["gpus"]:
-            outcome.error = ("this node hosted no rank-0 replica: the run's record is written on the node "
-                             "whose torchrun process got rank 0")
+        multi_node = parallel.replicas(job.options) > job.options["gpus"]
+        if multi_node and ((outcome.status == "failed" and outcome.error is None and proc.returncode == 0)
+                           or (outcome.status == "ok" and (parallel.node_rank(job.options) or 0) > 0)):
+            # torchrun gave rank 0 to another node, or this is node --node-rank R > 0: trained as a
+            # replica; the run's record is written on node 0
+            outcome.status = "replica"
         if outcome.status == "failed" and outcome.error is None:
             outcome.error = _exit_reason(proc.returncode, outcome.log)
         return outcome

@@ -16,11 +16,12 @@ from harness.specs import get_spec
 
 
 def options_from_args(impl, args) -> RunOptions:
-    rdzv = getattr(args, "rdzv_endpoint", None)
+    # the multi-node launch (harness.parallel): only what was given, recorded verbatim
+    extra = {k: getattr(args, k, None) for k in ("rdzv_endpoint", "node_rank", "workers")}
     return RunOptions(seed=args.seed, device=args.device, gpus=args.gpus, precision=args.precision,
                       scaling=getattr(args, "scaling", "weak"), nodes=getattr(args, "nodes", 1),
                       compile=args.compile, backend=impl.backend, image_size=args.image_size,
-                      extra={"rdzv_endpoint": rdzv} if rdzv else {})
+                      extra={k: v for k, v in extra.items() if v is not None})
 
 
 def new_run_id(impl, repeat: int) -> str:
@@ -88,6 +89,8 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
         "command": command,
         "plan": plan,
     }
+    if outcome.status == "replica":  # node R > 0 of a multi-node run: node 0 writes the record
+        return record
     if outcome.status != "ok":
         record["log_tail"] = outcome.log
     results.save(record, out)

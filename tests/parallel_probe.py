@@ -12,6 +12,16 @@ The one-process kinds write OUT/KIND.npz: losses2/losses1 (two replicas / one de
 identical (every replica's copy of every variable the same bytes), max_diff (largest weight
 difference after the steps) and moved (smallest change of a weight tensor from its start).
 
+Two nodes on this machine, each process one node (--nodes 2 --node-rank R), and the same global
+batches in one process:
+
+    python tests/parallel_probe.py nodes-KIND OUT RANK ADDRESS[,ADDRESS]   writes OUT/nodes-KIND-rank{R}.npz
+    python tests/parallel_probe.py single-KIND OUT                         writes OUT/single-KIND-rank0.npz
+
+KIND is jax, keras-jax (ADDRESS: the coordinator) or tensorflow (one worker address per node,
+written into TF_CONFIG as the harness does). Each file holds the per-step losses, the weights
+after the steps and `moved`.
+
 The step runs with --scaling strong and dropout off, so the data-parallel step must equal the
 one-process step on the same global batch.
 """
@@ -38,11 +48,11 @@ def data():
     return x, y, rows
 
 
-def train(module, gpus: int, layout: str = "NCHW", init: dict | None = None):
+def train(module, gpus: int, layout: str = "NCHW", init: dict | None = None, options: RunOptions | None = None):
     x, y, rows = data()
     if layout == "NHWC":
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    trainer = module.build(get_spec("cnn"), RunOptions(gpus=gpus, scaling="strong", dropout=False))
+    trainer = module.build(get_spec("cnn"), options or RunOptions(gpus=gpus, scaling="strong", dropout=False))
     if init is not None:  # the one-device run starts from the replicas' starting weights
         trainer.set_weights(init)
     trainer.init = trainer.get_weights()
@@ -66,6 +76,8 @@ def main(kind: str, out: str) -> None:
                  moved=min(float(np.abs(trainer.init[k] - v).max()) for k, v in trainer.get_weights().items()
                            if k.endswith("weight")), **trainer.get_weights())
         return
+    if kind.startswith(("nodes-", "single-")):
+        return nodes(kind, out, *sys.argv[3:])
     if kind != "jax":
         return one_process(kind, out)
     import jax
@@ -113,6 +125,33 @@ def one_process(kind: str, out: str) -> None:
              replicas=two.info["setup"]["replicas"], engine=two.info["setup"]["engine"],
              max_diff=max(float(np.abs(w2[k] - w1[k]).max()) for k in w1),
              moved=min(float(np.abs(w1[k] - v).max()) for k, v in one.init.items() if k.endswith("weight")))
+
+
+def nodes(kind: str, out: str, rank: str = "0", address: str = "") -> None:
+    """One node of a two-node run (nodes-KIND), or the same global batches in one process (single-KIND)."""
+    from harness import parallel
+    from harness.registry import select
+
+    role, name = kind.split("-", 1)
+    framework, _, backend = name.partition("-")
+    if framework == "keras":
+        os.environ["KERAS_BACKEND"] = backend  # before keras is imported
+    (impl,) = select("python", framework, backend or None, "cnn")
+    options = RunOptions(scaling="strong", dropout=False)
+    if role == "nodes":
+        addresses = address.split(",")
+        extra = {"node_rank": int(rank), **({"workers": addresses} if framework == "tensorflow"
+                                            else {"rdzv_endpoint": addresses[0]})}
+        options = RunOptions(scaling="strong", dropout=False, nodes=2, extra=extra)
+        if framework == "tensorflow":
+            os.environ["TF_CONFIG"] = parallel.tf_config(options.to_dict())  # as harness.parallel.launch does
+        parallel.join_nodes(impl, options)  # as the worker does, right after the import
+    module = __import__(impl.entry, fromlist=["build"])
+    trainer, losses = train(module, 1, "NHWC", options=options)
+    weights = trainer.get_weights()
+    np.savez(os.path.join(out, f"{kind}-rank{rank}.npz"), losses=losses, replicas=trainer.info["setup"]["replicas"],
+             moved=min(float(np.abs(trainer.init[k] - v).max()) for k, v in weights.items() if k.endswith("weight")),
+             **weights)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,90 @@ def test_jax_mesh_two_host_devices_match_one_device(tmp_path):
     assert float(r["max_diff"]) < 1e-5  # ...the same way on one device and on two
 
 
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def _two_nodes(cmd_for_rank, timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Starts node 0 and node 1 together (each waits for the other), then collects both."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd_for_rank(r), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in (0, 1)]
+    try:
+        done = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, done)]
+
+
+def _addresses(kind: str) -> str:
+    ports = free_ports(2 if kind == "tensorflow" else 1)
+    return ",".join(f"localhost:{p}" for p in ports)
+
+
+MULTI_NODE_KINDS = [("jax", "jax"), ("keras-jax", "keras"), ("tensorflow", "tensorflow")]
+
+
+@pytest.mark.parametrize("kind, module", MULTI_NODE_KINDS, ids=[k for k, _ in MULTI_NODE_KINDS])
+def test_two_nodes_hold_identical_weights_and_match_one_process(tmp_path, kind, module):
+    """Two processes joined by the framework's multi-node launch (jax.distributed,
+    keras.distribution.initialize, MultiWorkerMirroredStrategy over TF_CONFIG), one CPU replica each."""
+    pytest.importorskip(module)
+    address = _addresses(kind)
+    procs = _two_nodes(lambda r: [sys.executable, PROBE, f"nodes-{kind}", str(tmp_path), str(r), address])
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    _run([sys.executable, PROBE, f"single-{kind}", str(tmp_path)])
+    r0, r1, one = (dict(np.load(tmp_path / f)) for f in (f"nodes-{kind}-rank0.npz", f"nodes-{kind}-rank1.npz",
+                                                          f"single-{kind}-rank0.npz"))
+    assert int(r0["replicas"]) == 2 and int(one["replicas"]) == 1
+    weights = [k for k in one if k not in ("losses", "moved", "replicas")]
+    for k in weights:
+        assert r0[k].tobytes() == r1[k].tobytes(), f"the two nodes hold different {k}"
+    np.testing.assert_allclose(r0["losses"], one["losses"], rtol=1e-5)  # the global batch's mean loss
+    np.testing.assert_allclose(r1["losses"], one["losses"], rtol=1e-5)
+    assert float(one["moved"]) > 0  # the steps changed the weights...
+    for k in weights:  # ...the same way on two nodes as in one process
+        np.testing.assert_allclose(r0[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("framework, backend", [("jax", None), ("tensorflow", None)])
+def test_two_node_harness_run_writes_one_record_on_node_0(tmp_path, data_cache, framework, backend):
+    """The README's multi-node command, both nodes on localhost: node 0 records the run with its
+    setup; node 1 trains as a replica, says so and writes no record."""
+    pytest.importorskip(framework)
+    select = ["--framework", framework] + (["--backend", backend] if backend else [])
+    join = (["--workers", _addresses("tensorflow")] if framework == "tensorflow"
+            else ["--rdzv-endpoint", _addresses(framework)])
+    procs = _two_nodes(lambda r: [sys.executable, "-m", "harness", *select, "--model", "cnn", "--data", "synthetic",
+                                  "--samples", "256", "--epochs", "2", "--nodes", "2", "--node-rank", str(r), *join,
+                                  "--data-dir", str(data_cache), "--out", str(tmp_path / f"node{r}"),
+                                  "--format", "json", "--quiet"])
+    assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
+    import json
+
+    record = json.loads(procs[0].stdout)
+    assert record["status"] == "ok"
+    setup = record["info"]["setup"]
+    assert (setup["replicas"], setup["nodes"], setup["gpus_per_node"]) == (2, 2, 1)
+    assert record["config"]["batch_size"] == 128  # weak scaling: the spec's 64 per replica
+    assert record["config"]["extra"]["node_rank"] == 0
+    assert len(list((tmp_path / "node0").glob("*.json"))) == 1
+    assert json.loads(procs[1].stdout)["status"] == "replica"
+    assert "trained as a replica of a 2-node run; its record is written on node 0" in procs[1].stderr
+    assert not list((tmp_path / "node1").glob("*.json"))
+    assert json.loads(procs[1].stdout)["epochs"][-1]["loss"] == record["epochs"][-1]["loss"]
+
+
 def _one_process(kind, tmp_path, python=sys.executable, **env):
     """Runs the probe's two-replica and one-device steps; the replicas must match each other and it."""
     _run([str(python), PROBE, kind, str(tmp_path)], **env)

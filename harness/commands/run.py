@@ -30,6 +30,26 @@ def positive_float(text: str) -> float:
     return value
 
 
+def addresses(text: str) -> list[str]:
+    """HOST:PORT,HOST:PORT,... (--workers)."""
+    out = [a.strip() for a in text.split(",")]
+    for a in out:
+        host, _, port = a.rpartition(":")
+        if not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"{a!r} is not HOST:PORT")
+    return out
+
+
+def rank(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn") -> None:
     p.add_argument("--lang", default="python", help="python, r or julia (default: python)")
     p.add_argument("--framework", help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, pytensor, flux, knet "
@@ -45,9 +65,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "--device cuda, or N CPU replicas with --device cpu, for testing the data-parallel path")
     p.add_argument("--scaling", default="weak", choices=("weak", "strong"), help="weak (default): spec batch per "
                    "replica, lr x replicas; strong: global batch = spec batch, split over the replicas")
-    p.add_argument("--nodes", type=positive_int, default=1, help="machines, joined by torchrun's rendezvous "
-                   "(run the same command on each; pytorch only)")
-    p.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous, the same on every node (with --nodes)")
+    p.add_argument("--nodes", type=positive_int, default=1, help="machines, joined by the framework's own "
+                   "multi-node launch: torchrun (pytorch), jax.distributed (jax, keras --backend jax), "
+                   "MultiWorkerMirroredStrategy (tensorflow); run the command on each node")
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0, the same on every node: torchrun's rendezvous, "
+                   "jax.distributed's coordinator")
+    p.add_argument("--node-rank", type=rank, help="this node's rank, 0 .. K-1 (jax, keras, tensorflow; "
+                   "torchrun assigns its own); node 0 writes the record")
+    p.add_argument("--workers", type=addresses, help="HOST:PORT of every node's TensorFlow worker in "
+                   "node-rank order (tensorflow with --nodes; written into TF_CONFIG)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile where offered")
     p.add_argument("--image-size", type=positive_int, default=32, help="resnet50 input side (default: 32)")
@@ -143,4 +169,8 @@ def main(args) -> int:
     else:
         print(summary_table(records).to_string(index=False))
         print(f"\nrecords: {args.out}/", file=sys.stderr)
-    return 0 if all(r["status"] == "ok" for r in records) else 1
+    for r in records:
+        if r["status"] == "replica":
+            print(f"{r['impl']['label']}: this node trained as a replica of a {r['config']['nodes']}-node run; "
+                  "its record is written on node 0", file=sys.stderr)
+    return 0 if all(r["status"] in ("ok", "replica") for r in records) else 1

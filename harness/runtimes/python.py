@@ -32,6 +32,9 @@ def import_framework(impl, options) -> dict:
     import numpy
 
     versions["numpy"] = numpy.__version__
+    from harness import parallel
+
+    parallel.join_nodes(impl, options)  # --nodes K: before the framework touches a device
     return versions
 
 

@@ -8,6 +8,12 @@ the whole global batch, so the loss equals the one-device loss (up to summation 
 replicas cannot drift apart. `--device cpu --gpus N` uses N XLA host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=N, set by the harness before JAX is imported),
 for testing the data-parallel path.
+
+`--nodes K`: one process per node, joined by jax.distributed.initialize (coordinator: node 0's
+--rdzv-endpoint, process id: --node-rank); the mesh spans every node's devices in process order,
+so replica r of the global batch is device r of node r // N. Every process holds the same
+replicated arrays (each node's harness prepared the same bytes) and runs the same jitted step;
+XLA's collectives cross the nodes (NCCL on GPUs, gloo on CPU).
 """
 from __future__ import annotations
 
@@ -18,20 +24,37 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from harness.protocol import setup_record
 
 
+def join_nodes(options) -> None:
+    """--nodes K: this process joins the others; the worker calls it before JAX's first device
+    query (harness.parallel.MULTI_NODE)."""
+    if options.nodes == 1 or jax.distributed.is_initialized():
+        return
+    if options.device == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(options.extra["rdzv_endpoint"], num_processes=options.nodes,
+                               process_id=options.extra["node_rank"],
+                               local_device_ids=list(range(options.gpus)) if options.device == "cuda" else None)
+
+
 class Placement:
     """Where arrays live: one device, or replicated over a mesh with batches split over it."""
 
     def __init__(self, options):
         kind = "gpu" if options.device == "cuda" else "cpu"
         try:
-            found = jax.devices(kind)
+            local = jax.local_devices(backend=kind)
         except RuntimeError as e:
             raise RuntimeError(f"--device {options.device}: JAX sees no {kind} device here ({e}); "
                                "install jax[cuda12]") from None
-        if len(found) < options.gpus:
+        if len(local) < options.gpus:
             hint = "" if kind == "gpu" else " (the harness sets XLA_FLAGS=--xla_force_host_platform_device_count)"
-            raise RuntimeError(f"--gpus {options.gpus}: JAX sees {len(found)} {kind} device(s){hint}")
-        self.devices = found[:options.gpus]
+            raise RuntimeError(f"--gpus {options.gpus}: JAX sees {len(local)} {kind} device(s){hint}")
+        # each process's first --gpus local devices, in process order (jax.devices() lists them so)
+        per_process = {}
+        for d in jax.devices(kind):
+            per_process.setdefault(d.process_index, []).append(d)
+        self.devices = [d for p in sorted(per_process) for d in per_process[p][:options.gpus]]
+        self.local = [d for d in self.devices if d.process_index == jax.process_index()]
         self.replicas = len(self.devices)
         if self.replicas == 1:
             self.replicated = self.batch = self.devices[0]
@@ -42,7 +65,15 @@ class Placement:
             self.batch = NamedSharding(self.mesh, PartitionSpec("data"))  # axis 0 split over the mesh
 
     def put(self, tree):
-        return jax.device_put(tree, self.replicated)
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(self._replicate, tree)
+
+    def _replicate(self, a):
+        """Onto every node's devices: only from host memory, whose bytes are the same on every node."""
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed RNG keys travel as their uint32 data
+            return jax.random.wrap_key_data(self._replicate(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+        return jax.device_put(np.asarray(a), self.replicated)
 
     def shard_batch(self, a):
         """Inside the jitted step: split the global batch (axis 0) over the mesh."""
@@ -54,11 +85,18 @@ class Placement:
         return jax.lax.with_sharding_constraint(a, self.batch)
 
     def setup(self, options) -> dict:
-        return setup_record(options, "one process" if self.mesh is None else "jax.sharding mesh (batch axis 'data')",
-                            [getattr(d, "device_kind", d.platform) for d in self.devices], self.replicas)
+        engine = ("one process" if self.mesh is None else "jax.sharding mesh (batch axis 'data')"
+                  + (f", jax.distributed over {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+        return setup_record(options, engine, [getattr(d, "device_kind", d.platform) for d in self.local], self.replicas)
+
+    def barrier(self) -> None:
+        """Every node starts an epoch's clock together."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("dl-rosetta epoch")
 
     def peak_bytes(self) -> list | None:
-        stats = [d.memory_stats() if d.platform != "cpu" else None for d in self.devices]
+        stats = [d.memory_stats() if d.platform != "cpu" else None for d in self.local]
         if not any(stats):
             return None
         return [s.get("peak_bytes_in_use") if s else None for s in stats]

@@ -58,15 +58,6 @@ def make_optimizer(opt, lr_scale: float = 1):
     return optax.adam(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
 
 
-def select_device(options):
-    if options.device == "cuda":
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError as e:
-            raise RuntimeError(f"--device cuda: JAX sees no GPU here ({e}); install jax[cuda12]") from None
-    return jax.devices("cpu")[0]
-
-
 class JaxTrainer:
     """Trains an nnx.Module that maps a batch to logits; Dropout and BatchNorm follow nnx.view."""
 
@@ -74,8 +65,7 @@ class JaxTrainer:
         if set(weights) != set(spec.weight_shapes()):
             raise ValueError(f"the {spec.name} weight map must cover exactly the spec's canonical keys")
         self.weights = weights
-        self.device = select_device(options)
-        # Several devices (--gpus N): a mesh, parameters replicated, batches split (parallel.py).
+        # Several devices (--gpus N, --nodes K): a mesh, parameters replicated, batches split (parallel.py).
         self.place = Placement(options)
         lr_scale = self.place.replicas if options.scaling == "weak" else 1  # weak scaling: lr x replicas
         # Training view (dropout on, batch statistics) and eval view share the same state.
@@ -124,6 +114,9 @@ class JaxTrainer:
 
     def param_count(self) -> int:
         return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(self.state[0]))
+
+    def barrier(self) -> None:  # the harness calls it before each epoch's clock starts
+        self.place.barrier()
 
     def _to_device(self, a):
         a = np.asarray(a)

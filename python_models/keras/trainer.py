@@ -6,7 +6,7 @@ import threading
 import keras
 import numpy as np
 
-from python_models.keras.distributed import distribute, setup_info
+from python_models.keras.distributed import distribute, node_rows, predict_on_nodes, setup_info
 
 EVAL_BATCH = 256
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -200,7 +200,7 @@ class KerasTrainer:
         data_format = keras.config.image_data_format()
         self.flattened = (flattened or {}) if data_format == "channels_last" else {}
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
-        self.replicas = options.gpus  # data parallel (distributed.py): set up by setup() before the model
+        self.replicas = options.gpus * options.nodes  # data parallel (distributed.py): set up by setup() before the model
         lr_scale = self.replicas if options.scaling == "weak" else 1
         # "auto" is Keras' default: jax.jit on JAX; XLA on TensorFlow when a GPU is present (Keras
         # turns it off on CPU-only machines); eager on torch. --compile forces it on (torch.compile
@@ -246,14 +246,17 @@ class KerasTrainer:
         # timed the same within noise. One gather puts the epoch in the harness's order; fit then
         # cuts exactly these rows into the same batches (shuffle=False, no partial batch), one
         # optimiser step each.
-        order = index.reshape(-1)
+        mine = node_rows(self.options, index)  # --nodes K: this node's share of each global batch
+        order = mine.reshape(-1)
         record = StepLosses(batches)
-        self.model.fit(self.x[order], self.y[order], batch_size=batch_size, epochs=1, shuffle=False,
+        self.model.fit(self.x[order], self.y[order], batch_size=mine.shape[1], epochs=1, shuffle=False,
                        verbose=0, callbacks=[record])
         assert len(record.losses) == steps, f"{len(record.losses)} steps run, {steps} batches given"
         return np.array([record.losses[i] for i in range(steps)], dtype=np.float32)  # fit returned: all done
 
     def predict(self, x) -> np.ndarray:
+        if self.options.nodes > 1:
+            return predict_on_nodes(self.model, x, EVAL_BATCH)
         return np.asarray(self.model.predict(np.asarray(x), batch_size=EVAL_BATCH, verbose=0), np.float32)
 
     def get_weights(self) -> dict[str, np.ndarray]:

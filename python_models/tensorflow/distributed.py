@@ -12,6 +12,12 @@ summed over the *global* batch size (tf.nn.compute_average_loss), the strategy a
 the gradients, and strategy.extended.update applies the same update to every copy, so one step is
 the one-device step on the whole row (up to summation order). Weak scaling (default): global
 batch = spec batch x N, learning rate x N; strong: global batch = spec batch, lr unchanged.
+
+`--nodes K`: tf.distribute.MultiWorkerMirroredStrategy, one worker process per node, its cluster
+read from TF_CONFIG (written by the harness from --workers and --node-rank). The strategy must
+exist before TensorFlow initialises, so the worker builds it right after the import (join_nodes).
+Replica ids are global (node-major), so every node runs the same step on its own slices of the
+same global batch; the all-reduce crosses the nodes (NCCL on GPUs, RING over gRPC on CPU).
 """
 from __future__ import annotations
 
@@ -25,8 +31,31 @@ from python_models.tensorflow.trainer import TFTrainer, setup_info
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def mirrored_strategy(options) -> tuple[tf.distribute.MirroredStrategy, str]:
+_MULTI_WORKER: list = []  # (strategy, all-reduce name), made by join_nodes at start-up
+
+
+def join_nodes(options) -> None:
+    """--nodes K: this process becomes worker --node-rank of TF_CONFIG's cluster."""
+    if _MULTI_WORKER:
+        return
+    comm = tf.distribute.experimental.CommunicationImplementation
+    if options.device == "cuda":
+        found = tf.config.list_physical_devices("GPU")
+        if len(found) < options.gpus:
+            raise RuntimeError(f"--gpus {options.gpus}: TensorFlow sees {len(found)} GPU(s)")
+        tf.config.set_visible_devices(found[:options.gpus], "GPU")  # the strategy takes every visible GPU
+    implementation = comm.NCCL if options.device == "cuda" else comm.RING
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    _MULTI_WORKER.append((strategy, f"MultiWorkerMirroredStrategy ({implementation.name})"))
+
+
+def mirrored_strategy(options) -> tuple[tf.distribute.Strategy, str]:
     """The strategy and the name of its all-reduce."""
+    if options.nodes > 1:
+        if not _MULTI_WORKER:
+            raise RuntimeError("--nodes: the multi-worker strategy was not made at start-up (join_nodes)")
+        return _MULTI_WORKER[0]
     n = options.gpus
     if options.device == "cuda":
         found = tf.config.list_physical_devices("GPU")
@@ -66,7 +95,8 @@ class MirroredTrainer(TFTrainer):
         self.info["fast_path"]["mirrored"] = {
             "cross_device_ops": cross, "lr_scale": self.lr_scale,
             "batchnorm": "per-replica batch statistics; running statistics averaged over replicas"}
-        self.info["setup"] = setup_info(options, self.devices, f"tf.distribute.MirroredStrategy ({cross})")
+        engine = cross if options.nodes > 1 else f"tf.distribute.MirroredStrategy ({cross})"
+        self.info["setup"] = setup_info(options, self.devices, engine, self.replicas)
 
     def _scope(self):
         stack = contextlib.ExitStack()  # exits in reverse order
@@ -78,8 +108,8 @@ class MirroredTrainer(TFTrainer):
         # One copy per replica device before the clock; every replica gathers its slice there.
         x, y = np.asarray(x), np.asarray(y)
 
-        def local(ctx, a, dtype):
-            with tf.device(self.devices[ctx.replica_id_in_sync_group]):
+        def local(ctx, a, dtype):  # replica ids are global, node-major; devices are this node's
+            with tf.device(self.devices[ctx.replica_id_in_sync_group % len(self.devices)]):
                 return tf.identity(tf.constant(a, dtype))
 
         self.x = self.strategy.experimental_distribute_values_from_function(lambda c: local(c, x, tf.as_dtype(x.dtype)))
@@ -122,6 +152,6 @@ class MirroredTrainer(TFTrainer):
     def peak_device_memory(self) -> int | None:
         if self.device != "/GPU:0":
             return None
-        peaks = [tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] for i in range(self.replicas)]
+        peaks = [tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] for i in range(len(self.devices))]
         self.info["setup"]["peak_bytes_per_device"] = peaks
         return max(peaks)

@@ -70,15 +70,17 @@ def initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def setup_info(options, devices: list[str], engine: str = "one process") -> dict:
+def setup_info(options, devices: list[str], engine: str = "one process", replicas: int | None = None) -> dict:
     """The device setup a result records (the same fields as the PyTorch and JAX trainers')."""
     build = tf.sysconfig.get_build_info() if options.device == "cuda" else {}
-    return setup_record(options, engine, devices, cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
+    return setup_record(options, engine, devices, replicas, cuda=build.get("cuda_version"),
+                        cudnn=build.get("cudnn_version"))
 
 
 def build_trainer(make_model: Callable[[], tf.Module], spec, options):
-    """One device: TFTrainer; --gpus N: MirroredStrategy over N devices (distributed.py)."""
-    if options.gpus > 1:
+    """One device: TFTrainer; --gpus N: MirroredStrategy over N devices; --nodes K: the multi-worker
+    strategy (distributed.py)."""
+    if options.gpus * options.nodes > 1:
         from python_models.tensorflow.distributed import MirroredTrainer
         return MirroredTrainer(make_model, spec, options)
     return TFTrainer(make_model, spec, options)
