@@ -111,7 +111,11 @@ def interconnect() -> dict | None:
 
 
 def git_commit() -> dict:
+    """The checkout's commit; DL_ROSETTA_COMMIT names it for a copy of the tree without .git (a
+    tree shipped to a lent machine)."""
     commit = _run(["git", "rev-parse", "HEAD"], cwd=REPO)
+    if commit is None and os.environ.get("DL_ROSETTA_COMMIT"):
+        return {"commit": os.environ["DL_ROSETTA_COMMIT"], "dirty": None, "from": "DL_ROSETTA_COMMIT"}
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO)
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 
