@@ -65,19 +65,20 @@ def parse_topology(text: str) -> dict:
     """`nvidia-smi topo -m` -> the link between every pair of GPUs, a one-line summary, and the NICs."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # some drivers underline the header
     lines = [line for line in text.splitlines() if line.strip()]
-    header = next((line.split() for line in lines if line.split()[:1] == ["GPU0"]), [])
-    columns = [c for c in header if re.fullmatch(r"(GPU|NIC)\d+", c)]
+    # the header names the columns (GPU0 .. NIC0 .. "CPU Affinity"); the rows below start with a GPU or NIC
+    header = next((line for line in lines if "Affinity" in line), lines[0] if lines else "")
+    columns = [c for c in header.split() if re.fullmatch(r"(GPU|NIC)\d+", c)]
+    rows = [line.split() for line in lines if line is not header and re.match(r"\s*GPU\d+\s", line)]
     links, nics = {}, {}
-    for line in lines:
-        cells = line.split()
-        if cells and re.fullmatch(r"GPU\d+", cells[0]):
-            for col, cell in zip(columns, cells[1:]):
-                if col.startswith("GPU") and int(col[3:]) > int(cells[0][3:]):
-                    links[f"{cells[0]}-{col}"] = cell
+    for cells in rows:
+        for col, cell in zip(columns, cells[1:]):
+            if col.startswith("GPU") and int(col[3:]) > int(cells[0][3:]):
+                links[f"{cells[0]}-{col}"] = cell
+    for line in lines:  # the NIC legend: "NIC0: mlx5_0"
         m = re.match(r"\s*(NIC\d+):\s*(\S+)", line)
         if m:
             nics[m[1]] = m[2]
-    gpus = sum(1 for line in lines if re.match(r"GPU\d+\s", line))
+    gpus = len(rows)
     kinds = sorted(set(links.values()))
     if gpus <= 1:
         summary = "one GPU: no link between GPUs"

@@ -15,7 +15,8 @@ NVLINK = ("\x1b[4m\tGPU0\tGPU1\tGPU2\tGPU3\tNIC0\tNIC1\tCPU Affinity\tNUMA Affin
           "NIC Legend:\n\n  NIC0: mlx5_0\n  NIC1: mlx5_1\n")
 PCIE = ("\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\n"
         "GPU0\t X \tSYS\t0-15\t0\t\tN/A\nGPU1\tSYS\t X \t16-31\t1\t\tN/A\n\nLegend: ...\n")
-ONE = "\tGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\nGPU0\t X \t0-15\t0\t\tN/A\n\nLegend: ...\n"
+# the lent H100, as environment._run returns it (stripped: the header's leading tab is gone)
+ONE = "\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m\nGPU0\t X \t0-15\t0\t\tN/A\n\nLegend:\n\n  X    = Self\n"
 
 
 def test_nvlink_machine_is_read_pair_by_pair_with_its_nics():
