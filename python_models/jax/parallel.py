@@ -11,7 +11,7 @@ for testing the data-parallel path.
 
 `--nodes K`: one process per node, joined by jax.distributed.initialize (coordinator: node 0's
 --rdzv-endpoint, process id: --node-rank); the mesh spans every node's devices in process order,
-so replica r of the global batch is device r of node r // N. Every process holds the same
+so replica r (the r-th slice of each global batch) is device r % N of node r // N. Every process holds the same
 replicated arrays (each node's harness prepared the same bytes) and runs the same jitted step;
 XLA's collectives cross the nodes (NCCL on GPUs, gloo on CPU).
 """

@@ -57,9 +57,11 @@ def distribute(options) -> None:
         if len(local) < n:
             raise RuntimeError(f"--gpus {n}: JAX sees {len(local)} {kind} device(s) (on cpu the harness "
                                "sets XLA_FLAGS=--xla_force_host_platform_device_count)")
-        # every node's first N devices, node-major: replica r holds rows r of each global batch
-        found = [d for d in jax.devices(kind) if d.id in {e.id for e in jax.local_devices(d.process_index, kind)[:n]}]
-        found = sorted(found, key=lambda d: (d.process_index, d.id))
+        # every node's first N devices, node-major: replica r trains the r-th slice of each global batch
+        per_node = {}
+        for d in jax.devices(kind):
+            per_node.setdefault(d.process_index, []).append(d)
+        found = [d for p in sorted(per_node) for d in per_node[p][:n]]
         # several nodes: each feeds its own slice of every global batch (node_rows), already sharded
         keras.distribution.set_distribution(keras.distribution.DataParallel(
             devices=found, auto_shard_dataset=options.nodes == 1) if len(found) > 1 else None)
@@ -105,8 +107,6 @@ def predict_on_nodes(model, x, batch: int):
     import jax
     import numpy as np
 
-    from keras.src.backend.jax.distribution_lib import distribute_data_input
-
     dist = keras.distribution.distribution()
     trainable = [v.value for v in model.trainable_variables]
     rest = [v.value for v in model.non_trainable_variables]
@@ -114,8 +114,8 @@ def predict_on_nodes(model, x, batch: int):
     out = []
     for i in range(0, len(x), batch):
         xb = np.asarray(x[i:i + batch])
-        logits = forward(trainable, rest, distribute_data_input(xb, dist.get_data_layout(xb.shape).backend_layout,
-                                                                dist.batch_dim_name))
+        sharding = dist.get_data_layout(xb.shape).backend_layout  # rows split over every node's devices
+        logits = forward(trainable, rest, jax.make_array_from_process_local_data(sharding, xb))
         shards = sorted(logits.addressable_shards, key=lambda s: s.index[0].start or 0)
         out.append(np.concatenate([np.asarray(s.data) for s in shards]))
     return np.concatenate(out).astype(np.float32)
