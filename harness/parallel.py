@@ -135,14 +135,28 @@ def replicas(options: dict) -> int:
     return options["gpus"] * options.get("nodes", 1)
 
 
+_LEAVE: list = []  # what each joined framework does before this process may exit
+
+
 def join_nodes(impl, options) -> None:
-    """In the worker (harness.runtimes.python), for --nodes K: the framework joins the other nodes."""
+    """In the worker (harness.runtimes.python), for --nodes K: the framework joins the other nodes.
+    The join function returns how to leave them again (leave_nodes)."""
     join = MULTI_NODE.get(_key(impl), (None, None, None))[2]
     if options.nodes > 1 and join:
         import importlib
 
         module, name = join.split(":")
-        getattr(importlib.import_module(module), name)(options)
+        leave = getattr(importlib.import_module(module), name)(options)
+        if leave is not None:
+            _LEAVE.append(leave)
+
+
+def leave_nodes() -> None:
+    """In the worker, once its result is sent: wait until every node has sent its own. Node 0
+    hosts JAX's coordination service (TensorFlow's leader); exiting before the others have
+    finished would make theirs abort their run."""
+    while _LEAVE:
+        _LEAVE.pop()()
 
 
 def node_rank(options: dict) -> int | None:

@@ -375,6 +375,9 @@ def main(argv=None) -> int:
         result = MODES[job.get("mode", "train")](job, events)
         result.setdefault("timing", {})["startup_s"] = T_MAIN - spawn
         events.send("result", **result)
+        from harness import parallel
+
+        parallel.leave_nodes()  # --nodes K: every node has sent its result before any exits
         return 0
     except BaseException as e:  # noqa: BLE001 - everything is reported, then the process ends
         trace = traceback.format_exc()

@@ -149,9 +149,16 @@ def nodes(kind: str, out: str, rank: str = "0", address: str = "") -> None:
     module = __import__(impl.entry, fromlist=["build"])
     trainer, losses = train(module, 1, "NHWC", options=options)
     weights = trainer.get_weights()
+    if role == "nodes" and rank == "1":
+        import time
+        time.sleep(3)  # the slower node: node 0 must not leave (and take the coordinator) before it is done
     np.savez(os.path.join(out, f"{kind}-rank{rank}.npz"), losses=losses, replicas=trainer.info["setup"]["replicas"],
              moved=min(float(np.abs(trainer.init[k] - v).max()) for k, v in weights.items() if k.endswith("weight")),
              **weights)
+    if role == "nodes":  # as harness.worker ends: leave the other nodes, then exit without teardown
+        parallel.leave_nodes()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

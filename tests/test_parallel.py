@@ -121,7 +121,8 @@ def test_two_node_harness_run_writes_one_record_on_node_0(tmp_path, data_cache, 
                                   "--samples", "256", "--epochs", "2", "--nodes", "2", "--node-rank", str(r), *join,
                                   "--data-dir", str(data_cache), "--out", str(tmp_path / f"node{r}"),
                                   "--format", "json", "--quiet"])
-    assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(f"node {r}: {p.stdout[-3000:]}{p.stderr[-2000:]}"
+                                                           for r, p in enumerate(procs))
     import json
 
     record = json.loads(procs[0].stdout)

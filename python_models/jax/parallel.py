@@ -24,16 +24,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from harness.protocol import setup_record
 
 
-def join_nodes(options) -> None:
+def join_nodes(options):
     """--nodes K: this process joins the others; the worker calls it before JAX's first device
-    query (harness.parallel.MULTI_NODE)."""
+    query (harness.parallel.MULTI_NODE). Returns how to leave: jax.distributed.shutdown waits for
+    every process, so node 0's coordination service outlives the others' runs."""
     if options.nodes == 1 or jax.distributed.is_initialized():
-        return
+        return None
     if options.device == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(options.extra["rdzv_endpoint"], num_processes=options.nodes,
                                process_id=options.extra["node_rank"],
                                local_device_ids=list(range(options.gpus)) if options.device == "cuda" else None)
+    return jax.distributed.shutdown
 
 
 class Placement:

@@ -21,16 +21,17 @@ import keras
 from harness.protocol import setup_record
 
 
-def join_nodes(options) -> None:
+def join_nodes(options):
     """--nodes K (JAX backend): this process joins the others through keras.distribution.initialize
     (jax.distributed; coordinator node 0's --rdzv-endpoint, process id --node-rank), before the
-    first device query. CPU collectives run over gloo."""
+    first device query. CPU collectives run over gloo. Returns how to leave (as JAX's)."""
     import jax
 
     if options.device == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     keras.distribution.initialize(options.extra["rdzv_endpoint"], num_processes=options.nodes,
                                   process_id=options.extra["node_rank"])
+    return jax.distributed.shutdown
 
 
 def distribute(options) -> None:

@@ -34,10 +34,11 @@ SUM = tf.distribute.ReduceOp.SUM
 _MULTI_WORKER: list = []  # (strategy, all-reduce name), made by join_nodes at start-up
 
 
-def join_nodes(options) -> None:
-    """--nodes K: this process becomes worker --node-rank of TF_CONFIG's cluster."""
+def join_nodes(options):
+    """--nodes K: this process becomes worker --node-rank of TF_CONFIG's cluster. Returns how to
+    leave: one last all-reduce, which every worker reaches only when its run is done."""
     if _MULTI_WORKER:
-        return
+        return None
     comm = tf.distribute.experimental.CommunicationImplementation
     if options.device == "cuda":
         found = tf.config.list_physical_devices("GPU")
@@ -48,6 +49,7 @@ def join_nodes(options) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
     _MULTI_WORKER.append((strategy, f"MultiWorkerMirroredStrategy ({implementation.name})"))
+    return lambda: strategy.reduce(SUM, strategy.run(lambda: tf.constant(1.0)), axis=None).numpy()
 
 
 def mirrored_strategy(options) -> tuple[tf.distribute.Strategy, str]:
