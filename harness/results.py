@@ -146,7 +146,7 @@ def _flat(record: dict) -> dict:
         "framework": impl["framework"], "backend": impl.get("backend"), "model": impl["model"],
         "data": cfg["data"], "samples": cfg.get("n_train"), "batch_size": cfg["batch_size"],
         "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
-        "device": cfg["device"], "gpus": cfg["gpus"], "precision": cfg["precision"],
+        "device": cfg["device"], "gpus": cfg["gpus"], "nodes": cfg.get("nodes", 1), "precision": cfg["precision"],
         "compile": bool(cfg.get("compile")), "image_size": cfg.get("image_size"), "repeat": cfg.get("repeat"),
         "startup_s": timing.get("startup_s"), "import_s": timing.get("import_s"), "build_s": timing.get("build_s"),
         "first_epoch_s": timing.get("first_epoch_s"), "steady_s_per_epoch": timing.get("steady_s_per_epoch"),

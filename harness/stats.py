@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 # one row of a table: what was run, on which setup, with which amount of work per epoch
-ROW_KEYS = ("lang", "framework", "backend", "model", "device", "gpus", "precision", "compile", "image_size",
+ROW_KEYS = ("lang", "framework", "backend", "model", "device", "gpus", "nodes", "precision", "compile", "image_size",
             "data", "samples", "batch_size")
 ACCURACY_TOLERANCE = 0.05  # absolute, i.e. 5 points of test accuracy
 LEVEL = 0.95
@@ -114,16 +114,23 @@ def summarize(frame, keys=ROW_KEYS):
     reference = out.groupby(parity_keys, dropna=False)["test_accuracy"].transform("median")
     out["accuracy_reference"] = reference
     out["accuracy_parity"] = (out["test_accuracy"] - reference).abs() <= ACCURACY_TOLERANCE
-    out["scaling_efficiency"] = scaling_efficiency(out, [k for k in keys if k not in ("gpus", "batch_size")])
+    out["scaling_efficiency"] = scaling_efficiency(out, [k for k in keys if k not in ("gpus", "nodes", "batch_size")])
     return out
 
 
+def replicas(rows):
+    """Data-parallel replicas of each row: GPUs per node x nodes."""
+    return rows["gpus"] * rows["nodes"]
+
+
 def scaling_efficiency(summary, same: list[str]):
-    """examples/s on N devices / (N x examples/s of the same row on one device); NaN without one.
+    """examples/s on N replicas (GPUs x nodes) / (N x examples/s of the same row on one device);
+    NaN without one.
 
     `same` names what must match (machine, implementation, model, precision, data, samples...);
     the batch is left out, since weak scaling multiplies the global batch by N."""
     ident = summary[same].apply(lambda r: repr(tuple(r)), axis=1)
-    single = summary["gpus"] == 1
+    n = replicas(summary)
+    single = n == 1
     base = ident.map(dict(zip(ident[single], summary.loc[single, "median_eps"])))
-    return summary["median_eps"] / (summary["gpus"] * base)
+    return summary["median_eps"] / (n * base)

@@ -15,7 +15,7 @@ ENV = {"hostname": "testbox", "machine_id": "feedfacecafe", "platform": "Linux-t
 
 
 def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang="python", backend=None,
-           gpus=1, device="cpu", precision="fp32", samples=2048, repeat=0, accuracy=0.8, status="ok",
+           gpus=1, nodes=1, device="cpu", precision="fp32", samples=2048, repeat=0, accuracy=0.8, status="ok",
            version="2.13.0", env=None, gpu_names=(), plan=None, started="2026-01-02T03:04:05+00:00") -> dict:
     """One run: `seconds` are its epochs' times (the first is the warm-up)."""
     env = dict(ENV if env is None else env)
@@ -36,7 +36,7 @@ def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang=
                  "version": version},
         "config": {"data": "synthetic", "n_train": samples, "n_test": 512, "epochs": len(seconds),
                    "batch_size": 64, "repeat": repeat, "timeout_s": 3600.0, "seed": 0, "device": device,
-                   "gpus": gpus, "precision": precision, "compile": False, "backend": backend, "dropout": True,
+                   "gpus": gpus, "nodes": nodes, "precision": precision, "compile": False, "backend": backend, "dropout": True,
                    "image_size": 32, "extra": {}},
         "timing": {"startup_s": 0.1, "import_s": 1.5, "build_s": 0.4, "first_epoch_s": seconds[0] if epochs else None},
         "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.5, 0.6, 0.4]},

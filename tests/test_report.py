@@ -92,6 +92,24 @@ def test_scaling_efficiency_against_one_device(report):
     assert "one device)" not in gpu["CUDA, 1 GPU, fp32"]
 
 
+def test_multi_node_runs_get_their_own_section_and_scale_against_one_device(tmp_path):
+    """2 nodes x 1 GPU is 2 replicas: its own section, and its efficiency is against 1 device, not
+    against itself (both have gpus == 1)."""
+    from harness.commands.report import build
+
+    for nodes in (1, 2):
+        t = 1.0 / nodes * 1.1 ** (nodes > 1)
+        results.save(record(framework="jax", model="resnet50", device="cuda", gpus=1, nodes=nodes, env=GPU_ENV,
+                            gpu_names=["NVIDIA H100 80GB HBM3"], seconds=(3, t, t, t)), tmp_path / "store")
+    md, _ = build([tmp_path / "store"], tmp_path / "out")
+    gpu = {s.split(":")[0]: s for s in md.split("### ")[1:]}
+    assert sorted(gpu) == ["CUDA, 1 GPU, fp32", "CUDA, 2 nodes, 1 GPU each, fp32"]
+    detail = next(line for line in gpu["CUDA, 2 nodes, 1 GPU each, fp32"].splitlines()
+                  if line.startswith("| JAX") and "| resnet50 |" in line)
+    assert "(91% of 2× one device)" in detail, detail
+    assert "one device)" not in gpu["CUDA, 1 GPU, fp32"]
+
+
 def test_charts_are_written_for_bars_scaling_and_languages(report):
     out, md, sections = report
     names = sorted(p.name for p in out.glob("*.png"))

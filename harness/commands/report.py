@@ -23,7 +23,7 @@ FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "K
 BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}
 LANG_NAMES = {"python": "Python", "r": "R", "julia": "Julia"}
 LANG_COLOURS = {"python": "#4C72B0", "r": "#DD8452", "julia": "#8172B3"}
-SECTION_KEYS = ("machine", "hardware", "device", "gpus", "precision")  # cloned VMs can share a machine id
+SECTION_KEYS = ("machine", "hardware", "device", "gpus", "precision", "nodes")  # cloned VMs can share a machine id
 COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")
 ROW_NAME_KEYS = ("lang", "framework", "backend", "compile", "version")
 
@@ -147,8 +147,10 @@ class Section:
     @property
     def title(self) -> str:
         k = self.key
-        gpus = f", {k['gpus']} GPU{'s' if k['gpus'] > 1 else ''}" if k["device"] != "cpu" else ""
-        return f"{k['device'].upper()}{gpus}, {k['precision']}: {self.hardware}"
+        parts = [k["device"].upper()] + ([f"{k['nodes']} nodes"] if k["nodes"] > 1 else [])
+        if k["device"] != "cpu":
+            parts.append(f"{k['gpus']} GPU{'s' if k['gpus'] > 1 else ''}" + (" each" if k["nodes"] > 1 else ""))
+        return f"{', '.join(parts)}, {k['precision']}: {self.hardware}"
 
 
 def hardware_line(r) -> str:
@@ -169,6 +171,14 @@ def _column_label(col: tuple, columns: list[tuple]) -> str:
     return f"{model} ({data}, {samples:,}" + (f", {image}px" if model == "resnet50" else "") + ")"
 
 
+def _in_section(rows, key: dict):
+    """The rows of one section (every SECTION_KEYS value equal)."""
+    mask = True
+    for k in SECTION_KEYS:
+        mask = mask & (rows[k] == key[k])
+    return rows[mask]
+
+
 def build_sections(frame, summary, index=None) -> list:
     """One Section per machine and setup; `index` (results.index) adds the runs that failed."""
     import pandas as pd
@@ -182,18 +192,14 @@ def build_sections(frame, summary, index=None) -> list:
     sections = []
     machines = list(dict.fromkeys(frame["machine"]))  # in the order the records were read
     order = sorted(summary.groupby(list(SECTION_KEYS), dropna=False, sort=False),
-                   key=lambda kv: (machines.index(kv[0][0]), kv[0][1], kv[0][2], kv[0][4], kv[0][3]))
+                   key=lambda kv: (machines.index(kv[0][0]), kv[0][1], kv[0][2], kv[0][4], kv[0][5], kv[0][3]))
     for skey, srows in order:
         key = dict(zip(SECTION_KEYS, skey))
-        fr = frame[(frame["machine"] == key["machine"]) & (frame["hardware"] == key["hardware"])
-                   & (frame["device"] == key["device"]) & (frame["gpus"] == key["gpus"])
-                   & (frame["precision"] == key["precision"])]
+        fr = _in_section(frame, key)
         srows = srows.copy()
         srows["_order"] = srows.apply(_order, axis=1)
         srows = srows.sort_values("_order")
-        fails = failures[(failures["machine"] == key["machine"]) & (failures["hardware"] == key["hardware"])
-                         & (failures["device"] == key["device"])
-                         & (failures["gpus"] == key["gpus"]) & (failures["precision"] == key["precision"])]
+        fails = _in_section(failures, key)
         failed = {}  # (row name, column) -> number of failed runs
         for _, r in fails.iterrows():
             k = (row_name(r), tuple(r[c] for c in COLUMN_KEYS))
@@ -226,8 +232,9 @@ def build_sections(frame, summary, index=None) -> list:
                 ci = (f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])} ({r['ci_level']:.1%})"
                       if _none(r["ci_level"]) else "n < 6")
                 eps = num(r["median_eps"])
-                if r["gpus"] > 1 and _none(r.get("scaling_efficiency")) is not None:
-                    eps += f" ({r['scaling_efficiency']:.0%} of {r['gpus']}× one device)"
+                n = r["gpus"] * r["nodes"]  # replicas
+                if n > 1 and _none(r.get("scaling_efficiency")) is not None:
+                    eps += f" ({r['scaling_efficiency']:.0%} of {n}× one device)"
                 details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), eps,
                                      f"{r['n']}/{r['runs']}", nfail, num(r["first_epoch_s"]), num(r["startup_s"]),
                                      _acc(r)])
@@ -253,7 +260,8 @@ def build_sections(frame, summary, index=None) -> list:
                          f"max {load.max():.1f} on {fr['cores'].iloc[0]} cores")
         chip = (_none(fr["gpu"].iloc[0]) or "").split(", ")[0] or fr["cpu"].iloc[0]
         sections.append(Section(key, hardware, software, workloads, overview, details, srows, columns,
-                                slug(f"{chip}-{key['device']}-{key['precision']}-x{key['gpus']}")))
+                                slug(f"{chip}-{key['device']}-{key['precision']}-x{key['gpus']}"
+                                     + (f"-n{key['nodes']}" if key["nodes"] > 1 else ""))))
     seen = {}
     for s in sections:  # two machines with the same hardware name: tell them apart by machine key
         seen.setdefault(s.slug, []).append(s)
@@ -317,12 +325,16 @@ def chart_bars(section, path: Path) -> None:
 
 
 def chart_scaling(summary, machine, hardware, device, precision, path: Path) -> bool:
-    """examples/s against GPU count for every row measured at several counts; False if none."""
+    """examples/s against replica count (GPUs x nodes) for every row measured at several counts;
+    False if none."""
     s = summary[(summary["machine"] == machine) & (summary["hardware"] == hardware) & (summary["device"] == device)
                 & (summary["precision"] == precision)]
     # the global batch may grow with the GPU count (weak scaling): not part of a line's identity
     keys = ["lang", "framework", "backend", "compile", "version", "model", "data", "samples", "image_size"]
-    lines = [g.sort_values("gpus") for _, g in s.groupby(keys, dropna=False) if g["gpus"].nunique() > 1]
+    from harness import stats
+
+    s = s.assign(replicas=stats.replicas(s))  # GPUs x nodes
+    lines = [g.sort_values("replicas") for _, g in s.groupby(keys, dropna=False) if g["replicas"].nunique() > 1]
     if not lines:
         return False
     models = list(dict.fromkeys(g["model"].iloc[0] for g in lines))
@@ -330,15 +342,15 @@ def chart_scaling(summary, machine, hardware, device, precision, path: Path) -> 
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models):
         for g in (g for g in lines if g["model"].iloc[0] == model):
-            x = g["gpus"].to_numpy()
+            x = g["replicas"].to_numpy()
             y = g["median_eps"].to_numpy()
             err = [y - g["q1_eps"].to_numpy(), g["q3_eps"].to_numpy() - y]
             line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=row_name(g.iloc[0]))
             ax.plot(x, y[0] * x / x[0], ls=":", color=line[0].get_color(), alpha=0.6)
         ax.set_title(f"{model}: dotted = linear scaling")
-        ax.set_xlabel("GPUs")
+        ax.set_xlabel("GPUs (x nodes)")
         ax.set_ylabel("examples/s (higher is better)")
-        ax.set_xticks(sorted(s[s["model"] == model]["gpus"].unique()))
+        ax.set_xticks(sorted(s[s["model"] == model]["replicas"].unique()))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Scaling across GPU counts ({device}, {precision})", fontsize=10)
