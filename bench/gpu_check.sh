@@ -62,16 +62,7 @@ EOF
 )
 echo "implementations: ${IMPLS[*]}" | tee "$DEST/plan.txt"
 
-run() {  # run LABEL TIMEOUT ARGS...
-  local label=$1 limit=$2; shift 2
-  local left=$(( BUDGET_S - ($(date +%s) - START) ))
-  if (( left < 30 )); then echo "skipped (budget): $label" | tee -a "$DEST/skipped.txt"; return; fi
-  (( limit > left )) && limit=$left
-  echo "== $label (timeout ${limit}s, ${left}s left)"
-  timeout $(( limit + 15 )) "$PY" -m harness --device "$DEVICE" --data synthetic --quiet --format json \
-    --out "$DEST" --timeout "$limit" "$@" > "$DEST/stdout/$label.json" 2> "$DEST/stdout/$label.err"
-  echo "   exit $?"
-}
+source bench/gpu_runs.sh  # run, summarize
 
 impl_args() {  # framework[:backend] -> harness options
   local fw=${1%%:*} be=${1#*:}
@@ -94,20 +85,5 @@ done
 run "resnet50-pytorch-bf16-compile" 150 --framework pytorch --model resnet50 "${RESNET[@]}" --precision bf16 --compile
 [[ "$DEVICE" == cuda ]] && run "resnet50-pytorch-fp16" 120 --framework pytorch --model resnet50 "${RESNET[@]}" --precision fp16
 
-"$PY" - "$DEST" <<'EOF' | tee "$DEST/summary.txt"
-import glob, json, os, sys
-print(f"{'run':<34} {'status':<7} {'img/s':>9} {'first_s':>8} {'peak_MiB':>9}  error")
-for f in sorted(glob.glob(os.path.join(sys.argv[1], "stdout", "*.json"))):
-    name = os.path.basename(f)[:-5]
-    try:
-        r = json.load(open(f))
-    except (OSError, ValueError):
-        err = open(f[:-5] + ".err", errors="replace").read().strip().splitlines() or ["no output"]
-        print(f"{name:<34} {'none':<7} {'':>9} {'':>8} {'':>9}  {err[-1][:80]}"); continue
-    t, m = r.get("timing", {}), r.get("memory", {})
-    ips = t.get("steady_examples_per_s")
-    peak = (m.get("peak_device_bytes") or 0) / 2**20
-    print(f"{name:<34} {r['status']:<7} {ips or 0:>9.0f} {t.get('first_epoch_s') or 0:>8.1f} {peak:>9.0f}  "
-          f"{(r.get('error') or '')[:80]}")
-EOF
+summarize
 echo "gpu_check: $(( $(date +%s) - START )) s; results in $DEST"

@@ -14,6 +14,7 @@ set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
+BUDGET_S=${BUDGET_S:-420}  # the three harness runs; the layout bench after them has its own timeouts
 DEST=${OUT:-bench/results/gpu-setup-check-$(date -u +%Y%m%dT%H%M%S)}
 export DL_ROSETTA_DATA=${DL_ROSETTA_DATA:-${TMPDIR:-/tmp}/dl-rosetta-gpu-check-data}
 mkdir -p "$DEST/stdout"
@@ -34,31 +35,12 @@ print(json.dumps({"gpus": env["gpus"], "interconnect": env["interconnect"]}, ind
 EOF
 cat "$DEST/interconnect.json"
 
-run() {  # run LABEL TIMEOUT ARGS...
-  local label=$1 limit=$2; shift 2
-  echo "== $label (timeout ${limit}s, $(( $(date +%s) - START ))s in)"
-  timeout $(( limit + 15 )) "$PY" -m harness --device "$DEVICE" --data synthetic --quiet --format json \
-    --out "$DEST" --timeout "$limit" "$@" > "$DEST/stdout/$label.json" 2> "$DEST/stdout/$label.err"
-  echo "   exit $?"
-}
+source bench/gpu_runs.sh  # run, summarize
 run resnet50-jax-bf16 120 --framework jax --model resnet50 "${RESNET[@]}" --precision bf16
 run cnn-jax-fp32 90 --framework jax --model cnn "${CNN[@]}"
 run cnn-keras-torch-fp32 120 --framework keras --backend torch --model cnn "${CNN[@]}"
 
-"$PY" - "$DEST" <<'EOF' | tee "$DEST/summary.txt"
-import glob, json, os, sys
-print(f"{'run':<24} {'status':<7} {'img/s':>9} {'first_s':>8} {'peak_MiB':>9}  interconnect / error")
-for f in sorted(glob.glob(os.path.join(sys.argv[1], "stdout", "*.json"))):
-    name = os.path.basename(f)[:-5]
-    try:
-        r = json.load(open(f))
-    except (OSError, ValueError):
-        print(f"{name:<24} none"); continue
-    t, m = r.get("timing", {}), r.get("memory", {})
-    link = (r["environment"].get("interconnect") or {}).get("summary")
-    print(f"{name:<24} {r['status']:<7} {t.get('steady_examples_per_s') or 0:>9.0f} {t.get('first_epoch_s') or 0:>8.1f} "
-          f"{(m.get('peak_device_bytes') or 0) / 2**20:>9.0f}  {r.get('error') or link}")
-EOF
+summarize
 echo "== keras_torch_layout ($(( $(date +%s) - START ))s in)"
 "$PY" bench/keras_torch_layout.py --device "$DEVICE" "${LAYOUT[@]}" 2> "$DEST/stdout/layout.err" | tee "$DEST/layout.txt"
 echo "gpu_setup_check: $(( $(date +%s) - START )) s; results in $DEST"
