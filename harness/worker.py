@@ -20,7 +20,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from harness import runtimes  # noqa: E402
+from harness import parallel, runtimes  # noqa: E402
 from harness.data.cache import array_digest, open_prepared  # noqa: E402
 from harness.protocol import Batches, RunOptions, epoch_batches  # noqa: E402
 from harness.registry import select  # noqa: E402
@@ -375,8 +375,6 @@ def main(argv=None) -> int:
         result = MODES[job.get("mode", "train")](job, events)
         result.setdefault("timing", {})["startup_s"] = T_MAIN - spawn
         events.send("result", **result)
-        from harness import parallel
-
         parallel.leave_nodes()  # --nodes K: every node has sent its result before any exits
         return 0
     except BaseException as e:  # noqa: BLE001 - everything is reported, then the process ends

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 
+from harness import parallel
 from harness.environments import REPO, missing_modules
 
 
@@ -32,8 +33,6 @@ def import_framework(impl, options) -> dict:
     import numpy
 
     versions["numpy"] = numpy.__version__
-    from harness import parallel
-
     parallel.join_nodes(impl, options)  # --nodes K: before the framework touches a device
     return versions
 
