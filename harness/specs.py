@@ -7,8 +7,10 @@ stacked (reset, update, new)); implementations convert to and from it themselves
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from math import prod
+
+EVAL_BATCH = 256  # examples per eval-mode forward pass (predict), in every language
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,51 @@ class Weight:
     init: str = ""  # initialiser family, e.g. "glorot_uniform", "zeros", "he_normal_fan_out"
 
 
+# --------------------------------------------------------------------------- architectures
+# Every constant a model's code needs, as fields of its spec (`spec.arch`): Python models read
+# them as attributes, R and Julia as plain data (ModelSpec.as_data), so no language restates one.
+@dataclass(frozen=True)
+class CNNArch:
+    channels: tuple[int, ...] = (50, 50, 100, 100)  # conv1..conv4, 3x3, pad 1
+    dense: int = 512  # fc1's width
+    dropout: tuple[float, ...] = (0.25, 0.25, 0.5)  # after conv2's pool, conv4's pool, fc1
+    flat: tuple[int, int, int] = (100, 8, 8)  # (C, H, W) of the map fc1 reads, flattened in C,H,W order
+
+    def derived(self) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class ResNetArch:
+    stages: tuple[tuple[int, int, int], ...] = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, first stride)
+    expansion: int = 4
+    stem: int = 64  # the 7x7 stem convolution's output channels
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1  # PyTorch convention: running = (1-m)*running + m*batch; Keras momentum = 1-m = 0.9
+
+    def blocks(self):
+        """Yield (prefix, in_channels, width, stride, has_downsample) for the 16 bottleneck blocks."""
+        cin = self.stem
+        for stage, (width, blocks, stride) in enumerate(self.stages, start=1):
+            for b in range(blocks):
+                yield f"layer{stage}.{b}", cin, width, stride if b == 0 else 1, b == 0
+                cin = width * self.expansion
+
+    def derived(self) -> dict:
+        return {"blocks": [dict(prefix=p, cin=c, width=w, stride=s, downsample=d) for p, c, w, s, d in self.blocks()]}
+
+
+@dataclass(frozen=True)
+class GRUArch:
+    vocab: int = 30_000
+    embed: int = 125
+    hidden: int = 100
+    maxlen: int = 150
+
+    def derived(self) -> dict:
+        return {}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -44,13 +91,35 @@ class ModelSpec:
     param_count: int
     layers: tuple[str, ...]
     weights: tuple[Weight, ...]
+    arch: CNNArch | ResNetArch | GRUArch  # the model's own constants
     notes: tuple[str, ...] = field(default=())
+    eval_batch: int = EVAL_BATCH
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {w.key: w.shape for w in self.weights}
 
     def counted_params(self) -> int:
         return sum(prod(w.shape) for w in self.weights if w.trainable)
+
+    def as_data(self) -> dict:
+        """The spec as plain JSON-able data, the one form R and Julia receive it in: the scalar
+        fields, the optimizer, the weight table, and the architecture's constants (and what
+        follows from them, e.g. ResNet-50's block list) at the top level."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("weights", "layers", "notes", "arch")}
+        out["input_shape"] = list(self.input_shape)
+        out["weights"] = [{"key": w.key, "shape": list(w.shape), "trainable": w.trainable, "init": w.init}
+                          for w in self.weights]
+        out["weight_keys"] = [w.key for w in self.weights]
+        arch = {k: _lists(v) for k, v in asdict(self.arch).items()}
+        clash = set(arch) & set(out)
+        if clash:
+            raise ValueError(f"{self.name}: architecture fields {sorted(clash)} shadow spec fields")
+        return {**out, **arch, **self.arch.derived()}
+
+
+def _lists(v):
+    """Tuples (nested) as lists: how R and Julia read sequences."""
+    return [_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 # --------------------------------------------------------------------------- cnn
@@ -64,6 +133,8 @@ def _conv(key: str, cin: int, cout: int, k: int = 3, bias: bool = True, init: st
 def _dense(key: str, fin: int, fout: int, init: str = "glorot_uniform"):
     return [Weight(f"{key}.weight", (fout, fin), init=init), Weight(f"{key}.bias", (fout,), init="zeros")]
 
+
+CNN_ARCH = CNNArch()
 
 CNN = ModelSpec(
     name="cnn",
@@ -88,17 +159,13 @@ CNN = ModelSpec(
         _conv("conv1", 3, 50) + _conv("conv2", 50, 50) + _conv("conv3", 50, 100) + _conv("conv4", 100, 100)
         + _dense("fc1", 6400, 512) + _dense("fc2", 512, 10)
     ),
+    arch=CNN_ARCH,
     notes=("Glorot-uniform weights (fan computed as PyTorch/Keras do: fan_in=in*kh*kw, fan_out=out*kh*kw), zero biases.",),
 )
 
-CNN_DROPOUT = (0.25, 0.25, 0.5)  # after conv2's pool, conv4's pool, fc1
-
 
 # --------------------------------------------------------------------------- resnet50
-RESNET_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, first stride)
-RESNET_EXPANSION = 4
-BN_EPS = 1e-5
-BN_MOMENTUM = 0.1  # PyTorch convention: running = (1-m)*running + m*batch; Keras momentum = 1-m = 0.9
+RESNET_ARCH = ResNetArch()
 
 
 def _bn(key: str, c: int):
@@ -110,22 +177,11 @@ def _bn(key: str, c: int):
     ]
 
 
-def resnet50_blocks():
-    """Yield (prefix, in_channels, width, stride, has_downsample) for the 16 bottleneck blocks."""
-    cin = 64
-    for stage, (width, blocks, stride) in enumerate(RESNET_STAGES, start=1):
-        for b in range(blocks):
-            s = stride if b == 0 else 1
-            cout = width * RESNET_EXPANSION
-            yield f"layer{stage}.{b}", cin, width, s, (b == 0)
-            cin = cout
-
-
-def _resnet50_weights(num_classes: int):
+def _resnet50_weights(arch: ResNetArch, num_classes: int):
     he = "he_normal_fan_out"
-    w = _conv("conv1", 3, 64, k=7, bias=False, init=he) + _bn("bn1", 64)
-    for prefix, cin, width, _stride, down in resnet50_blocks():
-        cout = width * RESNET_EXPANSION
+    w = _conv("conv1", 3, arch.stem, k=7, bias=False, init=he) + _bn("bn1", arch.stem)
+    for prefix, cin, width, _stride, down in arch.blocks():
+        cout = width * arch.expansion
         w += _conv(f"{prefix}.conv1", cin, width, k=1, bias=False, init=he) + _bn(f"{prefix}.bn1", width)
         w += _conv(f"{prefix}.conv2", width, width, k=3, bias=False, init=he) + _bn(f"{prefix}.bn2", width)
         w += _conv(f"{prefix}.conv3", width, cout, k=1, bias=False, init=he) + _bn(f"{prefix}.bn3", cout)
@@ -133,7 +189,7 @@ def _resnet50_weights(num_classes: int):
             w += _conv(f"{prefix}.downsample.0", cin, cout, k=1, bias=False, init=he)
             w += _bn(f"{prefix}.downsample.1", cout)
     # Dense init: PyTorch's default for nn.Linear would differ across frameworks; the spec fixes Glorot-uniform.
-    w += _dense("fc", 2048, num_classes)
+    w += _dense("fc", arch.stages[-1][0] * arch.expansion, num_classes)
     return tuple(w)
 
 
@@ -154,7 +210,8 @@ RESNET50 = ModelSpec(
         "+ shortcut (first block of a stage: conv1x1 stride s -> BN) -> ReLU  (v1.5: stride on the 3x3)",
         "head: global average pool -> fc 2048->10",
     ),
-    weights=_resnet50_weights(10),
+    weights=_resnet50_weights(RESNET_ARCH, 10),
+    arch=RESNET_ARCH,
     notes=(
         "No convolution biases. BatchNorm eps 1e-5, running-average momentum 0.1 (PyTorch's convention; Keras 0.9).",
         "Every stride-2 convolution and pooling pads symmetrically (explicit padding, never TF's 'SAME').",
@@ -165,15 +222,12 @@ RESNET50 = ModelSpec(
 
 
 # --------------------------------------------------------------------------- rnn
-VOCAB = 30_000
-EMBED = 125
-HIDDEN = 100
-MAXLEN = 150
+GRU_ARCH = GRUArch()
 
 RNN = ModelSpec(
     name="rnn",
     dataset="imdb",
-    input_shape=(MAXLEN,),
+    input_shape=(GRU_ARCH.maxlen,),
     input_dtype="int64",
     num_classes=2,
     epochs=3,
@@ -186,13 +240,14 @@ RNN = ModelSpec(
         "fc: last step's output 100 -> 2 logits",
     ),
     weights=(
-        Weight("embedding.weight", (VOCAB, EMBED), init="uniform(-0.05,0.05)"),
-        Weight("gru.weight_ih", (3 * HIDDEN, EMBED), init="glorot_uniform over the stacked matrix"),
-        Weight("gru.weight_hh", (3 * HIDDEN, HIDDEN), init="orthogonal over the stacked matrix"),
-        Weight("gru.bias_ih", (3 * HIDDEN,), init="zeros"),
-        Weight("gru.bias_hh", (3 * HIDDEN,), init="zeros"),
-        *_dense("fc", HIDDEN, 2),
+        Weight("embedding.weight", (GRU_ARCH.vocab, GRU_ARCH.embed), init="uniform(-0.05,0.05)"),
+        Weight("gru.weight_ih", (3 * GRU_ARCH.hidden, GRU_ARCH.embed), init="glorot_uniform over the stacked matrix"),
+        Weight("gru.weight_hh", (3 * GRU_ARCH.hidden, GRU_ARCH.hidden), init="orthogonal over the stacked matrix"),
+        Weight("gru.bias_ih", (3 * GRU_ARCH.hidden,), init="zeros"),
+        Weight("gru.bias_hh", (3 * GRU_ARCH.hidden,), init="zeros"),
+        *_dense("fc", GRU_ARCH.hidden, 2),
     ),
+    arch=GRU_ARCH,
     notes=(
         "GRU gates stacked (reset, update, new) in the canonical file, as PyTorch does; Keras stacks (update, reset, new).",
         "Initialisers are Keras' GRU defaults seen in the canonical layout: weight_ih Glorot-uniform with fan_in=125, "
@@ -211,3 +266,11 @@ def get_spec(name: str) -> ModelSpec:
         return SPECS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; choices: {', '.join(MODELS)}") from None
+
+
+# Transitional aliases while the model files move to `spec.arch` (removed once nothing imports them).
+CNN_DROPOUT = CNN_ARCH.dropout
+RESNET_STAGES, RESNET_EXPANSION = RESNET_ARCH.stages, RESNET_ARCH.expansion
+BN_EPS, BN_MOMENTUM = RESNET_ARCH.bn_eps, RESNET_ARCH.bn_momentum
+resnet50_blocks = RESNET_ARCH.blocks
+VOCAB, EMBED, HIDDEN, MAXLEN = GRU_ARCH.vocab, GRU_ARCH.embed, GRU_ARCH.hidden, GRU_ARCH.maxlen
