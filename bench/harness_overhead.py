@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import data, environment  # noqa: E402
+from harness import data, environment# noqa: E402
 from harness.data.cache import open_prepared  # noqa: E402
 from harness.protocol import RunOptions, epoch_batches  # noqa: E402
 from harness.specs import get_spec  # noqa: E402

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import data, environment  # noqa: E402
+from harness import data, environment# noqa: E402
 from harness.data.cache import open_prepared  # noqa: E402
 from harness.protocol import RunOptions  # noqa: E402
 from harness.registry import select  # noqa: E402

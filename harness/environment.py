@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 
-from harness.environments import REPO
+from harness.interpreters import REPO
 
 
 def _read(path: str) -> str:

@@ -441,7 +441,7 @@ def _data(prepared) -> dict:
 
 def run_worker(impl: Implementation, mode: str, setup: Setup, extra: dict, prepared=None,
                log_path: Path | None = None):
-    from harness.runner import Job, run_job
+    from harness.launch import Job, run_job
 
     options = replace(setup.options, backend=impl.backend)
     prepared = prepared or setup.data

@@ -20,7 +20,7 @@ Keys. Records are self-describing rather than filed by folder: `save` adds `reco
     commit   the project's git commit [:12], "+dirty" when tracked files had changes
     config   SHA-256[:12] of what was measured: implementation, data, sizes, epochs, options
 
-and `record["plan"]` (written by harness.runs) says which request the run answered: suite name
+and `record["plan"]` (written by harness.benchmark) says which request the run answered: suite name
 (None for `run`), the digest of its resolved options, and the repeat index. `--resume` skips a
 planned run when an "ok" record with the same plan exists for this machine and commit.
 

@@ -1,6 +1,6 @@
 """The worker process: one run of one implementation, under the harness's clock.
 
-Started by harness.runner as `<env python> -m harness.worker JOB.json --events-fd N`. It speaks
+Started by harness.launch as `<env python> -m harness.worker JOB.json --events-fd N`. It speaks
 only through JSON lines on fd N (events: phase, progress, epoch, result, error); whatever the
 frameworks print goes to stderr, which the parent keeps as the run's log.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from harness import parallel, runtimes  # noqa: E402
+from harness import parallel, runtimes# noqa: E402
 from harness.data.cache import array_digest, open_prepared  # noqa: E402
 from harness.protocol import Batches, RunOptions, epoch_batches  # noqa: E402
 from harness.registry import select  # noqa: E402

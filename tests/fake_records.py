@@ -1,4 +1,4 @@
-"""Run records with chosen epoch times, shaped like harness.runs.execute writes them.
+"""Run records with chosen epoch times, shaped like harness.benchmark.execute writes them.
 
 For tests of the store, the statistics and the report that need setups this machine cannot run
 (several GPUs, another machine); timings of real runs come from real runs in those tests.

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import wrong_variants
-from harness import equivalence, runner, runtimes
+from harness import equivalence, launch, runtimes
 from harness.protocol import RunOptions
 from harness.registry import IMPLEMENTATIONS
 from harness.specs import SPECS, get_spec
@@ -72,7 +72,7 @@ def variant_worker(tmp_path, monkeypatch):
 
     def use(name: str):
         monkeypatch.setenv(wrong_variants.ENV, name)
-        monkeypatch.setattr(runner, "interpreter", lambda env: script)
+        monkeypatch.setattr(launch, "interpreter", lambda env: script)
 
     return use
 

@@ -167,7 +167,7 @@ def test_keras_tensorflow_mirrored_two_logical_cpus_match_one_device(tmp_path):
 
 
 def test_mxnet_gluon_two_cpu_contexts_match_one_context(tmp_path):
-    from harness.environments import interpreter, missing_modules
+    from harness.interpreters import interpreter, missing_modules
 
     legacy = interpreter("legacy")
     if legacy is None:

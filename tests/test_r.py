@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO, harness_json
-from harness import runtimes, setup_r
+from harness import runtimes, install_r
 from harness.registry import select
 
 (CNN_TF,) = select("r", "keras", "tensorflow", "cnn")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, children, harness
-from harness import results, suites
+from harness import results, schedule
 from harness.errors import UsageError
 from harness.registry import FRAMEWORKS
 
@@ -40,7 +40,7 @@ epochs = 2
 [setups.seeded]
 seed = 7
 """)
-    suite = suites.load(str(f), check_runnable=False)
+    suite = schedule.load(str(f), check_runnable=False)
     assert (suite.name, suite.repeats) == ("s", 2)
     labels = Counter((e.impl.label, e.setup) for e in suite.entries)
     assert len(suite.entries) == 10  # (pytorch + 3 keras backends + compiled pytorch) x 2 setups
@@ -51,7 +51,7 @@ seed = 7
     assert {(e.args.epochs, e.args.seed) for e in suite.entries if e.setup == "seeded"} == {(5, 7)}
     assert "--backend" in suite.entries[1].run_args and "--compile" in compiled[0].run_args
     # command-line overrides beat everything; --model replaces the suite's models
-    over = suites.load(str(f), models=["rnn", "cnn"], overrides={"samples": 512}, check_runnable=False)
+    over = schedule.load(str(f), models=["rnn", "cnn"], overrides={"samples": 512}, check_runnable=False)
     assert {e.args.samples for e in over.entries} == {512} and len(over.entries) == 20
     assert [e.impl.model for e in over.entries][:5] == ["rnn"] * 5
     # different options, different plan: a resumed run never stands in for another configuration
@@ -70,10 +70,10 @@ epochs = 3
 samples = 512
 [models.rnn]
 """)
-    suite = suites.load(str(f), check_runnable=False)
+    suite = schedule.load(str(f), check_runnable=False)
     assert {e.impl.model: (e.args.samples, e.args.epochs) for e in suite.entries} == {"cnn": (512, 3),
                                                                                        "rnn": (2048, 3)}
-    assert [e.impl.model for e in suites.load(str(f), models=["rnn"], check_runnable=False).entries] == ["rnn"]
+    assert [e.impl.model for e in schedule.load(str(f), models=["rnn"], check_runnable=False).entries] == ["rnn"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -93,14 +93,14 @@ samples = 512
 def test_bad_suite_files_say_what_is_wrong(tmp_path, text, message):
     f = write_suite(tmp_path / "bad.toml", text)
     with pytest.raises(UsageError) as e:
-        suites.load(str(f), check_runnable=False)
+        schedule.load(str(f), check_runnable=False)
     assert message in str(e.value) and str(f) in str(e.value)
 
 
 def test_what_cannot_run_here_is_skipped_with_its_reason(tmp_path):
     f = write_suite(tmp_path / "s.toml", 'models = ["cnn"]\nimplementations = ["python/cntk", "python/pytorch"]\n'
                     '[setups.gpu]\ndevice = "cuda"\n[setups.cpu]\ndevice = "cpu"')
-    suite = suites.load(str(f))
+    suite = schedule.load(str(f))
     skipped = dict(suite.skipped)
     assert skipped["python/cntk/cnn (cpu)"].startswith("retired:")
     if not os.path.exists("/dev/nvidia0"):
@@ -109,13 +109,13 @@ def test_what_cannot_run_here_is_skipped_with_its_reason(tmp_path):
 
 
 def test_published_suites_parse_and_python_cnn_covers_the_python_matrix():
-    for path in sorted(suites.SUITES_DIR.glob("*.toml")):
-        assert suites.load(str(path), check_runnable=False).entries, path
-    suite = suites.load("python-cnn", check_runnable=False)
+    for path in sorted(schedule.SUITES_DIR.glob("*.toml")):
+        assert schedule.load(str(path), check_runnable=False).entries, path
+    suite = schedule.load("python-cnn", check_runnable=False)
     python = {f.name for f in FRAMEWORKS if f.lang == "python" and not f.retired}
     assert {e.impl.name for e in suite.entries} == python
     assert {e.impl.backend for e in suite.entries if e.impl.name == "keras"} == {"tensorflow", "jax", "torch"}
-    assert {e.impl.model for e in suites.load("python-cnn", models=["rnn"], check_runnable=False).entries} == {"rnn"}
+    assert {e.impl.model for e in schedule.load("python-cnn", models=["rnn"], check_runnable=False).entries} == {"rnn"}
 
 
 def test_unknown_suite_is_a_usage_error(capsys):
@@ -137,7 +137,7 @@ def runnable_three() -> list[str]:
 
     chosen = []
     for label in PREFERENCE:
-        m = suites.LABEL.match(label)
+        m = schedule.LABEL.match(label)
         impls = select(m["lang"], m["framework"], m["backend"])
         if impls and all(runtimes.availability(i) is None for i in impls if i.model in ("cnn", "rnn")):
             chosen.append(label)

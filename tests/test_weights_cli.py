@@ -119,13 +119,13 @@ def test_check_cli_fails_on_a_wrong_model(torch_ok, data_cache, tmp_path, monkey
     from pathlib import Path
 
     import wrong_variants
-    from harness import cli, runner
+    from harness import cli, launch
 
     script = tmp_path / "python-wrong"
     script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv(wrong_variants.ENV, "cnn-default-init")
-    monkeypatch.setattr(runner, "interpreter", lambda env: script)
+    monkeypatch.setattr(launch, "interpreter", lambda env: script)
     code = cli.main(["check", "--model", "cnn", "--framework", "pytorch", "--checks", "shapes,init",
                      "--data-dir", str(data_cache), "--quiet"])
     out = capsys.readouterr().out

@@ -140,7 +140,7 @@ def main(args) -> int:
 
     from harness import data as datasets
     from harness.progress import RunProgress
-    from harness.runs import execute, summary_table
+    from harness.benchmark import execute, summary_table
     from harness.specs import get_spec
 
     impls, skipped = resolve(args)
@@ -153,16 +153,16 @@ def main(args) -> int:
             spec = get_spec(impl.model)
             prepared[impl.model] = datasets.prepare(args.data or spec.dataset, spec, args.samples, args.data_dir)
     command = "python -m harness " + shlex.join(sys.argv[1:])
-    from harness import suites
+    from harness import schedule
 
     records = []
-    done = suites.completed(args.out) if args.resume else {}
+    done = schedule.completed(args.out) if args.resume else {}
     with RunProgress(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         for repeat in range(args.repeats):  # round-robin: machine drift spreads over every row
             for impl in impls:
-                plan = suites.run_plan(impl, args, repeat)
-                if suites.plan_id(plan) in done:
-                    records.append(done[suites.plan_id(plan)])
+                plan = schedule.run_plan(impl, args, repeat)
+                if schedule.plan_id(plan) in done:
+                    records.append(done[schedule.plan_id(plan)])
                     continue
                 records.append(execute(impl, args, prepared[impl.model], repeat, command, progress, plan=plan))
     if args.format == "json":

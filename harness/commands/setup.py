@@ -72,17 +72,17 @@ def main(args) -> int:
         extras.append("r")
     if everything or args.julia:
         extras.append("julia")
-    from harness import setup_r
+    from harness import install_r
 
     # One apt-get for all Debian packages; R must exist before rpy2 builds against it.
-    debian = (setup_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
+    debian = (install_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
     if debian:
-        setup_r.install_system(debian)
+        install_r.install_system(debian)
     setup_main(extras)
     if everything or args.legacy:
         setup_legacy()
     if everything or args.r:
-        setup_r.install_r_packages(MAIN / "bin" / "python")
+        install_r.install_r_packages(MAIN / "bin" / "python")
     if everything or args.julia:  # Julia and its packages come through juliapkg (network): see harness/runtimes/julia.py
         julia = subprocess.run([str(MAIN / "bin" / "python"), "-m", "harness.runtimes.julia", "install"], cwd=REPO)
         if julia.returncode != 0:

@@ -34,16 +34,16 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from harness import data as datasets
-    from harness import results, stats, suites
+    from harness import results, stats, schedule
     from harness.commands.report import format_summary
     from harness.errors import UsageError
     from harness.progress import RunProgress
-    from harness.runs import execute
+    from harness.benchmark import execute
     from harness.specs import get_spec
 
     overrides = {k: getattr(args, k) for k in ("data", "samples", "epochs", "data_dir") if getattr(args, k)}
     models = args.model.split(",") if args.model else None
-    suite = suites.load(args.suite, models=models, overrides=overrides)
+    suite = schedule.load(args.suite, models=models, overrides=overrides)
     by_reason = {}
     for label, reason in suite.skipped:
         by_reason.setdefault(reason, []).append(label)
@@ -52,14 +52,14 @@ def main(args) -> int:
     if not suite.entries:
         raise UsageError(f"{suite.path}: nothing in this suite can run here")
     schedule = suite.schedule(args.repeats)
-    done = suites.completed(args.out) if args.resume else {}
+    done = schedule.completed(args.out) if args.resume else {}
     plans = [(entry, repeat, entry.plan(suite.name, repeat)) for entry, repeat in schedule]
-    todo = [p for p in plans if suites.plan_id(p[2]) not in done]
+    todo = [p for p in plans if schedule.plan_id(p[2]) not in done]
     print(f"suite {suite.name}: {len(suite.entries)} entries x {args.repeats or suite.repeats} repeats = "
           f"{len(plans)} runs; {len(plans) - len(todo)} already in {args.out}/, {len(todo)} to run", file=sys.stderr)
     if args.dry_run:
         for entry, repeat, plan in plans:
-            state = "done" if suites.plan_id(plan) in done else "todo"
+            state = "done" if schedule.plan_id(plan) in done else "todo"
             print(f"{state}  r{repeat}  {entry.impl.label:32s} {entry.setup:10s} run {shlex.join(entry.run_args)}")
         return 0
 
@@ -79,10 +79,10 @@ def main(args) -> int:
             spec = get_spec(entry.impl.model)
             data = prepared[(spec.name, a.data or spec.dataset, a.samples, a.data_dir)]
             record = execute(entry.impl, a, data, repeat, command, progress, plan=plan)
-            new[suites.plan_id(plan)] = record
+            new[schedule.plan_id(plan)] = record
             if record["status"] != "ok":
                 print(f"failed {entry.impl.label} r{repeat}: {record['error']}", file=sys.stderr)
-    records = [new.get(suites.plan_id(p)) or done.get(suites.plan_id(p)) for _, _, p in plans]
+    records = [new.get(schedule.plan_id(p)) or done.get(schedule.plan_id(p)) for _, _, p in plans]
     summary = stats.summarize(results.to_frame(records))
     failed = [r for r in new.values() if r["status"] != "ok"]
     if args.format == "json":

@@ -45,7 +45,7 @@ def one_implementation(args):
 def run_mode(impl, args, mode: str, extra: dict, seed: int = 0):
     """Launch one worker in `mode`; returns its result or prints the failure and returns None."""
     from harness.protocol import RunOptions
-    from harness.runner import Job, run_job
+    from harness.launch import Job, run_job
     from harness.specs import get_spec
 
     spec = get_spec(impl.model)

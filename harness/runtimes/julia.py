@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import julia_layout
-from harness.environments import REPO, missing_modules
+from harness.interpreters import REPO, missing_modules
 
 MODELS_DIR = REPO / "julia_models"
 JULIA_MIN = "1.10.3"  # juliacall 0.9.x's own juliapkg.json requires Julia ^1.10.3

@@ -5,7 +5,7 @@ import importlib
 import os
 
 from harness import parallel
-from harness.environments import REPO, missing_modules
+from harness.interpreters import REPO, missing_modules
 
 
 def availability(impl) -> str | None:

@@ -25,9 +25,9 @@ import types
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.environments import REPO, missing_modules
+from harness.interpreters import REPO, missing_modules
 
-R_LIB = REPO / ".r-lib"  # the project's R library: reticulate >= 1.31 (harness/setup_r.py)
+R_LIB = REPO / ".r-lib"  # the project's R library: reticulate >= 1.31 (harness/install_r.py)
 RETICULATE_MIN = (1, 31)
 BRIDGE = "dl_rosetta_r_bridge"
 R_OPTIONS = ("rpy2", "--quiet", "--no-save", "--no-restore", "--no-init-file")
@@ -42,9 +42,9 @@ class RError(RuntimeError):
 # --------------------------------------------------------------------------- parent side
 @functools.lru_cache(maxsize=None)
 def _reticulate_version() -> str | None:
-    from harness import setup_r
+    from harness import install_r
 
-    return setup_r.reticulate_version()
+    return install_r.reticulate_version()
 
 
 def availability(impl) -> str | None:

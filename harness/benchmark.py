@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import environment, results
 from harness.protocol import RunOptions
-from harness.runner import Job, run_job
+from harness.launch import Job, run_job
 from harness.specs import get_spec
 
 
@@ -43,7 +43,7 @@ def timing_summary(epochs: list[dict]) -> dict:
 
 
 def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dict | None = None) -> dict:
-    """Run once, save the record; `plan` (harness.suites.run_plan) says which request it answers."""
+    """Run once, save the record; `plan` (harness.schedule.run_plan) says which request it answers."""
     spec = get_spec(impl.model)
     options = options_from_args(impl, args)
     epochs = args.epochs or spec.epochs

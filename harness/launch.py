@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import parallel
-from harness.environments import REPO, interpreter
+from harness.interpreters import REPO, interpreter
 from harness.worker import SPAWN_VAR
 
 LOG_TAIL_LINES = 30
