@@ -2,7 +2,7 @@
 
 Both run in this one process, on the same prepared arrays and the same model class, interleaved
 epoch by epoch (harness, bare, harness, bare, ...) so machine drift hits both alike. The harness
-path is the worker's own code (harness.worker.timed_epochs over the PyTorch Trainer); the bare
+path is the worker's own code (harness.benchmark.timed_epochs over the PyTorch Trainer); the bare
 loop is what a user would write without any harness.
 
     .venv/bin/python bench/harness_overhead.py [--model cnn] [--samples 2048] [--rounds 5]
@@ -29,7 +29,7 @@ from harness import data, environment# noqa: E402
 from harness.data.cache import open_prepared  # noqa: E402
 from harness.protocol import RunOptions, epoch_batches  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
-from harness.worker import timed_epochs  # noqa: E402
+from harness.benchmark import timed_epochs  # noqa: E402
 
 
 def bare_epoch(model, optimizer, x, y, index) -> float:

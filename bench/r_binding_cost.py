@@ -2,7 +2,7 @@
 
 Both implementations (r_models/keras/<model>.R through rpy2 and reticulate, and
 python_models/keras/<model>.py) run in this one process, on the same prepared arrays, under the
-harness's own clock (harness.worker.timed_epochs), epochs interleaved (Python, R, Python, R, ...)
+harness's own clock (harness.benchmark.timed_epochs), epochs interleaved (Python, R, Python, R, ...)
 so that machine drift hits both alike. Both train with the same loop: model.fit per epoch over
 the harness-ordered batches. Also measured, once: R's start-up inside this process (rpy2 starting
 R, then reticulate attaching to this Python), the hand-off of the training arrays to R
@@ -31,7 +31,8 @@ from harness.data.cache import open_prepared  # noqa: E402
 from harness.protocol import RunOptions  # noqa: E402
 from harness.registry import select  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
-from harness.worker import timed_epochs, to_layout  # noqa: E402
+from harness.benchmark import timed_epochs  # noqa: E402
+from harness.model_input import to_layout  # noqa: E402
 
 
 def conversion_seconds(x) -> float:

@@ -1,18 +1,97 @@
-"""One benchmark run: launch the worker, assemble the record, save it."""
+"""One benchmarked training run, both sides of it.
+
+Worker side: the `train` mode, the harness's clock around each `train_epoch` call. Parent side:
+launch the worker, assemble the record from its events, save it to the store.
+"""
 from __future__ import annotations
 
 import os
 import re
+import resource
 import statistics
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from harness import environment, results
-from harness.protocol import RunOptions
+from harness.data.cache import open_prepared
 from harness.launch import Job, run_job
+from harness.model_input import model_input
+from harness.protocol import Batches, RunOptions, epoch_batches
 from harness.specs import get_spec
+
+
+# --------------------------------------------------------------------------- worker side
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def timed_epochs(trainer, n: int, batch_size: int, seed: int, count: int, events=None) -> list[dict]:
+    """The harness's clock: one monotonic reading either side of each train_epoch call."""
+    rows = []
+    for epoch in range(count):
+        report = None if events is None else (lambda b, of, e=epoch: events.send("progress", epoch=e, batch=b, of=of))
+        batches = Batches(epoch_batches(n, batch_size, seed, epoch), report=report)
+        if events is not None:
+            events.send("phase", name="epoch", epoch=epoch, batches=len(batches))
+        getattr(trainer, "barrier", lambda: None)()  # data-parallel replicas start the clock together
+        t = time.monotonic()
+        losses = trainer.train_epoch(batches)
+        seconds = time.monotonic() - t
+        losses = np.asarray(losses, dtype=np.float64)
+        examples = len(batches) * batch_size
+        row = {"epoch": epoch, "seconds": seconds, "steps": len(batches), "examples": examples,
+               "examples_per_s": examples / seconds, "loss": float(losses.mean())}
+        rows.append(row)
+        if events is not None:
+            events.send("epoch", **row)
+        if not np.isfinite(losses).all():
+            raise FloatingPointError(f"loss became {losses[~np.isfinite(losses)][0]} in epoch {epoch}")
+    return rows
+
+
+def run_train(job: dict, opened, events) -> dict:
+    """The `train` worker mode: hand over the data, time the epochs, evaluate on the test set."""
+    impl, spec, options, trainer, timing = opened.impl, opened.spec, opened.options, opened.trainer, opened.timing
+    if opened.param_count != spec.param_count:
+        raise ValueError(f"{impl.label} builds {opened.param_count:,} trainable parameters; "
+                         f"the {spec.name} spec has {spec.param_count:,}")
+    data = open_prepared(job["data"]["folder"], job["data"].get("samples"))
+    layout = trainer.info.get("layout", "NCHW")
+
+    events.send("phase", name="data")
+    t = time.monotonic()
+    x_train = model_input(impl.model, options, data["x_train"], layout)
+    x_test = model_input(impl.model, options, data["x_test"], layout)
+    trainer.fit_data(x_train, data["y_train"])
+    timing["data_s"] = time.monotonic() - t
+
+    epochs = timed_epochs(trainer, len(x_train), job["batch_size"], options.seed, job["epochs"], events)
+
+    events.send("phase", name="eval")
+    t = time.monotonic()
+    logits = np.asarray(trainer.predict(x_test))
+    timing["eval_s"] = time.monotonic() - t
+    accuracy = float((logits.argmax(axis=1) == np.asarray(data["y_test"])).mean())
+
+    peak_device = getattr(trainer, "peak_device_memory", lambda: None)()
+    return {
+        "timing": timing,
+        "epochs": epochs,
+        "metrics": {"final_loss": epochs[-1]["loss"] if epochs else None, "test_accuracy": accuracy,
+                    "test_examples": int(len(logits))},
+        "memory": {"peak_rss_bytes": peak_rss_bytes(), "peak_device_bytes": peak_device},
+        "versions": opened.versions,
+        "info": trainer.info,
+        "param_count": opened.param_count,
+        "layout": layout,
+    }
+
+
+# --------------------------------------------------------------------------- parent side
 
 
 def options_from_args(impl, args) -> RunOptions:

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.canonical import load_weights, save_weights, weight_problems
 from harness.protocol import RunOptions, epoch_batches
 from harness.registry import Implementation, select
 from harness.specs import ModelSpec, get_spec
@@ -182,35 +183,6 @@ def probe_weights(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def save_weights(path: Path, weights: dict) -> Path:
-    np.savez(path, **{k: np.asarray(v) for k, v in weights.items()})
-    return Path(path)
-
-
-def load_weights(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def shapes_of(weights: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in weights.items()}
-
-
-def weight_problems(spec: ModelSpec, shapes: dict) -> list[str]:
-    """Keys, shapes and dtypes ({key: (shape, dtype)}, see shapes_of) against the spec; empty: all fine."""
-    want = spec.weight_shapes()
-    problems = [f"missing {k}" for k in want if k not in shapes]
-    problems += [f"unexpected {k}" for k in shapes if k not in want]
-    for k, shape in want.items():
-        if k in shapes:
-            got, dtype = shapes[k]
-            if tuple(got) != tuple(shape):
-                problems.append(f"{k} has shape {tuple(got)}, spec {tuple(shape)}")
-            elif dtype != "float32":
-                problems.append(f"{k} is {dtype}, canonical weights are float32")
-    return problems
-
-
 # --------------------------------------------------------------------------- results of checks
 @dataclass
 class Check:
@@ -331,7 +303,7 @@ def check_dropout(ref: dict, got: dict) -> Check:
 def expected_digests(folder: Path, manifest: dict, layout: str) -> dict[str, str]:
     """What an implementation must see: the manifest's bytes, after the declared layout change."""
     from harness.data.cache import array_digest, open_prepared
-    from harness.worker import to_layout
+    from harness.model_input import to_layout
 
     want = {"x": manifest["arrays"]["x_train"]["sha256"], "y": manifest["arrays"]["y_train"]["sha256"]}
     if layout != "NCHW" and len(manifest["arrays"]["x_train"]["shape"]) == 4:

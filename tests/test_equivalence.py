@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import wrong_variants
-from harness import equivalence, launch, runtimes
+from harness import canonical, equivalence, launch, runtimes
 from harness.protocol import RunOptions
 from harness.registry import IMPLEMENTATIONS
 from harness.specs import SPECS, get_spec
@@ -96,7 +96,7 @@ def test_wrong_variant_is_caught(name, setups, variant_worker, tmp_path):
 def test_probe_weights_are_canonical_and_move_every_tensor():
     for spec in SPECS.values():
         probe = equivalence.probe_weights(spec, 0)
-        assert equivalence.weight_problems(spec, equivalence.shapes_of(probe)) == []
+        assert canonical.weight_problems(spec, canonical.shapes_of(probe)) == []
         assert all(np.ptp(v) > 0 for v in probe.values()), "no constant tensor: a swap must show"
         again = equivalence.probe_weights(spec, 0)
         assert all(np.array_equal(probe[k], again[k]) for k in probe)
@@ -138,7 +138,7 @@ def test_logit_and_dropout_bounds():
 def test_digest_check_follows_the_declared_layout(data_cache):
     from harness import data as datasets
     from harness.data.cache import array_digest, open_prepared
-    from harness.worker import to_layout
+    from harness.model_input import to_layout
 
     spec = get_spec("cnn")
     prepared = datasets.prepare("synthetic", spec, 64, data_cache)

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import harness
 from harness import runtimes
-from harness.equivalence import load_weights, reference_impl
+from harness.canonical import load_weights
+from harness.equivalence import reference_impl
 from harness.specs import get_spec
 
 

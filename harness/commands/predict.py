@@ -46,7 +46,7 @@ def main(args) -> int:
     import numpy as np
 
     from harness.commands.weights import one_implementation, run_mode
-    from harness.equivalence import load_weights, shapes_of, weight_problems
+    from harness.canonical import load_weights, shapes_of, weight_problems
     from harness.errors import UsageError
     from harness.specs import get_spec
 

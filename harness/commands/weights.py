@@ -64,7 +64,7 @@ def run_mode(impl, args, mode: str, extra: dict, seed: int = 0):
 def main(args) -> int:
     from pathlib import Path
 
-    from harness.equivalence import load_weights, shapes_of, weight_problems
+    from harness.canonical import load_weights, shapes_of, weight_problems
     from harness.errors import UsageError
     from harness.specs import get_spec
 
