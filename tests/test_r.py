@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO, harness_json
-from harness import runtimes, install_r
+from harness import install_r, runtimes
 from harness.registry import select
 
 (CNN_TF,) = select("r", "keras", "tensorflow", "cnn")
@@ -26,21 +26,21 @@ needs_r = pytest.mark.skipif(bool(REASON), reason=REASON or "")
 def test_setup_is_idempotent_where_r_is_present(monkeypatch):
     """install_system() calls apt-get only for missing Debian packages."""
     calls = []
-    monkeypatch.setattr(setup_r.subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or _fake_dpkg(cmd))
-    monkeypatch.setattr(setup_r.shutil, "which", lambda name: f"/usr/bin/{name}")
-    setup_r.install_system()
+    monkeypatch.setattr(install_r.subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or _fake_dpkg(cmd))
+    monkeypatch.setattr(install_r.shutil, "which", lambda name: f"/usr/bin/{name}")
+    install_r.install_system()
     assert [c[0] for c in calls] == ["dpkg-query"], "nothing installed when every package is there"
 
 
 def _fake_dpkg(cmd):
-    lines = "".join(f"{p} installed\n" for p in setup_r.DEBIAN_PACKAGES)
+    lines = "".join(f"{p} installed\n" for p in install_r.DEBIAN_PACKAGES)
     return subprocess.CompletedProcess(cmd, 0, stdout=lines, stderr="")
 
 
 @needs_r
 def test_reticulate_is_new_enough():
-    found = setup_r.reticulate_version()
-    assert found and setup_r._version(found) >= setup_r.RETICULATE_MIN, found
+    found = install_r.reticulate_version()
+    assert found and install_r._version(found) >= install_r.RETICULATE_MIN, found
 
 
 @needs_r
@@ -51,7 +51,7 @@ def test_run_hosts_r_in_the_worker(data_cache, tmp_path):
     assert proc.returncode == 0, f"{record.get('error')}\n{record.get('log_tail', '')}"
     versions, r = record["versions"], record["info"]["r"]
     assert versions["R"].startswith("4.") and versions["rpy2"] == "3.5.17"
-    assert setup_r._version(versions["reticulate"]) >= setup_r.RETICULATE_MIN
+    assert install_r._version(versions["reticulate"]) >= install_r.RETICULATE_MIN
     assert r["pid"] == r["python_pid"], "R runs inside the worker process, not beside it"
     assert r["attached_by"] == "the current process", "reticulate found the running interpreter"
     assert os.path.realpath(r["python"]) == os.path.realpath(sys.executable)
