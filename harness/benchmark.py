@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import environment, results
+from harness import environment, launch, results
 from harness.data.cache import open_prepared
-from harness.launch import Job, run_job
 from harness.model_input import model_input
-from harness.protocol import Batches, RunOptions, epoch_batches
+from harness.protocol import Batches, epoch_batches
 from harness.specs import get_spec
 
 
@@ -94,13 +93,11 @@ def run_train(job: dict, opened, events) -> dict:
 # --------------------------------------------------------------------------- parent side
 
 
-def options_from_args(impl, args) -> RunOptions:
-    # the multi-node launch (harness.parallel): only what was given, recorded verbatim
-    extra = {k: getattr(args, k, None) for k in ("rdzv_endpoint", "node_rank", "workers")}
-    return RunOptions(seed=args.seed, device=args.device, gpus=args.gpus, precision=args.precision,
-                      scaling=getattr(args, "scaling", "weak"), nodes=getattr(args, "nodes", 1),
-                      compile=args.compile, backend=impl.backend, image_size=args.image_size,
-                      extra={k: v for k, v in extra.items() if v is not None})
+def prepare(request, model: str):
+    """The prepared data set a request trains `model` on (harness.data.Prepared)."""
+    from harness import data
+
+    return data.prepare(request.resolved(model)[2], get_spec(model), request.samples, request.data_dir)
 
 
 def new_run_id(impl, repeat: int) -> str:
@@ -121,23 +118,22 @@ def timing_summary(epochs: list[dict]) -> dict:
     return out
 
 
-def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dict | None = None) -> dict:
-    """Run once, save the record; `plan` (harness.schedule.run_plan) says which request it answers."""
+def execute(impl, request, prepared, repeat: int, command: str, progress, plan: dict | None = None) -> dict:
+    """Run `impl` once as `request` (harness.requests.RunRequest) asks, on `prepared` data; save the
+    record. `plan` (harness.schedule.run_plan) says which planned run it answers."""
     spec = get_spec(impl.model)
-    options = options_from_args(impl, args)
-    epochs = args.epochs or spec.epochs
-    batch_size = args.batch_size or spec.batch_size
+    options = request.options(impl)
+    epochs, batch_size, _ = request.resolved(impl.model)
     if options.scaling == "weak":  # the harness's rows are global batches: one spec batch per replica
         batch_size *= options.gpus * options.nodes
     run_id = new_run_id(impl, repeat)
-    out = Path(args.out)
-    job = Job(impl, options.to_dict(), {"folder": str(prepared.folder), "samples": prepared.samples,
-                                        "name": prepared.name}, epochs, batch_size, timeout=args.timeout)
+    out = Path(request.out)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()  # 1, 5, 15 min: how busy the machine was, for whoever reads the number
     t = time.monotonic()
     with progress.run(impl.label, repeat, epochs) as on_event:
-        outcome = run_job(job, on_event=on_event, log_path=out / "logs" / f"{run_id}.log")
+        outcome = launch.run_worker(impl, options, "train", prepared, epochs, batch_size, request.timeout,
+                                    on_event=on_event, log_path=out / "logs" / f"{run_id}.log")
     wall = time.monotonic() - t
     res = outcome.result or {}
     epoch_rows = res.get("epochs", outcome.epochs)
@@ -152,7 +148,7 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
                  "version": versions.get(impl.name) or versions.get(impl.framework.modules[0])},
         "config": {"data": prepared.name, "n_train": prepared.n_train,
                    "n_test": prepared.manifest["arrays"]["x_test"]["shape"][0], "epochs": epochs,
-                   "batch_size": batch_size, "repeat": repeat, "timeout_s": args.timeout, **options.to_dict()},
+                   "batch_size": batch_size, "repeat": repeat, "timeout_s": request.timeout, **options.to_dict()},
         "timing": {**res.get("timing", {}), **timing_summary(epoch_rows), "wall_s": wall},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "epochs": epoch_rows,
@@ -174,21 +170,3 @@ def execute(impl, args, prepared, repeat: int, command: str, progress, plan: dic
         record["log_tail"] = outcome.log
     results.save(record, out)
     return record
-
-
-def summary_table(records):
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        t, m = r["timing"], r["metrics"]
-        rows.append({
-            "implementation": r["impl"]["label"], "repeat": r["config"]["repeat"], "status": r["status"],
-            "first_epoch_s": t.get("first_epoch_s"), "steady_s_per_epoch": t.get("steady_s_per_epoch"),
-            "examples_per_s": t.get("steady_examples_per_s"), "startup_s": t.get("startup_s"),
-            "import_s": t.get("import_s"), "build_s": t.get("build_s"),
-            "loss": m.get("final_loss"), "test_acc": m.get("test_accuracy"),
-            "peak_rss_mb": (r["memory"].get("peak_rss_bytes") or 0) / 2**20 or None,
-            "error": r["error"] or "",
-        })
-    return pd.DataFrame(rows).round(4)

@@ -350,7 +350,7 @@ def check_transfer(y_test: np.ndarray, logits: dict, tol: Tolerance) -> Check:
 
 # --------------------------------------------------------------------------- running the workers
 @dataclass
-class Setup:
+class CheckInputs:
     """Everything the checks of one model share: data, probe weights, batches, tolerance."""
 
     spec: ModelSpec
@@ -381,8 +381,8 @@ def step_rows(n: int, batch: int, steps: int, seed: int) -> np.ndarray:
     return np.concatenate(out)[:steps]
 
 
-def make_setup(model: str, work: Path, options: RunOptions | None = None, data_dir=None,
-               transfer_samples: int | None = None, timeout: float = 1800.0) -> Setup:
+def make_inputs(model: str, work: Path, options: RunOptions | None = None, data_dir=None,
+               transfer_samples: int | None = None, timeout: float = 1800.0) -> CheckInputs:
     from harness import data as datasets
 
     spec = get_spec(model)
@@ -397,36 +397,29 @@ def make_setup(model: str, work: Path, options: RunOptions | None = None, data_d
     transfer = None
     if transfer_samples:
         transfer = datasets.prepare("synthetic", spec, transfer_samples, data_dir)
-    return Setup(spec, options, tol, work, prepared, probe_path, rows.tolist(), dropout_rows.tolist(),
+    return CheckInputs(spec, options, tol, work, prepared, probe_path, rows.tolist(), dropout_rows.tolist(),
                  transfer, timeout)
 
 
-def _impl_dir(setup: Setup, impl: Implementation) -> Path:
-    d = setup.work / impl.label.replace("/", "_").replace("[", "-").replace("]", "")
+def _impl_dir(inputs: CheckInputs, impl: Implementation) -> Path:
+    d = inputs.work / impl.label.replace("/", "_").replace("[", "-").replace("]", "")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def _data(prepared) -> dict:
-    return {"folder": str(prepared.folder), "samples": prepared.samples, "name": prepared.name}
-
-
-def run_worker(impl: Implementation, mode: str, setup: Setup, extra: dict, prepared=None,
+def run_worker(impl: Implementation, mode: str, inputs: CheckInputs, extra: dict, prepared=None,
                log_path: Path | None = None):
-    from harness.launch import Job, run_job
+    from harness.launch import run_worker as launch
 
-    options = replace(setup.options, backend=impl.backend)
-    prepared = prepared or setup.data
-    job = Job(impl, options.to_dict(), _data(prepared), epochs=1, batch_size=setup.spec.batch_size,
-              mode=mode, timeout=setup.timeout, extra=extra)
-    return run_job(job, log_path=log_path)
+    return launch(impl, replace(inputs.options, backend=impl.backend), mode, prepared or inputs.data, epochs=1,
+                  batch_size=inputs.spec.batch_size, timeout=inputs.timeout, extra=extra, log_path=log_path)
 
 
 class WorkerFailed(Exception):
     pass
 
 
-def run_equivalence(impl: Implementation, setup: Setup, ref: dict | None = None) -> dict:
+def run_equivalence(impl: Implementation, inputs: CheckInputs, ref: dict | None = None) -> dict:
     """Checks 1-4 in one worker; returns its result with the paths of the files it wrote.
 
     `ref`: the reference's result. Without it, this worker is the reference: it writes its weights
@@ -435,12 +428,12 @@ def run_equivalence(impl: Implementation, setup: Setup, ref: dict | None = None)
     the same point: ResNet-50's float32 gradient is only 1-4 % accurate in some tensors (53
     BatchNorm backward passes over 8 examples), so free-running trajectories part within two steps
     whatever the implementation; re-synchronising keeps each comparison at one step's rounding."""
-    d = _impl_dir(setup, impl)
-    extra = {"work": str(d), "probe": str(setup.probe_path), "rows": setup.rows,
-             "dropout_rows": setup.dropout_rows if has_dropout(setup.spec) else None,
-             "eval_examples": setup.tol.eval_examples, "teacher": ref["files"]["steps"] if ref else None}
+    d = _impl_dir(inputs, impl)
+    extra = {"work": str(d), "probe": str(inputs.probe_path), "rows": inputs.rows,
+             "dropout_rows": inputs.dropout_rows if has_dropout(inputs.spec) else None,
+             "eval_examples": inputs.tol.eval_examples, "teacher": ref["files"]["steps"] if ref else None}
     t = time.monotonic()
-    outcome = run_worker(impl, "equivalence", setup, extra, log_path=d / "equivalence.log")
+    outcome = run_worker(impl, "equivalence", inputs, extra, log_path=d / "equivalence.log")
     if outcome.status != "ok":
         raise WorkerFailed(f"{outcome.error}\n{outcome.log}")
     res = outcome.result
@@ -449,31 +442,31 @@ def run_equivalence(impl: Implementation, setup: Setup, ref: dict | None = None)
     return res
 
 
-def evaluate(setup: Setup, ref: dict, res: dict) -> dict[str, Check]:
+def evaluate(inputs: CheckInputs, ref: dict, res: dict) -> dict[str, Check]:
     """Checks 1-4 (and init, dropout) of one implementation's worker result against the reference's."""
-    spec, tol = setup.spec, setup.tol
+    spec, tol = inputs.spec, inputs.tol
     out = {"shapes": check_shapes(spec, res), "init": check_init(spec, load_weights(res["files"]["init"]))}
     out["logits"] = check_logits(np.load(ref["files"]["logits"]), np.load(res["files"]["logits"]), tol)
     out["steps"] = check_steps(spec, ref, res, tol)
     if res.get("dropout") is not None:
         out["dropout"] = check_dropout(ref["dropout"], res["dropout"])
-    out["data"] = check_data(Path(setup.data.folder), setup.data.manifest, res)
+    out["data"] = check_data(Path(inputs.data.folder), inputs.data.manifest, res)
     return out
 
 
-def run_transfer(impls: list[Implementation], setup: Setup, ref_impl: Implementation, say=print) -> dict:
+def run_transfer(impls: list[Implementation], inputs: CheckInputs, ref_impl: Implementation, say=print) -> dict:
     """Check 5 for every implementation: train one epoch in each, cross-evaluate with the reference."""
-    prepared = setup.transfer_data
+    prepared = inputs.transfer_data
     y_test = np.load(Path(prepared.folder) / "y_test.npy")
     x_test = str(Path(prepared.folder) / "x_test.npy")
     trained, own, errors = {}, {}, {}
     order = [ref_impl] + [i for i in impls if i != ref_impl]
     for impl in order:
-        d = _impl_dir(setup, impl)
+        d = _impl_dir(inputs, impl)
         out = d / "trained.npz"
         cross = [] if impl == ref_impl else [{"weights": str(trained[ref_impl]), "out": str(d / "ref_logits.npy")}]
         t = time.monotonic()
-        outcome = run_worker(impl, "train-export", setup, {"out": str(out), "input": x_test, "cross": cross},
+        outcome = run_worker(impl, "train-export", inputs, {"out": str(out), "input": x_test, "cross": cross},
                              prepared=prepared, log_path=d / "train-export.log")
         say(f"  {impl.label}: train-export {outcome.status} ({time.monotonic() - t:.0f} s)")
         if outcome.status != "ok":
@@ -484,11 +477,11 @@ def run_transfer(impls: list[Implementation], setup: Setup, ref_impl: Implementa
         trained[impl] = out
         own[impl] = {"self": np.load(d / "logits.npy")}
         own[impl]["ref_in_impl"] = np.load(d / "ref_logits.npy") if cross else own[impl]["self"]
-    pairs = [{"weights": str(trained[i]), "out": str(_impl_dir(setup, i) / "in_ref_logits.npy")}
+    pairs = [{"weights": str(trained[i]), "out": str(_impl_dir(inputs, i) / "in_ref_logits.npy")}
              for i in order if i in trained and i != ref_impl]
     if pairs:
-        outcome = run_worker(ref_impl, "predict", setup, {"input": x_test, "pairs": pairs}, prepared=prepared,
-                             log_path=_impl_dir(setup, ref_impl) / "predict.log")
+        outcome = run_worker(ref_impl, "predict", inputs, {"input": x_test, "pairs": pairs}, prepared=prepared,
+                             log_path=_impl_dir(inputs, ref_impl) / "predict.log")
         if outcome.status != "ok":
             raise WorkerFailed(f"reference predict: {outcome.error}\n{outcome.log}")
     result = {}
@@ -497,10 +490,10 @@ def run_transfer(impls: list[Implementation], setup: Setup, ref_impl: Implementa
         if impl in errors:
             result[impl] = errors[impl]
             continue
-        in_ref = ref_home if impl == ref_impl else np.load(_impl_dir(setup, impl) / "in_ref_logits.npy")
+        in_ref = ref_home if impl == ref_impl else np.load(_impl_dir(inputs, impl) / "in_ref_logits.npy")
         logits = {("impl", "impl"): own[impl]["self"], ("impl", "ref"): in_ref,
                   ("ref", "ref"): ref_home, ("ref", "impl"): own[impl]["ref_in_impl"]}
-        result[impl] = check_transfer(y_test, logits, setup.tol)
+        result[impl] = check_transfer(y_test, logits, inputs.tol)
     return result
 
 
@@ -524,30 +517,30 @@ def check_model(model: str, impls: list[Implementation], skipped: list, options:
                 say=print) -> dict:
     """Run the checks for one model over `impls` against the reference; returns the report (JSON-able)."""
     ref_impl = reference_impl(model)
-    setup = make_setup(model, work, options, data_dir, transfer_samples if "transfer" in checks else None, timeout)
+    inputs = make_inputs(model, work, options, data_dir, transfer_samples if "transfer" in checks else None, timeout)
     rows: dict[Implementation, Row] = {}
     early = [c for c in checks if c != "transfer"]
     if early:
         say(f"[check] {model}: reference {ref_impl.label}")
-        ref = run_equivalence(ref_impl, setup)
+        ref = run_equivalence(ref_impl, inputs)
         for impl in [ref_impl] + [i for i in impls if i != ref_impl]:
             if impl == ref_impl:
                 res = ref
             else:
                 try:
-                    res = run_equivalence(impl, setup, ref)
+                    res = run_equivalence(impl, inputs, ref)
                 except WorkerFailed as e:
                     say(f"  {impl.label}: error")
                     rows[impl] = Row(impl.label, "error", str(e).splitlines()[0] if str(e) else "worker failed")
                     continue
-            found = evaluate(setup, ref, res)
+            found = evaluate(inputs, ref, res)
             rows[impl] = Row(impl.label, "ok", checks={k: v for k, v in found.items() if k in checks},
                              seconds=round(res["wall_s"], 1), deviations=list(res["info"].get("deviations", [])))
             say(f"  {impl.label}: " + " ".join(f"{k} {v.cell()}" for k, v in rows[impl].checks.items()))
     if "transfer" in checks:
-        say(f"[check] {model}: transfer (check 5) on {setup.transfer_data.n_train} synthetic examples")
+        say(f"[check] {model}: transfer (check 5) on {inputs.transfer_data.n_train} synthetic examples")
         for impl, found in run_transfer([i for i in impls if i not in rows or rows[i].status == "ok"],
-                                        setup, ref_impl, say).items():
+                                        inputs, ref_impl, say).items():
             row = rows.setdefault(impl, Row(impl.label, "ok"))
             if isinstance(found, Check):
                 row.checks["transfer"] = found
@@ -562,9 +555,9 @@ def check_model(model: str, impls: list[Implementation], skipped: list, options:
     ordered += [Row(i.label, "skipped", reason) for i, reason in skipped]
     return {
         "model": model, "reference": ref_impl.label, "checks": list(checks),
-        "options": setup.options.to_dict(),
-        "tolerance": asdict(setup.tol), "transfer_accuracy_tolerance": TRANSFER_ACCURACY,
-        "data": {"checks_1_4": setup.data.manifest, "transfer": setup.transfer_data.manifest if setup.transfer_data else None},
+        "options": inputs.options.to_dict(),
+        "tolerance": asdict(inputs.tol), "transfer_accuracy_tolerance": TRANSFER_ACCURACY,
+        "data": {"checks_1_4": inputs.data.manifest, "transfer": inputs.transfer_data.manifest if inputs.transfer_data else None},
         "rows": [r.to_dict() for r in ordered],
         "passed": all(r.status in ("ok", "skipped") for r in ordered),
     }

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from harness import parallel
 from harness.interpreters import REPO, interpreter
-from harness.worker import SPAWN_VAR
 
 LOG_TAIL_LINES = 30
+SPAWN_VAR = "DL_ROSETTA_T_SPAWN"  # our monotonic clock when we launched the worker (its start-up time)
 
 
 @dataclass
@@ -48,6 +48,16 @@ class Outcome:
     epochs: list  # epoch events received, kept even when the run failed later
     log: str  # the tail of the worker's stderr
     returncode: int | None
+
+
+def run_worker(impl, options, mode: str = "train", data=None, epochs: int = 0, batch_size: int = 0,
+               timeout: float | None = None, extra: dict | None = None, on_event=None,
+               log_path: Path | None = None) -> Outcome:
+    """Run one worker of `impl` in `mode` with RunOptions `options` on prepared `data`
+    (harness.data.Prepared, or None for modes that read their own inputs)."""
+    payload = {} if data is None else {"folder": str(data.folder), "samples": data.samples, "name": data.name}
+    job = Job(impl, options.to_dict(), payload, epochs, batch_size, mode=mode, timeout=timeout, extra=extra or {})
+    return run_job(job, on_event=on_event, log_path=log_path)
 
 
 def _signal_name(code: int) -> str:

@@ -41,94 +41,66 @@ from __future__ import annotations
 import os
 
 SCALINGS = ("weak", "strong")
-# (lang, framework, backend) -> (the engine, the `list` column's short name)
-ENGINES = {("python", "pytorch", None): ("torchrun + DistributedDataParallel", "DDP"),
-           ("python", "jax", None): ("jax.sharding device mesh", "mesh"),
-           ("python", "tensorflow", None): ("tf.distribute.MirroredStrategy", "MirroredStrategy"),
-           ("python", "keras", "tensorflow"): ("tf.distribute.MirroredStrategy", "MirroredStrategy"),
-           ("python", "keras", "jax"): ("keras.distribution.DataParallel", "DataParallel"),
-           ("python", "mxnet", None): ("Gluon contexts + kvstore 'device'", "Gluon kvstore")}
-# (lang, framework, backend) -> the multi-node launch, what each node's command must name, and
-# the function ("module:name") that joins the nodes in the worker, right after the framework's
-# import and before its first device query (torchrun joins them itself)
-MULTI_NODE = {("python", "pytorch", None): ("torchrun c10d rendezvous", ("rdzv_endpoint",), None),
-              ("python", "jax", None): ("jax.distributed", ("rdzv_endpoint", "node_rank"),
-                                        "python_models.jax.parallel:join_nodes"),
-              ("python", "keras", "jax"): ("keras.distribution.initialize (jax.distributed)",
-                                           ("rdzv_endpoint", "node_rank"), "python_models.keras.distributed:join_nodes"),
-              ("python", "tensorflow", None): ("MultiWorkerMirroredStrategy (TF_CONFIG)", ("workers", "node_rank"),
-                                               "python_models.tensorflow.distributed:join_nodes")}
+# what each node's command must name, per flag a MultiNode (harness.registry) needs
 FLAGS = {"rdzv_endpoint": "--rdzv-endpoint HOST:PORT (node 0's address, the same on every node)",
          "node_rank": "--node-rank R (0 on the node given as the endpoint, then 1 .. K-1)",
          "workers": "--workers HOST:PORT,... (one per node, in node-rank order, the same on every node)"}
-XLA_HOST_DEVICES = {("python", "jax", None), ("python", "keras", "jax")}  # N CPU replicas = N XLA host devices
 XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
-def _key(impl) -> tuple:
-    return impl.lang, impl.name, impl.backend
-
-
 def engine(impl) -> str | None:
-    return ENGINES.get(_key(impl), (None,))[0]
+    return impl.multi_device.engine if impl.multi_device else None
 
 
 def setups(impl) -> str:
     """The `list` column: the device setups an implementation supports."""
-    if not engine(impl):
+    if not impl.multi_device:
         return "1 device"
-    out = f"1 device; N GPUs ({ENGINES[_key(impl)][1]})"
-    if _key(impl) in MULTI_NODE:
-        out += f"; K nodes ({MULTI_NODE[_key(impl)][0].split(' (')[0]})"
+    out = f"1 device; N GPUs ({impl.multi_device.short})"
+    if impl.multi_node:
+        out += f"; K nodes ({impl.multi_node.launch.split(' (')[0]})"
     return out
 
 
-def _multi_node_choices() -> str:
-    return ", ".join(f"{f}[{b}]" if b else f for _, f, b in MULTI_NODE)
+def _choices(kind: str) -> str:
+    from harness.registry import IMPLEMENTATIONS
+
+    found = [i.short for i in IMPLEMENTATIONS if getattr(i, kind)]
+    return ", ".join(dict.fromkeys(found))
 
 
-def _choices() -> str:
-    return ", ".join(f"{f}[{b}]" if b else f for _, f, b in ENGINES)
-
-
-def check(args, impls) -> None:
-    """Clear errors for set-ups an implementation cannot run; bad values raise UsageError."""
+def check(setup, impls) -> None:
+    """Clear errors for set-ups (harness.requests.DeviceSetup) an implementation cannot run."""
     from harness.errors import UsageError
 
-    nodes = getattr(args, "nodes", 1)
-    if args.gpus > 1 or nodes > 1:
-        what = f"--gpus {args.gpus}" if args.gpus > 1 else f"--nodes {nodes}"
+    nodes = setup.nodes
+    if setup.gpus > 1 or nodes > 1:
+        what = f"--gpus {setup.gpus}" if setup.gpus > 1 else f"--nodes {nodes}"
         for impl in impls or []:
-            if (impl.lang, impl.name) == ("python", "keras") and engine(impl) is None:
-                raise UsageError(f"{what}: Keras 3 has no data-parallel path on the {impl.backend} "
-                                 "backend; choices: --backend tensorflow (MirroredStrategy), --backend jax "
-                                 "(DataParallel)")
-            if (impl.lang, impl.name) == ("r", "keras"):
-                raise UsageError(f"{what}: {impl.label} trains in its own R loop "
-                                 "(r_models/keras/train.R), which has no multi-device path; "
-                                 "choices: --lang python --framework keras --backend tensorflow|jax")
-            if engine(impl) is None:
-                raise UsageError(f"{what}: {impl.label} has no multi-device path; "
-                                 f"data-parallel frameworks: {_choices()}")
-    rank = getattr(args, "node_rank", None)
-    if rank is not None and rank >= nodes:
-        raise UsageError(f"--node-rank {rank}: choices with --nodes {nodes}: 0 .. {nodes - 1}")
+            if impl.multi_device:
+                continue
+            why = impl.framework.no_multi_device.format(label=impl.label, backend=impl.backend)
+            raise UsageError(f"{what}: {why}" if why else
+                             f"{what}: {impl.label} has no multi-device path; "
+                             f"data-parallel frameworks: {_choices('multi_device')}")
+    if setup.node_rank is not None and setup.node_rank >= nodes:
+        raise UsageError(f"--node-rank {setup.node_rank}: choices with --nodes {nodes}: 0 .. {nodes - 1}")
     if nodes == 1:
         return
     for impl in impls or []:
-        if _key(impl) not in MULTI_NODE:
+        launch = impl.multi_node
+        if launch is None:
             raise UsageError(f"--nodes {nodes}: {impl.label} has no multi-node launch here; "
-                             f"choices: {_multi_node_choices()}")
-        for need in MULTI_NODE[_key(impl)][1]:
-            if getattr(args, need, None) is None:
+                             f"choices: {_choices('multi_node')}")
+        for need in launch.needs:
+            if getattr(setup, need) is None:
                 raise UsageError(f"--nodes {nodes} with {impl.label} needs {FLAGS[need]}")
-        workers = getattr(args, "workers", None)
-        if "workers" in MULTI_NODE[_key(impl)][1] and len(workers) != nodes:
-            raise UsageError(f"--workers names {len(workers)} address(es) ({','.join(workers)}); "
+        if "workers" in launch.needs and len(setup.workers) != nodes:
+            raise UsageError(f"--workers names {len(setup.workers)} address(es) ({','.join(setup.workers)}); "
                              f"--nodes {nodes} needs one per node")
-        if "workers" in MULTI_NODE[_key(impl)][1] and args.gpus > 1 and args.device == "cpu":
-            raise UsageError(f"--nodes {nodes} --gpus {args.gpus}: TensorFlow's multi-worker strategy "
-                             "runs one CPU replica per node; choices on cpu: --gpus 1")
+        if launch.one_cpu_replica and setup.gpus > 1 and setup.device == "cpu":
+            raise UsageError(f"--nodes {nodes} --gpus {setup.gpus}: {launch.launch.split(' (')[0]} runs one CPU "
+                             "replica per node; choices on cpu: --gpus 1")
 
 
 def replicas(options: dict) -> int:
@@ -141,7 +113,7 @@ _LEAVE: list = []  # what each joined framework does before this process may exi
 def join_nodes(impl, options) -> None:
     """In the worker (harness.runtimes.python), for --nodes K: the framework joins the other nodes.
     The join function returns how to leave them again (leave_nodes)."""
-    join = MULTI_NODE.get(_key(impl), (None, None, None))[2]
+    join = impl.multi_node.join if impl.multi_node else None
     if options.nodes > 1 and join:
         import importlib
 
@@ -174,7 +146,7 @@ def tf_config(options: dict) -> str:
 
 
 def uses_torchrun(impl, options: dict) -> bool:
-    return (impl.lang, impl.name) == ("python", "pytorch") and replicas(options) > 1
+    return bool(impl.multi_device and impl.multi_device.torchrun) and replicas(options) > 1
 
 
 def launch(impl, options: dict, python: str, worker_args: list[str]) -> tuple[list[str], dict]:
@@ -185,9 +157,9 @@ def launch(impl, options: dict, python: str, worker_args: list[str]) -> tuple[li
         return worker, {}
     if not uses_torchrun(impl, options):  # one process per node: the framework places the replicas itself
         env = {}
-        if options.get("nodes", 1) > 1 and _key(impl) == ("python", "tensorflow", None):
+        if options.get("nodes", 1) > 1 and impl.multi_node and impl.multi_node.tf_config:
             env["TF_CONFIG"] = tf_config(options)
-        if options["device"] == "cpu" and gpus > 1 and _key(impl) in XLA_HOST_DEVICES:  # N XLA host devices, set before JAX starts
+        if options["device"] == "cpu" and gpus > 1 and impl.multi_device and impl.multi_device.xla_host_devices:  # N XLA host devices, set before JAX starts
             flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(XLA_DEVICES_FLAG)]
             env["XLA_FLAGS"] = " ".join([*flags, f"{XLA_DEVICES_FLAG}={gpus}"])
         return worker, env

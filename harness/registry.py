@@ -1,7 +1,10 @@
 """The one registry of implementations: every (language, framework, backend, model) the suite knows.
 
-Tests are parametrized over `IMPLEMENTATIONS`; adding an implementation means adding its files
-and, for a new framework, one row to FRAMEWORKS below.
+One `Framework` row says everything the harness needs to know about a framework: its name in
+reports, the environment its worker runs in, the modules it needs and how to install them, its
+backends (and the variable that picks one), its data-parallel engine and multi-node launch.
+Tests are parametrized over `IMPLEMENTATIONS`; adding a framework is one folder of model files,
+one row in FRAMEWORKS below and one extra in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -10,35 +13,102 @@ from dataclasses import dataclass
 from harness.errors import UsageError, choices_error
 from harness.specs import MODELS
 
-LANGS = ("python", "r", "julia")
+
+@dataclass(frozen=True)
+class Language:
+    name: str
+    display: str  # in reports: "R Keras 3.15.1 (TF)"
+    folder: str  # where its model files live
+    suffix: str  # a model file's suffix; Python models are modules of the `folder` package
+    colour: str = "grey"  # in the report's charts
+
+
+LANGUAGES = {lang.name: lang for lang in (
+    Language("python", "Python", "python_models", ".py", "#4C72B0"),
+    Language("r", "R", "r_models", ".R", "#DD8452"),
+    Language("julia", "Julia", "julia_models", ".jl", "#8172B3"),
+)}
+LANGS = tuple(LANGUAGES)
+BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}  # Keras 3 backends, in reports
+
+
+@dataclass(frozen=True)
+class MultiDevice:
+    """A framework's own data-parallel engine on one machine (harness/parallel.py launches it)."""
+
+    engine: str  # what the record names, e.g. "torchrun + DistributedDataParallel"
+    short: str  # the `list` column, e.g. "DDP"
+    torchrun: bool = False  # one process per replica, started by torchrun (else one process places them)
+    xla_host_devices: bool = False  # N CPU replicas are N XLA host devices (XLA_FLAGS, set before start)
+
+
+@dataclass(frozen=True)
+class MultiNode:
+    """A framework's own launch over several machines."""
+
+    launch: str  # e.g. "jax.distributed"
+    needs: tuple[str, ...]  # the flags every node's command must give (harness.parallel.FLAGS)
+    join: str | None = None  # "module:function(options) -> leave" that joins the nodes in the worker
+    tf_config: bool = False  # the harness writes TF_CONFIG from --workers and --node-rank
+    one_cpu_replica: bool = False  # on CPU, one replica per node only
 
 
 @dataclass(frozen=True)
 class Framework:
     lang: str
     name: str
+    display: str  # in reports: "PyTorch"
     env: str  # which environment's interpreter runs the worker: "main" | "legacy"
     modules: tuple[str, ...]  # importable names the implementation needs (checked without importing)
     install: str  # the fix shown when a module is missing
     backends: tuple[str | None, ...] = (None,)
+    backend_variable: str | None = None  # environment variable that picks the backend, set per worker
+    multi_device: tuple[tuple[str | None, MultiDevice], ...] = ()  # (backend, engine) pairs
+    multi_node: tuple[tuple[str | None, MultiNode], ...] = ()  # (backend, launch) pairs
+    no_multi_device: str = ""  # why there is no data-parallel path, with the choices (shown for --gpus N)
+    package: str | None = None  # the package a Julia framework loads (`using Flux`)
     retired: str = ""  # why it can never run on the Pythons these machines have
 
 
+DDP = MultiDevice("torchrun + DistributedDataParallel", "DDP", torchrun=True)
+MIRRORED = MultiDevice("tf.distribute.MirroredStrategy", "MirroredStrategy")
+JAX_MESH = MultiDevice("jax.sharding device mesh", "mesh", xla_host_devices=True)
+KERAS_DATA_PARALLEL = MultiDevice("keras.distribution.DataParallel", "DataParallel", xla_host_devices=True)
+JAX_NODES = ("rdzv_endpoint", "node_rank")
+
 FRAMEWORKS: tuple[Framework, ...] = (
-    Framework("python", "pytorch", "main", ("torch",), "pip install -e '.[pytorch]'"),
-    Framework("python", "tensorflow", "main", ("tensorflow",), "pip install -e '.[tensorflow]'"),
-    Framework("python", "keras", "main", ("keras",), "pip install -e '.[keras]'", backends=("tensorflow", "jax", "torch")),
-    Framework("python", "jax", "main", ("jax", "flax", "optax"), "pip install -e '.[jax]'"),
-    Framework("python", "mxnet", "legacy", ("mxnet",), "python3 -m harness setup --legacy"),
-    Framework("python", "chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy"),
-    Framework("python", "pytensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy"),
-    Framework("python", "cntk", "main", ("cntk",), "",
+    Framework("python", "pytorch", "PyTorch", "main", ("torch",), "pip install -e '.[pytorch]'",
+              multi_device=((None, DDP),),
+              multi_node=((None, MultiNode("torchrun c10d rendezvous", ("rdzv_endpoint",))),)),
+    Framework("python", "tensorflow", "TensorFlow", "main", ("tensorflow",), "pip install -e '.[tensorflow]'",
+              multi_device=((None, MIRRORED),),
+              multi_node=((None, MultiNode("MultiWorkerMirroredStrategy (TF_CONFIG)", ("workers", "node_rank"),
+                                           "python_models.tensorflow.distributed:join_nodes", tf_config=True,
+                                           one_cpu_replica=True)),)),
+    Framework("python", "keras", "Keras", "main", ("keras",), "pip install -e '.[keras]'",
+              backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
+              multi_device=(("tensorflow", MIRRORED), ("jax", KERAS_DATA_PARALLEL)),
+              multi_node=(("jax", MultiNode("keras.distribution.initialize (jax.distributed)", JAX_NODES,
+                                            "python_models.keras.distributed:join_nodes")),),
+              no_multi_device="Keras 3 has no data-parallel path on the {backend} backend; choices: "
+                              "--backend tensorflow (MirroredStrategy), --backend jax (DataParallel)"),
+    Framework("python", "jax", "JAX (Flax)", "main", ("jax", "flax", "optax"), "pip install -e '.[jax]'",
+              multi_device=((None, JAX_MESH),),
+              multi_node=((None, MultiNode("jax.distributed", JAX_NODES, "python_models.jax.parallel:join_nodes")),)),
+    Framework("python", "mxnet", "MXNet (Gluon)", "legacy", ("mxnet",), "python3 -m harness setup --legacy",
+              multi_device=((None, MultiDevice("Gluon contexts + kvstore 'device'", "Gluon kvstore")),)),
+    Framework("python", "chainer", "Chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy"),
+    Framework("python", "pytensor", "PyTensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy"),
+    Framework("python", "cntk", "CNTK", "main", ("cntk",), "",
               retired="CNTK's last release (2.7, 2019) ships wheels for Python <= 3.6 only"),
-    Framework("python", "caffe2", "main", ("caffe2",), "",
+    Framework("python", "caffe2", "Caffe2", "main", ("caffe2",), "",
               retired="Caffe2 was folded into PyTorch and removed in PyTorch 2.0; no build exists for current Python"),
-    Framework("r", "keras", "main", ("rpy2",), "python3 -m harness setup --r", backends=("tensorflow", "jax", "torch")),
-    Framework("julia", "flux", "main", ("juliacall",), "python3 -m harness setup --julia"),
-    Framework("julia", "knet", "main", ("juliacall",), "python3 -m harness setup --julia"),
+    Framework("r", "keras", "Keras", "main", ("rpy2",), "python3 -m harness setup --r",
+              backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
+              no_multi_device="{label} trains in its own R loop (r_models/keras/train.R), which has no "
+                              "multi-device path; choices: --lang python --framework keras --backend tensorflow|jax"),
+    Framework("julia", "flux", "Flux", "main", ("juliacall",), "python3 -m harness setup --julia", package="Flux"),
+    Framework("julia", "knet", "Knet", "main", ("juliacall",), "python3 -m harness setup --julia", package="Knet"),
 )
 
 
@@ -64,17 +134,42 @@ class Implementation:
 
     @property
     def entry(self) -> str:
-        """Where the code lives: a module for Python, a file for R and Julia."""
-        if self.lang == "python":
-            return f"python_models.{self.name}.{self.model}"
-        if self.lang == "r":
-            return f"r_models/{self.name}/{self.model}.R"
-        return f"julia_models/{self.name}/{self.model}.jl"
+        """Where the code lives: a module for Python, a file for every other language."""
+        lang = LANGUAGES[self.lang]
+        if lang.suffix == ".py":
+            return f"{lang.folder}.{self.name}.{self.model}"
+        return f"{lang.folder}/{self.name}/{self.model}{lang.suffix}"
+
+    @property
+    def multi_device(self) -> MultiDevice | None:
+        return dict(self.framework.multi_device).get(self.backend)
+
+    @property
+    def multi_node(self) -> MultiNode | None:
+        return dict(self.framework.multi_node).get(self.backend)
+
+    @property
+    def short(self) -> str:
+        """framework[backend], e.g. 'keras[jax]'."""
+        return f"{self.name}[{self.backend}]" if self.backend else self.name
 
 
 IMPLEMENTATIONS: tuple[Implementation, ...] = tuple(
     Implementation(fw, backend, model) for fw in FRAMEWORKS for backend in fw.backends for model in MODELS
 )
+
+
+def framework(lang: str, name: str) -> Framework | None:
+    return next((f for f in FRAMEWORKS if (f.lang, f.name) == (lang, name)), None)
+
+
+def display_name(lang: str, name: str, backend: str | None = None) -> str:
+    """e.g. 'PyTorch', 'R Keras', 'Keras (JAX)': the name reports give a framework."""
+    fw = framework(lang, name)
+    text = (fw.display if fw else name)
+    if lang != "python":
+        text = f"{LANGUAGES[lang].display if lang in LANGUAGES else lang} {text}"
+    return text
 
 
 def select(lang: str | None = None, framework: str | None = None, backend: str | None = None,

@@ -25,7 +25,6 @@ record, and `completed` finds those already in a store for this machine and comm
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -33,27 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.requests import RunRequest
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "bench" / "suites"
 TOP_KEYS = {"description", "repeats", "models", "implementations", "options", "setups"}
 # chosen by the suite itself, never by its options
 SUITE_CONTROLLED = {"lang", "framework", "backend", "model", "out", "format", "quiet", "repeats", "resume"}
-# options that change neither the work measured nor the result: left out of the plan digest
-NOT_PLANNED = SUITE_CONTROLLED | {"verb", "timeout", "data_dir", "dry_run", "suite"}
 LABEL = re.compile(r"^(?:(?P<lang>[a-z]+)/)?(?P<framework>[a-z0-9_-]+)(?:\[(?P<backend>[a-z0-9_-]+)\])?$")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
-def run_parser() -> argparse.ArgumentParser:
-    from harness.commands import run
-
-    p = _Parser(prog="python -m harness run", add_help=False)
-    run.add_arguments(p)
-    return p
 
 
 def option_argv(options: dict, where: str) -> list[str]:
@@ -73,19 +58,15 @@ def option_argv(options: dict, where: str) -> list[str]:
     return argv
 
 
-def plan_digest(impl, args) -> str:
-    """What a run measures, from its parsed `run` options (defaults resolved from the spec)."""
-    from harness.specs import get_spec
-
-    spec = get_spec(impl.model)
-    options = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_PLANNED}
-    options.update(epochs=args.epochs or spec.epochs, batch_size=args.batch_size or spec.batch_size,
-                   data=args.data or spec.dataset)
+def plan_digest(impl, request: RunRequest) -> str:
+    """What a run measures (RunRequest.planned: the options that change the work or the result,
+    defaults resolved from the spec); timeouts, folders and display options are not part of it."""
+    options = request.planned(impl.model)
     return hashlib.sha256(json.dumps([impl.label, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_plan(impl, args, repeat: int, suite: str | None = None, run_args: list[str] | None = None) -> dict:
-    plan = {"suite": suite, "config": plan_digest(impl, args), "repeat": repeat}
+def run_plan(impl, request: RunRequest, repeat: int, suite: str | None = None, run_args: list[str] | None = None) -> dict:
+    plan = {"suite": suite, "config": plan_digest(impl, request), "repeat": repeat}
     if run_args is not None:
         plan["run_args"] = run_args
     return plan
@@ -116,10 +97,10 @@ class Entry:
     impl: object  # harness.registry.Implementation
     setup: str
     run_args: list[str]  # the equivalent `python -m harness run` arguments, bar --out/--repeats
-    args: argparse.Namespace  # those arguments parsed by the run command's own parser
+    request: RunRequest  # those arguments as the run command's own parser reads them
 
     def plan(self, suite: str, repeat: int) -> dict:
-        return run_plan(self.impl, self.args, repeat, suite, self.run_args)
+        return run_plan(self.impl, self.request, repeat, suite, self.run_args)
 
 
 @dataclass
@@ -158,8 +139,9 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
          check_runnable: bool = True) -> Suite:
     """Read and expand a suite; bad keys, labels and options raise UsageError naming the file."""
     from harness import runtimes
-    from harness.commands.run import check_device
+    from harness.cli_options import run_parser, run_request
     from harness.registry import select
+    from harness.requests import check_setup
     from harness.specs import MODELS
 
     try:
@@ -220,18 +202,18 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
                     if impl.backend:
                         selection += ["--backend", impl.backend]
                     try:
-                        args = parser.parse_args(selection + run_args)
+                        request = run_request(parser.parse_args(selection + run_args))
                     except UsageError as e:
                         raise UsageError(f"{where}: {e}") from None
-                    entry = Entry(impl, setup_name, selection + run_args, args)
-                    ident = (impl.label, plan_digest(impl, args))
+                    entry = Entry(impl, setup_name, selection + run_args, request)
+                    ident = (impl.label, plan_digest(impl, request))
                     if ident in seen:
                         raise UsageError(f"{path}: {impl.label} appears twice with the same options ({setup_name})")
                     seen.add(ident)
                     reason = runtimes.availability(impl) if check_runnable else None
                     if reason is None and check_runnable:
                         try:
-                            check_device(args)
+                            check_setup(request.setup, [impl])
                         except UsageError as e:
                             reason = f"setup {setup_name}: {e}"
                     if reason:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402, F401 - every mode needs it; imported before the timed framework import
 
 from harness import parallel, runtimes  # noqa: E402
+from harness.launch import SPAWN_VAR  # noqa: E402
 from harness.protocol import RunOptions  # noqa: E402
 from harness.registry import select  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
 
-SPAWN_VAR = "DL_ROSETTA_T_SPAWN"  # the parent's monotonic clock when it launched this process
 # mode -> "module:function(job, opened, events) -> result dict"
 MODES = {"train": "harness.benchmark:run_train",
          "weights": "harness.canonical:run_weights",

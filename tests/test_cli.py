@@ -42,7 +42,7 @@ def test_table_format_and_results_load(data_cache, tmp_path):
     proc = harness("--framework", "pytorch", "--model", "rnn", *TINY, "--repeats", "2", "--out", str(tmp_path),
                    cache=data_cache)
     assert proc.returncode == 0, proc.stderr
-    assert "python/pytorch/rnn" in proc.stdout and "steady_s_per_epoch" in proc.stdout
+    assert "python/pytorch/rnn" in proc.stdout and "s/epoch" in proc.stdout
     from harness import results
 
     frame = results.load(tmp_path)
@@ -86,7 +86,7 @@ def test_list_shows_every_implementation_with_a_reason(data_cache):
      "--workers names 2 address(es) (a:1,b:1); --nodes 3 needs one per node"),
     (["--framework", "tensorflow", "--workers", "a:1,b"], "argument --workers: 'b' is not HOST:PORT"),
     (["--framework", "keras", "--backend", "tensorflow", "--nodes", "2", "--node-rank", "0"],
-     "--nodes 2: python/keras[tensorflow]/cnn has no multi-node launch here; choices: pytorch, jax, keras[jax], tensorflow"),
+     "--nodes 2: python/keras[tensorflow]/cnn has no multi-node launch here; choices: pytorch, tensorflow, keras[jax], jax"),
     (["--framework", "pytorch", "--epochs", "0"], "argument --epochs: 0 must be at least 1"),
     (["--framework", "pytorch", "--samples", "many"], "argument --samples: 'many' is not a whole number"),
     (["--framework", "pytorch", "--format", "xml"], "argument --format: invalid choice: 'xml'"),

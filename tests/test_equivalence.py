@@ -28,8 +28,8 @@ EARLY_CHECKS = ("shapes", "init", "logits", "steps", "dropout", "data")
 
 
 @pytest.fixture(scope="session")
-def setups(tmp_path_factory, data_cache):
-    """model -> (Setup, reference worker result), built on first use."""
+def check_inputs(tmp_path_factory, data_cache):
+    """model -> (CheckInputs, reference worker result), built on first use."""
     made = {}
 
     def get(model: str):
@@ -37,9 +37,9 @@ def setups(tmp_path_factory, data_cache):
             reason = runtimes.availability(equivalence.reference_impl(model))
             if reason:
                 pytest.skip(f"the reference cannot run here: {reason}")
-            setup = equivalence.make_setup(model, tmp_path_factory.mktemp(f"check-{model}"), RunOptions(),
+            inputs = equivalence.make_inputs(model, tmp_path_factory.mktemp(f"check-{model}"), RunOptions(),
                                            data_dir=data_cache, timeout=1200)
-            made[model] = (setup, equivalence.run_equivalence(equivalence.reference_impl(model), setup))
+            made[model] = (inputs, equivalence.run_equivalence(equivalence.reference_impl(model), inputs))
         return made[model]
 
     return get
@@ -50,15 +50,15 @@ def failed(checks: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("impl", ACTIVE, ids=lambda i: i.label)
-def test_same_model_as_reference(impl, setups):
+def test_same_model_as_reference(impl, check_inputs):
     reason = runtimes.availability(impl)
     if reason:
         pytest.skip(reason)
-    setup, ref = setups(impl.model)
+    inputs, ref = check_inputs(impl.model)
     is_ref = impl == equivalence.reference_impl(impl.model)
-    res = ref if is_ref else equivalence.run_equivalence(impl, setup, ref)
-    checks = equivalence.evaluate(setup, ref, res)
-    expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(setup.spec) else {"dropout"})
+    res = ref if is_ref else equivalence.run_equivalence(impl, inputs, ref)
+    checks = equivalence.evaluate(inputs, ref, res)
+    expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(inputs.spec) else {"dropout"})
     assert set(checks) == expected
     assert not failed(checks), f"{impl.label} differs from {equivalence.reference_impl(impl.model).label}: {failed(checks)}"
 
@@ -78,15 +78,15 @@ def variant_worker(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", list(wrong_variants.VARIANTS))
-def test_wrong_variant_is_caught(name, setups, variant_worker, tmp_path):
+def test_wrong_variant_is_caught(name, check_inputs, variant_worker, tmp_path):
     variant = wrong_variants.VARIANTS[name]
-    setup, ref = setups(variant.model)
+    inputs, ref = check_inputs(variant.model)
     ref_impl = equivalence.reference_impl(variant.model)
     if runtimes.availability(ref_impl):
         pytest.skip(runtimes.availability(ref_impl))
     variant_worker(name)
-    res = equivalence.run_equivalence(ref_impl, replace(setup, work=tmp_path / "variant"), ref)
-    checks = equivalence.evaluate(setup, ref, res)
+    res = equivalence.run_equivalence(ref_impl, replace(inputs, work=tmp_path / "variant"), ref)
+    checks = equivalence.evaluate(inputs, ref, res)
     print(f"{name}: " + ", ".join(f"{k} {c.cell()}" for k, c in checks.items()))  # shown by pytest -rP
     assert variant.caught_by in failed(checks), (
         f"{name} ({variant.what}) passed the {variant.caught_by} check: {checks[variant.caught_by].detail}")

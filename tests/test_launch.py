@@ -10,7 +10,7 @@ import sys
 import time
 
 from conftest import REPO, children
-from harness import benchmark, data
+from harness import data, launch
 from harness.commands import run as run_command
 from harness.protocol import RunOptions
 from harness.registry import select
@@ -58,7 +58,7 @@ def test_killed_worker_keeps_the_epochs_it_finished(data_cache):
 
 def test_a_failed_run_does_not_end_the_suite(data_cache, tmp_path, monkeypatch, capsys):
     calls = []
-    real = benchmark.run_job
+    real = launch.run_job
 
     def first_one_hangs(job, **kw):
         calls.append(job)
@@ -66,7 +66,7 @@ def test_a_failed_run_does_not_end_the_suite(data_cache, tmp_path, monkeypatch, 
             job.timeout = 0.5
         return real(job, **kw)
 
-    monkeypatch.setattr(benchmark, "run_job", first_one_hangs)
+    monkeypatch.setattr(launch, "run_job", first_one_hangs)
     parser = argparse.ArgumentParser()
     run_command.add_arguments(parser)
     args = parser.parse_args(["--framework", "pytorch", "--model", "cnn", "--data", "synthetic", "--samples", "128",

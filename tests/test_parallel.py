@@ -6,7 +6,6 @@ After a step the replicas hold identical weights, and the loss equals the one-pr
 same global batch; bad set-ups are one clear line."""
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -178,13 +177,14 @@ def test_mxnet_gluon_two_cpu_contexts_match_one_context(tmp_path):
 
 
 def _args(**kw):
-    base = dict(device="cpu", gpus=1, precision="fp32", scaling="weak", nodes=1, rdzv_endpoint=None)
-    return argparse.Namespace(**{**base, **kw})
+    from harness.requests import DeviceSetup
+
+    return DeviceSetup(**kw)
 
 
 def test_bad_setups_are_clear_errors(monkeypatch):
     from harness import environment
-    from harness.commands.run import check_device
+    from harness.requests import check_setup as check_device
     from harness.errors import UsageError
     from harness.registry import select
 

@@ -11,7 +11,7 @@ import sys
 
 
 def add_arguments(p) -> None:
-    from harness.commands.run import positive_float, positive_int
+    from harness.cli_options import positive_float, positive_int
     from harness.protocol import DEVICES, PRECISIONS
 
     p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
@@ -41,26 +41,18 @@ def main(args) -> int:
     from harness import equivalence, runtimes
     from harness.errors import UsageError, choices_error
     from harness.protocol import RunOptions
-    from harness.registry import select
+    from harness.requests import DeviceSetup, Selection, check_setup, implementations
 
     checks = tuple(c.strip() for c in args.checks.split(",") if c.strip()) if args.checks else equivalence.CHECKS
     for c in checks:
         if c not in equivalence.CHECKS:
             raise choices_error("check", c, equivalence.CHECKS)
-    impls = select(args.lang, args.framework, args.backend, args.model)
+    runnable, skipped = implementations(Selection(args.lang, args.framework, args.backend, args.model), strict=False)
     ref = equivalence.reference_impl(args.model)
     reason = runtimes.availability(ref)
     if reason:
         raise UsageError(f"the reference {ref.label} cannot run here: {reason}")
-    if args.device == "cuda" or args.precision != "fp32":
-        from harness.commands.run import check_device
-
-        args.gpus = 1
-        check_device(args)
-    runnable, skipped = [], []
-    for impl in impls:
-        why = runtimes.availability(impl)
-        (skipped.append((impl, why)) if why else runnable.append(impl))
+    check_setup(DeviceSetup(device=args.device, precision=args.precision))
     options = RunOptions(seed=args.seed, device=args.device, precision=args.precision)
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     samples = args.samples or TRANSFER_SAMPLES[args.model]

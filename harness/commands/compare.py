@@ -101,7 +101,7 @@ def regressions(rows) -> list[dict]:
 
 def main(args) -> int:
     from harness import results
-    from harness.commands.report import num
+    from harness.summary import num
     from harness.errors import UsageError
 
     try:

@@ -5,7 +5,7 @@ import sys
 
 
 def add_arguments(p) -> None:
-    from harness.commands.weights import add_implementation
+    from harness.cli_options import add_implementation
 
     add_implementation(p)
     p.add_argument("--weights", required=True, help="canonical weights (.npz, keys and layouts of the spec)")
@@ -45,12 +45,15 @@ def main(args) -> int:
 
     import numpy as np
 
-    from harness.commands.weights import one_implementation, run_mode
     from harness.canonical import load_weights, shapes_of, weight_problems
+    from harness.cli_options import selection
     from harness.errors import UsageError
+    from harness.launch import run_worker
+    from harness.protocol import RunOptions
+    from harness.requests import one_implementation
     from harness.specs import get_spec
 
-    impl = one_implementation(args)
+    impl = one_implementation(selection(args))
     spec = get_spec(impl.model)
     try:
         weights = load_weights(Path(args.weights).expanduser())
@@ -71,7 +74,11 @@ def main(args) -> int:
             source = Path(tmp) / "input.npy"
             np.save(source, np.asarray(x, dtype=spec.input_dtype))
         pair = {"weights": str(Path(args.weights).expanduser().resolve()), "out": str(out)}
-        if run_mode(impl, args, "predict", {"input": str(source), "pairs": [pair]}) is None:
+        outcome = run_worker(impl, RunOptions(device=args.device, backend=impl.backend), "predict",
+                             timeout=args.timeout, extra={"input": str(source), "pairs": [pair]})
+        if outcome.status != "ok":
+            print(f"error: {impl.label} failed: {outcome.error}", file=sys.stderr)
+            print(outcome.log, file=sys.stderr)
             return 1
     logits = np.load(out)
     print(f"wrote {args.out}: logits {logits.shape} {logits.dtype} ({impl.label})")

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "Keras", "jax": "JAX (Flax)",
-                   "mxnet": "MXNet (Gluon)", "chainer": "Chainer", "pytensor": "PyTensor", "flux": "Flux",
-                   "knet": "Knet", "cntk": "CNTK", "caffe2": "Caffe2"}
-BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}
-LANG_NAMES = {"python": "Python", "r": "R", "julia": "Julia"}
-LANG_COLOURS = {"python": "#4C72B0", "r": "#DD8452", "julia": "#8172B3"}
+from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
+from harness.summary import accuracy_cell as _acc
+from harness.summary import none_if_missing as _none
+from harness.summary import num, row_name
+
 SECTION_KEYS = ("machine", "hardware", "device", "gpus", "precision", "nodes")  # cloned VMs can share a machine id
 COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")
 ROW_NAME_KEYS = ("lang", "framework", "backend", "compile", "version")
@@ -41,68 +40,20 @@ def add_arguments(p) -> None:
 
 # ---- formatting -----------------------------------------------------------------------------
 
-def num(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    a = abs(v)
-    if a >= 100:
-        return f"{v:,.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def _none(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def row_name(r) -> str:
-    """e.g. 'PyTorch 2.13.0', 'Keras 3.15.0 (JAX)', 'R Keras 3.15.0 (TF)'."""
-    lang = "" if r["lang"] == "python" else LANG_NAMES.get(r["lang"], r["lang"]) + " "
-    name = lang + FRAMEWORK_NAMES.get(r["framework"], r["framework"])
-    if _none(r.get("version")):
-        name += f" {r['version']}"
-    if _none(r.get("backend")):
-        name += f" ({BACKEND_NAMES.get(r['backend'], r['backend'])})"
-    if r.get("compile"):
-        name += ", compiled"
-    return name
+def _colour(lang: str) -> str:
+    return LANGUAGES[lang].colour if lang in LANGUAGES else "grey"
 
 
 def _order(r) -> tuple:
-    from harness.registry import FRAMEWORKS
+    """Rows in registry order: language, framework, backend, compiled last."""
+    from harness.registry import FRAMEWORKS, LANGS
 
     fws = [f.name for f in FRAMEWORKS]
     backends = {f.name: list(f.backends) for f in FRAMEWORKS}.get(r["framework"], [])
-    langs = list(LANG_NAMES)
     backend = _none(r.get("backend"))
-    return (langs.index(r["lang"]) if r["lang"] in langs else 9,
+    return (LANGS.index(r["lang"]) if r["lang"] in LANGS else 9,
             fws.index(r["framework"]) if r["framework"] in fws else 99,
             backends.index(backend) if backend in backends else 99, bool(r.get("compile")), str(r.get("version")))
-
-
-def format_summary(summary):
-    """The summary as strings, for a terminal."""
-    import pandas as pd
-
-    rows = []
-    for _, r in summary.iterrows():
-        rows.append({"implementation": r["label"] + (" compiled" if r["compile"] else ""),
-                     "setup": f"{r['device']} x{r['gpus']} {r['precision']}",
-                     "runs": r["runs"], "n": r["n"], "s/epoch": num(r["median_s"]), "IQR": num(r["iqr_s"]),
-                     "95% CI": f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])}" if _none(r["ci_level"]) else "n<6",
-                     "examples/s": num(r["median_eps"]), "first epoch s": num(r["first_epoch_s"]),
-                     "start-up s": num(r["startup_s"]), "test acc": _acc(r)})
-    return pd.DataFrame(rows)
-
-
-def _acc(r) -> str:
-    a = _none(r["test_accuracy"])
-    if a is None:
-        return "–"
-    return f"{a:.3f}" + ("" if r["accuracy_parity"] else " ⚠")
 
 
 def slug(text: str) -> str:
@@ -310,7 +261,7 @@ def chart_bars(section, path: Path) -> None:
         med = [r["median_s"] for r in rows]
         err = [[max(0.0, r["median_s"] - r["q1_s"]) for r in rows], [max(0.0, r["q3_s"] - r["median_s"]) for r in rows]]
         y = list(range(len(rows)))[::-1]
-        ax.barh(y, med, xerr=err, color=[LANG_COLOURS.get(r["lang"], "grey") for r in rows], capsize=3,
+        ax.barh(y, med, xerr=err, color=[_colour(r["lang"]) for r in rows], capsize=3,
                 error_kw={"elinewidth": 1})
         ax.set_yticks(y, labels)
         for yi, m, r in zip(y, med, rows):
@@ -370,13 +321,13 @@ def chart_languages(section, path: Path) -> bool:
     ax = fig.subplots()
     x, ticks, labels = 0.0, [], []
     for g in groups:
-        g = g.sort_values("lang", key=lambda c: c.map(list(LANG_NAMES).index))
+        g = g.sort_values("lang", key=lambda c: c.map(list(LANGUAGES).index))
         python = g[g["lang"] == "python"]["median_s"].iloc[0]
         start = x
         for _, r in g.iterrows():
             err = [[max(0.0, r["median_s"] - r["q1_s"])], [max(0.0, r["q3_s"] - r["median_s"])]]
-            ax.bar(x, r["median_s"], yerr=err, color=LANG_COLOURS.get(r["lang"], "grey"), capsize=3, width=0.8,
-                   label=LANG_NAMES.get(r["lang"], r["lang"]))
+            ax.bar(x, r["median_s"], yerr=err, color=_colour(r["lang"]), capsize=3, width=0.8,
+                   label=LANGUAGES[r["lang"]].display if r["lang"] in LANGUAGES else r["lang"])
             if r["lang"] != "python":
                 ax.annotate(f"×{r['median_s'] / python:.2f}", (x, max(r["median_s"], r["q3_s"])), ha="center",
                             xytext=(0, 3), textcoords="offset points", fontsize=8)
@@ -384,7 +335,7 @@ def chart_languages(section, path: Path) -> bool:
         ticks.append((start + x - 1) / 2)
         first = g.iloc[0]
         backend = f" ({BACKEND_NAMES.get(first['backend'], first['backend'])})" if _none(first["backend"]) else ""
-        labels.append(f"{FRAMEWORK_NAMES.get(first['framework'], first['framework'])}{backend}\n{first['model']}")
+        labels.append(f"{display_name('python', first['framework'])}{backend}\n{first['model']}")
         x += 0.8
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))

@@ -8,12 +8,12 @@ resumed, with every sample exactly once.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shlex
 import sys
+from dataclasses import replace
 
-from harness.commands.run import positive_int
+from harness.cli_options import positive_int
 
 
 def add_arguments(p) -> None:
@@ -33,13 +33,10 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from harness import data as datasets
-    from harness import results, stats, schedule
-    from harness.commands.report import format_summary
+    from harness import benchmark, results, schedule, stats
     from harness.errors import UsageError
     from harness.progress import RunProgress
-    from harness.benchmark import execute
-    from harness.specs import get_spec
+    from harness.summary import text
 
     overrides = {k: getattr(args, k) for k in ("data", "samples", "epochs", "data_dir") if getattr(args, k)}
     models = args.model.split(",") if args.model else None
@@ -63,35 +60,34 @@ def main(args) -> int:
             print(f"{state}  r{repeat}  {entry.impl.label:32s} {entry.setup:10s} run {shlex.join(entry.run_args)}")
         return 0
 
+    def data_key(entry):
+        r = entry.request
+        return entry.impl.model, r.resolved(entry.impl.model)[2], r.samples, r.data_dir
+
     prepared = {}
     for entry, _, _ in todo:
-        a = entry.args
-        spec = get_spec(entry.impl.model)
-        key = (spec.name, a.data or spec.dataset, a.samples, a.data_dir)
-        if key not in prepared:
-            prepared[key] = datasets.prepare(key[1], spec, a.samples, a.data_dir)
+        if data_key(entry) not in prepared:
+            prepared[data_key(entry)] = benchmark.prepare(entry.request, entry.impl.model)
     command = "python -m harness " + shlex.join(sys.argv[1:])
     new = {}
     with RunProgress(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         for entry, repeat, plan in todo:
-            a = copy.copy(entry.args)
-            a.out = args.out
-            spec = get_spec(entry.impl.model)
-            data = prepared[(spec.name, a.data or spec.dataset, a.samples, a.data_dir)]
-            record = execute(entry.impl, a, data, repeat, command, progress, plan=plan)
+            request = replace(entry.request, out=args.out)
+            record = benchmark.execute(entry.impl, request, prepared[data_key(entry)], repeat, command, progress,
+                                       plan=plan)
             new[schedule.plan_id(plan)] = record
             if record["status"] != "ok":
                 print(f"failed {entry.impl.label} r{repeat}: {record['error']}", file=sys.stderr)
     records = [new.get(schedule.plan_id(p)) or done.get(schedule.plan_id(p)) for _, _, p in plans]
-    summary = stats.summarize(results.to_frame(records))
     failed = [r for r in new.values() if r["status"] != "ok"]
     if args.format == "json":
+        summary = stats.summarize(results.to_frame(records))
         print(json.dumps({"suite": suite.name, "runs": len(plans), "resumed": len(plans) - len(todo),
                           "failed": [{"run_id": r["run_id"], "label": r["impl"]["label"], "error": r["error"]}
                                      for r in failed],
                           "skipped": [{"label": lbl, "reason": why} for lbl, why in suite.skipped],
                           "summary": json.loads(summary.to_json(orient="records"))}, indent=1))
     else:
-        print(format_summary(summary).to_string(index=False) if not summary.empty else "no successful runs")
+        print(text(records))
         print(f"\nrecords: {args.out}/  (python -m harness report {args.out})", file=sys.stderr)
     return 0 if not failed else 1

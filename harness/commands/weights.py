@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from harness.cli_options import add_implementation
+
 
 def add_arguments(p) -> None:
     add_implementation(p)
@@ -10,69 +12,26 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="the .npz file to write")
 
 
-def add_implementation(p) -> None:
-    """One implementation: --lang/--framework/--backend/--model, as `run` names them."""
-    from harness.commands.run import positive_float
-
-    p.add_argument("--lang", default="python", help="python, r or julia (default: python)")
-    p.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, "
-                   "pytensor, flux, knet")
-    p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch")
-    p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds for the worker (default: 1800)")
-
-
-def one_implementation(args):
-    """The single runnable implementation the arguments name; UsageError otherwise."""
-    from harness import runtimes
-    from harness.errors import UsageError
-    from harness.registry import select
-
-    impls = select(args.lang, args.framework, args.backend, args.model)
-    if not impls:
-        raise UsageError(f"nothing registered for --lang {args.lang} --framework {args.framework} --model {args.model}")
-    if len(impls) > 1:
-        choices = ", ".join(i.backend for i in impls)
-        raise UsageError(f"{args.framework} needs --backend; choices: {choices}")
-    impl = impls[0]
-    reason = runtimes.availability(impl)
-    if reason:
-        raise UsageError(f"{impl.label} cannot run here: {reason}")
-    return impl
-
-
-def run_mode(impl, args, mode: str, extra: dict, seed: int = 0):
-    """Launch one worker in `mode`; returns its result or prints the failure and returns None."""
-    from harness.protocol import RunOptions
-    from harness.launch import Job, run_job
-    from harness.specs import get_spec
-
-    spec = get_spec(impl.model)
-    options = RunOptions(seed=seed, device=args.device, backend=impl.backend)
-    job = Job(impl, options.to_dict(), {}, epochs=0, batch_size=spec.batch_size, mode=mode,
-              timeout=args.timeout, extra=extra)
-    outcome = run_job(job)
-    if outcome.status != "ok":
-        print(f"error: {impl.label} failed: {outcome.error}", file=sys.stderr)
-        if outcome.log:
-            print(outcome.log, file=sys.stderr)
-        return None
-    return outcome.result
-
-
 def main(args) -> int:
     from pathlib import Path
 
     from harness.canonical import load_weights, shapes_of, weight_problems
+    from harness.cli_options import selection
     from harness.errors import UsageError
+    from harness.launch import run_worker
+    from harness.protocol import RunOptions
+    from harness.requests import one_implementation
     from harness.specs import get_spec
 
-    impl = one_implementation(args)
+    impl = one_implementation(selection(args))
     out = Path(args.out).expanduser().resolve()
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
-    if run_mode(impl, args, "weights", {"out": str(out)}, seed=args.seed) is None:
+    options = RunOptions(seed=args.seed, device=args.device, backend=impl.backend)
+    outcome = run_worker(impl, options, "weights", timeout=args.timeout, extra={"out": str(out)})
+    if outcome.status != "ok":
+        print(f"error: {impl.label} failed: {outcome.error}", file=sys.stderr)
+        print(outcome.log, file=sys.stderr)
         return 1
     spec = get_spec(impl.model)
     weights = load_weights(out)

@@ -22,13 +22,14 @@ def availability(impl) -> str | None:
 
 
 def import_framework(impl, options) -> dict:
-    if impl.name == "keras":
-        os.environ["KERAS_BACKEND"] = impl.backend  # fixed per process: one worker per backend
+    variable = impl.framework.backend_variable
+    if variable:
+        os.environ[variable] = impl.backend  # fixed per process: one worker per backend
     versions = {}
     for name in impl.framework.modules:
         mod = importlib.import_module(name)
         versions[name] = getattr(mod, "__version__", None)
-    if impl.name == "keras":
+    if impl.backend:
         versions[impl.backend] = getattr(importlib.import_module(impl.backend), "__version__", None)
     import numpy
 

@@ -241,7 +241,7 @@ def _call(fun, trainer=None, keep: bool = False, **args):
 
 
 def import_framework(impl, options) -> dict:
-    os.environ["KERAS_BACKEND"] = impl.backend  # fixed per process: one worker per backend
+    os.environ[impl.framework.backend_variable] = impl.backend  # fixed per process: one worker per backend
     _start_r()
     import importlib
 

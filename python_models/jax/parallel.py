@@ -26,7 +26,7 @@ from harness.protocol import setup_record
 
 def join_nodes(options):
     """--nodes K: this process joins the others; the worker calls it before JAX's first device
-    query (harness.parallel.MULTI_NODE). Returns how to leave: jax.distributed.shutdown waits for
+    query (the registry row's MultiNode.join). Returns how to leave: jax.distributed.shutdown waits for
     every process, so node 0's coordination service outlives the others' runs."""
     if options.nodes == 1 or jax.distributed.is_initialized():
         return None

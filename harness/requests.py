@@ -1,0 +1,153 @@
+"""What a command asks of the library, as typed values: selections, device setups, run requests.
+
+Commands parse their arguments and turn the Namespace into these frozen dataclasses at the edge
+(harness/cli_options.py); the library (benchmark, schedule, parallel, equivalence) takes them and
+never an argparse Namespace. This module also holds the two checks every command makes before a
+worker starts: which selected implementations can run here, and whether the device setup can.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.errors import UsageError
+from harness.protocol import RunOptions
+from harness.specs import get_spec
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which implementations: every field None means "all" (lang and model have defaults in `run`)."""
+
+    lang: str | None = "python"
+    framework: str | None = None
+    backend: str | None = None
+    model: str | None = "cnn"
+
+    def describe(self) -> str:
+        return f"--lang {self.lang} --framework {self.framework} --model {self.model}"
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """Where and how a run trains: device, replicas, nodes, precision, compilation, input size."""
+
+    device: str = "cpu"
+    gpus: int = 1  # data-parallel replicas per node
+    scaling: str = "weak"
+    nodes: int = 1
+    rdzv_endpoint: str | None = None  # HOST:PORT of node 0 (torchrun, jax.distributed)
+    node_rank: int | None = None
+    workers: tuple[str, ...] | None = None  # TensorFlow's worker addresses, in node-rank order
+    precision: str = "fp32"
+    compile: bool = False
+    image_size: int = 32
+
+    @property
+    def replicas(self) -> int:
+        return self.gpus * self.nodes
+
+    def launch_extra(self) -> dict:
+        """The multi-node launch flags that were given, recorded verbatim in RunOptions.extra."""
+        given = {"rdzv_endpoint": self.rdzv_endpoint, "node_rank": self.node_rank,
+                 "workers": list(self.workers) if self.workers is not None else None}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One `run` (or one suite entry): what to train, on what data, in which setup, how often."""
+
+    selection: Selection = field(default_factory=Selection)
+    setup: DeviceSetup = field(default_factory=DeviceSetup)
+    epochs: int | None = None  # None: the spec's
+    batch_size: int | None = None  # None: the spec's
+    data: str | None = None  # None: the model's own data set
+    samples: int | None = None
+    seed: int = 0
+    repeats: int = 1
+    timeout: float = 3600.0
+    out: str = "results"
+    resume: bool = False
+    data_dir: str | None = None
+
+    def options(self, impl) -> RunOptions:
+        """The worker's view of this request for one implementation."""
+        s = self.setup
+        return RunOptions(seed=self.seed, device=s.device, gpus=s.gpus, precision=s.precision, scaling=s.scaling,
+                          nodes=s.nodes, compile=s.compile, backend=impl.backend, image_size=s.image_size,
+                          extra=s.launch_extra())
+
+    def resolved(self, model: str) -> tuple[int, int, str]:
+        """(epochs, batch size per replica, data set) with the spec's defaults filled in."""
+        spec = get_spec(model)
+        return self.epochs or spec.epochs, self.batch_size or spec.batch_size, self.data or spec.dataset
+
+    def planned(self, model: str) -> dict:
+        """What a run measures, for its plan digest (harness.schedule): these keys and their
+        order are part of every stored plan, so --resume finds runs recorded by earlier versions."""
+        epochs, batch_size, data = self.resolved(model)
+        s = self.setup
+        return {"batch_size": batch_size, "compile": s.compile, "data": data, "device": s.device,
+                "epochs": epochs, "gpus": s.gpus, "image_size": s.image_size, "node_rank": s.node_rank,
+                "nodes": s.nodes, "precision": s.precision, "rdzv_endpoint": s.rdzv_endpoint,
+                "samples": self.samples, "scaling": s.scaling, "seed": self.seed,
+                "workers": list(s.workers) if s.workers is not None else None}
+
+
+def implementations(selection: Selection, strict: bool = True):
+    """(runnable, skipped): the selected implementations that can run here, and (impl, reason)
+    for the others. strict: a framework asked for by name that cannot run, or nothing runnable,
+    is a UsageError naming the reason."""
+    from harness import runtimes
+    from harness.registry import select
+
+    # a retired framework is only worth a message when asked for by name
+    impls = select(selection.lang, selection.framework, selection.backend, selection.model,
+                   include_retired=bool(selection.framework))
+    if not impls:
+        raise UsageError(f"nothing registered for {selection.describe()}")
+    runnable, skipped = [], []
+    for impl in impls:
+        reason = runtimes.availability(impl)
+        if reason:
+            skipped.append((impl, reason))
+        else:
+            runnable.append(impl)
+    if strict and skipped and selection.framework:
+        impl, reason = skipped[0]
+        raise UsageError(f"{impl.label} cannot run here: {reason}")
+    if strict and not runnable:
+        raise UsageError("no selected implementation can run here: "
+                         + "; ".join(f"{i.label}: {r}" for i, r in skipped))
+    return runnable, skipped
+
+
+def one_implementation(selection: Selection):
+    """The single runnable implementation a selection names (weights, predict); UsageError otherwise."""
+    from harness import runtimes
+    from harness.registry import select
+
+    impls = select(selection.lang, selection.framework, selection.backend, selection.model)
+    if not impls:
+        raise UsageError(f"nothing registered for {selection.describe()}")
+    if len(impls) > 1:
+        raise UsageError(f"{selection.framework} needs --backend; choices: {', '.join(i.backend for i in impls)}")
+    reason = runtimes.availability(impls[0])
+    if reason:
+        raise UsageError(f"{impls[0].label} cannot run here: {reason}")
+    return impls[0]
+
+
+def check_setup(setup: DeviceSetup, impls=()) -> None:
+    """A device setup this machine and these implementations cannot run is a UsageError."""
+    from harness import environment, parallel
+
+    if setup.device == "cuda":
+        found = environment.gpus()
+        if not found:
+            raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")
+        if setup.gpus > len(found):
+            raise UsageError(f"--gpus {setup.gpus}: only {len(found)} GPU(s) here")
+    if setup.precision == "fp16" and setup.device == "cpu":
+        raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
+    parallel.check(setup, impls)
