@@ -36,7 +36,7 @@ def timed_epochs(trainer, n: int, batch_size: int, seed: int, count: int, events
         batches = Batches(epoch_batches(n, batch_size, seed, epoch), report=report)
         if events is not None:
             events.send("phase", name="epoch", epoch=epoch, batches=len(batches))
-        getattr(trainer, "barrier", lambda: None)()  # data-parallel replicas start the clock together
+        trainer.barrier()  # data-parallel replicas start the clock together
         t = time.monotonic()
         losses = trainer.train_epoch(batches)
         seconds = time.monotonic() - t
@@ -76,7 +76,7 @@ def run_train(job: dict, opened, events) -> dict:
     timing["eval_s"] = time.monotonic() - t
     accuracy = float((logits.argmax(axis=1) == np.asarray(data["y_test"])).mean())
 
-    peak_device = getattr(trainer, "peak_device_memory", lambda: None)()
+    peak_device = trainer.peak_device_memory()
     return {
         "timing": timing,
         "epochs": epochs,

@@ -40,8 +40,9 @@ def unchanged_shares(before: dict, after: dict) -> dict:
 
 def seen_digest(trainer, name: str, array: np.ndarray) -> dict:
     """The SHA-256 of the training array `name` ("x" or "y") as the implementation holds it."""
-    if hasattr(trainer, "data_digest"):  # computed in the implementation's own runtime (R, Julia)
-        return {"sha256": trainer.data_digest(name), "by": "trainer.data_digest"}
+    digest = trainer.data_digest(name)  # computed in the implementation's own runtime (R, Julia)
+    if digest is not None:
+        return {"sha256": digest, "by": "trainer.data_digest"}
     return {"sha256": array_digest(array), "by": "the worker on the array given to fit_data"}
 
 

@@ -5,29 +5,15 @@ The harness owns the data arrays, the epoch order and the clock. An implementati
 
     build(spec: ModelSpec, options: RunOptions) -> Trainer
 
-and the Trainer it returns does the rest:
-
-    trainer.info: dict                    fast-path options and deviations it declares
-                                          (keys: "layout", "fast_path", "deviations", ...)
-    trainer.fit_data(x, y)                untimed: take the training arrays (may copy to device)
-    trainer.train_epoch(batches) -> array timed: one step per row of `batches`, returns the
-                                          per-step losses (float, host memory) only once every
-                                          step's device work has finished
-    trainer.predict(x) -> ndarray         eval-mode logits (N, classes), float32, host memory
-    trainer.get_weights() -> dict         canonical weights (harness.specs keys, PyTorch layouts)
-    trainer.set_weights(dict)             load canonical weights
-    trainer.param_count() -> int          trainable parameters, counted by the framework itself
-    trainer.peak_device_memory() -> int|None   bytes, optional
-    trainer.data_digest(name) -> str      optional: SHA-256 (hex) of the bytes of the array that
-                                          fit_data received ("x" or "y"), computed in the
-                                          implementation's own runtime (R, Julia) as it sees them
-
-R and Julia runtimes wrap their language's objects to present the same methods.
+and the Trainer (below) does the rest. R and Julia runtimes wrap their language's objects in a
+Trainer of their own (harness/runtimes/r.py, julia.py), so the worker sees one interface.
 """
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -49,6 +35,69 @@ class RunOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What the harness asks of a built model. Subclass it: the required methods are abstract,
+    the optional ones have the defaults shown here.
+
+    `info` (an attribute) holds what the implementation declares: "layout" ("NCHW" or "NHWC", the
+    image layout fit_data/predict take), "fast_path" (options it uses), "deviations" (departures
+    from the spec, in words), "setup" (setup_record(...): the device setup it trains on)."""
+
+    info: dict
+
+    @abstractmethod
+    def fit_data(self, x, y) -> None:
+        """Untimed: take the training arrays (x in the declared layout, y int64 labels); may copy
+        them to the device."""
+
+    @abstractmethod
+    def train_epoch(self, batches: Batches):
+        """Timed: one optimiser step per row of `batches` (row = the example indices of one batch).
+        Returns the per-step losses (host memory), only once every step's device work is done."""
+
+    @abstractmethod
+    def predict(self, x):
+        """Eval-mode logits (N, classes), float32, host memory, in batches of harness.specs.EVAL_BATCH."""
+
+    @abstractmethod
+    def get_weights(self) -> dict:
+        """The canonical weights: the spec's keys, PyTorch's layouts, float32 host arrays."""
+
+    @abstractmethod
+    def set_weights(self, weights: dict) -> None:
+        """Load canonical weights; call check_weights(spec, weights) first."""
+
+    @abstractmethod
+    def param_count(self) -> int:
+        """Trainable parameters, counted by the framework itself."""
+
+    # ---- optional
+    def barrier(self) -> None:
+        """Data-parallel replicas wait here for each other before each epoch's clock starts."""
+
+    def peak_device_memory(self) -> int | None:
+        """Peak bytes allocated on the device (the most of any replica), None where unknown."""
+        return None
+
+    def data_digest(self, name: str) -> str | None:
+        """SHA-256 (hex) of the bytes of the training array fit_data received ("x" or "y"), computed
+        in the implementation's own runtime (R, Julia) as it holds them; None: the worker digests
+        the array it handed over."""
+        return None
+
+
+def check_weights(spec, weights: dict) -> None:
+    """The one check every set_weights makes: exactly the spec's keys, each in the spec's shape
+    (dtypes are each framework's to convert). Raises ValueError naming what differs."""
+    from harness.canonical import shapes_of, weight_problems
+
+    problems = [p for p in weight_problems(spec, shapes_of(weights)) if "canonical weights are float32" not in p]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(f"weights differ from the {spec.name} spec: {'; '.join(problems[:5])}{more}")
 
 
 def setup_record(options: RunOptions, engine: str = "one process", devices: list | None = None,

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402, F401 - every mode needs it; imported before th
 
 from harness import parallel, runtimes  # noqa: E402
 from harness.launch import SPAWN_VAR  # noqa: E402
-from harness.protocol import RunOptions  # noqa: E402
+from harness.protocol import RunOptions, Trainer  # noqa: E402
 from harness.registry import select  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
 
@@ -89,6 +89,9 @@ def open_implementation(job: dict, events: Events) -> Opened:
     t = time.monotonic()
     trainer = runtime.build(impl, spec, options)
     build_s = time.monotonic() - t
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"{impl.label}: build() returned a {type(trainer).__name__}, which does not subclass "
+                        "harness.protocol.Trainer (the contract: required methods, and defaults for the optional ones)")
     return Opened(impl, spec, options, runtime, trainer, versions, int(trainer.param_count()),
                   {"import_s": import_s, "build_s": build_s})
 

@@ -100,7 +100,11 @@ out["digest_follows_write"] = trainer.data_digest("x") == hashlib.sha256(x.tobyt
 w = trainer.get_weights()
 w["conv1.weight"] = w["conv1.weight"][:, :1]
 try:
-    trainer.set_weights(w)
+    trainer.set_weights(w)  # the shared canonical-weight check refuses it before R sees it
+except ValueError as e:
+    out["shared_check"] = str(e)
+try:
+    trainer._method("set_weights", weights=w)  # past that check: Keras' own error, raised in R
 except r.RError as e:
     out["keras_error"] = str(e)
 print(json.dumps(out))
@@ -119,6 +123,7 @@ def test_binding_in_a_plain_interpreter(tmp_path):
     assert out["nested"] == "R error in check_width(64L) at nested.R:2: width 64 is too large"
     assert out["python_error"].startswith("R error in keras$layers$Dense(-3L) at python_error.R:3: ValueError:")
     assert "\n" not in out["python_error"].split("ValueError:")[0]
+    assert out["shared_check"] == "weights differ from the cnn spec: conv1.weight has shape (50, 1, 3, 3), spec (50, 3, 3, 3)"
     assert out["keras_error"].startswith("R error in l$kernel$assign(") and "train.R:" in out["keras_error"]
 
     assert out["handoff"]["same_object"]

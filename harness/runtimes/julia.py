@@ -28,6 +28,7 @@ import numpy as np
 
 from harness import julia_layout
 from harness.interpreters import REPO, missing_modules
+from harness.protocol import Trainer
 
 MODELS_DIR = REPO / "julia_models"
 JULIA_MIN = "1.10.3"  # juliacall 0.9.x's own juliapkg.json requires Julia ^1.10.3
@@ -152,7 +153,7 @@ def _python(v):
     return [_python(x) for x in v]
 
 
-class JuliaTrainer:
+class JuliaTrainer(Trainer):
     """harness.protocol's Trainer around a Julia trainer; julia_layout does every conversion."""
 
     def __init__(self, jl, impl, spec, handle):

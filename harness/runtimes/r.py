@@ -22,10 +22,10 @@ import sys
 import tempfile
 import time
 import types
-from dataclasses import asdict
 from pathlib import Path
 
 from harness.interpreters import REPO, missing_modules
+from harness.protocol import Trainer, check_weights
 
 R_LIB = REPO / ".r-lib"  # the project's R library: reticulate >= 1.31 (harness/install_r.py)
 RETICULATE_MIN = (1, 31)
@@ -70,75 +70,7 @@ def availability(impl) -> str | None:
 
 
 # --------------------------------------------------------------------------- inside the worker
-# R code that the runtime itself needs: calls into R models that report errors instead of
-# raising them, and the facts that show where R runs and what it holds.
-GLUE = r"""
-local({
-  .libPaths(unique(c("%(r_lib)s", .libPaths())))
-  suppressPackageStartupMessages(library(reticulate))
-  bridge <- import("%(bridge)s", convert = FALSE)
-
-  # The failing call and the R source line it ran from. `calls` is the stack seen by the calling
-  # handler: its own frame (and R's .handleSimpleError) come last; the innermost call with a
-  # source reference is the R model's line. A Python error raised through reticulate has
-  # reticulate's internals as its call: the model's call is named instead.
-  describe <- function(e, calls) {
-    calls <- head(calls, -1L)
-    at <- NULL
-    for (call in rev(calls)) if (!is.null(attr(call, "srcref"))) { at <- call; break }
-    ref <- attr(at, "srcref")
-    where <- if (is.null(ref)) "" else sprintf("%%s:%%d", basename(attr(ref, "srcfile")$filename), ref[[1]])
-    call <- conditionCall(e)
-    internal <- function(call) is.null(call) || grepl("^(py_|\\.handleSimpleError)|_impl$", deparse1(call[[1]]))
-    if (internal(call)) call <- if (!internal(at)) at
-    text <- if (is.null(call)) "" else deparse1(call, collapse = " ")
-    c(if (nchar(text) > 160) paste0(substr(text, 1, 157), "...") else text, where, conditionMessage(e))
-  }
-
-  # Python str/int/float/bool arguments become R values; arrays and containers stay Python objects.
-  scalar_to_r <- function(x) {
-    scalar <- c("python.builtin.str", "python.builtin.int", "python.builtin.float", "python.builtin.bool")
-    if (inherits(x, scalar)) py_to_r(x) else x
-  }
-
-  # fun (or trainer[[fun]]) applied to the bridge's attributes `argnames`; the value goes to the
-  # bridge's `result` (or is returned, keep = TRUE); an error becomes c(call, where, message).
-  invoke <- function(trainer, fun, argnames, keep = FALSE) {
-    calls <- NULL
-    tryCatch({
-      target <- if (is.character(fun)) trainer[[fun]] else fun
-      args <- lapply(argnames, function(a) scalar_to_r(py_get_attr(bridge, a)))
-      value <- if (is.function(target)) {
-        withCallingHandlers(do.call(target, args), error = function(e) calls <<- sys.calls())
-      } else target
-      if (keep) return(list(error = character(), value = value))
-      py_set_attr(bridge, "result", value)
-      list(error = character())
-    }, error = function(e) list(error = describe(e, calls)))
-  }
-
-  build <- function(files, spec, options) {
-    env <- new.env(parent = globalenv())
-    for (f in py_to_r(files)) sys.source(f, envir = env, keep.source = TRUE)
-    env$build_model(py_to_r(spec), py_to_r(options))
-  }
-
-  facts <- function() {
-    cfg <- py_config()
-    list(pid = Sys.getpid(), python = cfg$python, attached_by = cfg$forced, libpaths = as.list(.libPaths()),
-         R = paste(R.version$major, R.version$minor, sep = "."),
-         reticulate = as.character(packageVersion("reticulate")),
-         digest = tryCatch(as.character(packageVersion("digest")), error = function(e) NA_character_))
-  }
-
-  # What R holds for a bridge attribute: its Python id, and R's own heap in bytes.
-  held <- function(name) {
-    list(id = py_id(py_get_attr(bridge, name)), r_heap_bytes = sum(gc(full = TRUE)[, 1] * c(56, 8)))
-  }
-
-  assign(".dl_rosetta", list(invoke = invoke, build = build, facts = facts, held = held), envir = globalenv())
-})
-"""
+GLUE = REPO / "r_models" / "dl_rosetta.R"  # the R side of this bridge
 
 _SESSION: dict = {}  # facts about the R session started in this process
 
@@ -190,7 +122,8 @@ def _start_r() -> None:
     ro.r('setHook(packageEvent("reticulate", "onLoad"), NULL, "replace")')
     started = time.monotonic()
     _bridge()
-    ro.r(GLUE % {"r_lib": R_LIB, "bridge": BRIDGE})
+    ro.r["source"](str(GLUE), **{"keep.source": False})
+    ro.r["dl_rosetta_start"](str(R_LIB), BRIDGE)
     facts = _call(ro.r(".dl_rosetta$facts"))
     attached = time.monotonic()
     if os.path.realpath(facts["python"]) != os.path.realpath(sys.executable):
@@ -258,23 +191,6 @@ def import_framework(impl, options) -> dict:
             "numpy": numpy.__version__}
 
 
-def spec_for_r(spec, options) -> dict:
-    """The spec as plain Python values (R reads them as lists), with the model's constants."""
-    from harness import specs
-
-    out = {k: v for k, v in asdict(spec).items() if k not in ("weights", "layers", "notes")}
-    out["weight_keys"] = list(spec.weight_shapes())
-    if spec.name == "cnn":
-        out["dropout"] = list(specs.CNN_DROPOUT)
-    elif spec.name == "resnet50":
-        out.update(bn_eps=specs.BN_EPS, bn_momentum=specs.BN_MOMENTUM, expansion=specs.RESNET_EXPANSION,
-                   blocks=[dict(prefix=p, cin=c, width=w, stride=s, downsample=d)
-                           for p, c, w, s, d in specs.resnet50_blocks()])
-    elif spec.name == "rnn":
-        out.update(vocab=specs.VOCAB, embed=specs.EMBED, hidden=specs.HIDDEN, maxlen=specs.MAXLEN)
-    return out
-
-
 def build(impl, spec, options):
     entry = REPO / impl.entry
     shared = entry.parent / "train.R"  # a framework's shared training loop, sourced first
@@ -286,11 +202,11 @@ def load(files, spec, options) -> RTrainer:
     import rpy2.robjects as ro
 
     trainer = _call(ro.r(".dl_rosetta$build"), keep=True, files=[str(f) for f in files],
-                    spec=spec_for_r(spec, options), options=options.to_dict())
+                    spec=spec.as_data(), options=options.to_dict())
     return RTrainer(trainer, spec)
 
 
-class RTrainer:
+class RTrainer(Trainer):
     """The harness protocol over an R list of functions (fit_data, train_epoch, ...)."""
 
     def __init__(self, r_trainer, spec):
@@ -344,14 +260,9 @@ class RTrainer:
     def set_weights(self, weights: dict) -> None:
         import numpy as np
 
-        want = self.spec.weight_shapes()
-        if set(weights) != set(want):
-            raise KeyError(f"canonical weights differ from the {self.spec.name} spec: missing "
-                           f"{sorted(set(want) - set(weights))}, unexpected {sorted(set(weights) - set(want))}")
-        self._method("set_weights", weights={k: np.asarray(weights[k]) for k in want})
+        check_weights(self.spec, weights)
+        self._method("set_weights", weights={k: np.asarray(weights[k]) for k in self.spec.weight_shapes()})
 
     def data_digest(self, name: str) -> str:
         return str(self._method("data_digest", name=name))
 
-    def peak_device_memory(self):
-        return None

@@ -14,7 +14,8 @@ import chainer.links as L
 import numpy as np
 from chainer import initializers, optimizers
 
-EVAL_BATCH = 256
+from harness.protocol import Trainer, check_weights
+from harness.specs import EVAL_BATCH
 
 # Glorot uniform: sqrt(6 / (fan_in + fan_out)), fans counting kh*kw, as PyTorch and Keras do.
 GLOROT = initializers.GlorotUniform(scale=1.0)
@@ -64,7 +65,7 @@ def make_optimizer(opt):
     return optimizers.Adam(alpha=opt.lr, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
 
 
-class ChainerTrainer:
+class ChainerTrainer(Trainer):
     """Wraps a Chain whose parameters, walked as in `canonical_arrays`, are the spec's weights."""
 
     def __init__(self, model: chainer.Chain, spec, options, device):
@@ -134,16 +135,10 @@ class ChainerTrainer:
         return {k: np.array(cpu.send(_array(link, name)), copy=True) for k, (link, name) in self.arrays.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        if set(weights) != set(self.arrays):
-            raise KeyError(f"canonical keys differ: {sorted(set(weights) ^ set(self.arrays))}")
+        check_weights(self.spec, weights)
         for k, (link, name) in self.arrays.items():
-            target, v = _array(link, name), np.asarray(weights[k])
-            if v.shape != target.shape:
-                raise ValueError(f"{k}: shape {v.shape}, expected {target.shape}")
-            target[...] = self.device.send(v.astype(target.dtype))
-
-    def peak_device_memory(self) -> int | None:
-        return None
+            target = _array(link, name)
+            target[...] = self.device.send(np.asarray(weights[k]).astype(target.dtype))
 
 
 def _array(link, name):

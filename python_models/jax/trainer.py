@@ -15,9 +15,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from harness.protocol import Trainer, check_weights
+from harness.specs import EVAL_BATCH
 from python_models.jax.parallel import Placement
 
-EVAL_BATCH = 256
 DTYPES = {"fp32": None, "bf16": jnp.bfloat16}  # Flax's compute dtype; parameters stay float32
 
 # Layouts as (canonical -> Flax, Flax -> canonical); canonical is PyTorch's. Pure transposes and
@@ -58,13 +59,13 @@ def make_optimizer(opt, lr_scale: float = 1):
     return optax.adam(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
 
 
-class JaxTrainer:
+class JaxTrainer(Trainer):
     """Trains an nnx.Module that maps a batch to logits; Dropout and BatchNorm follow nnx.view."""
 
     def __init__(self, model: nnx.Module, spec, options, weights: dict):
         if set(weights) != set(spec.weight_shapes()):
             raise ValueError(f"the {spec.name} weight map must cover exactly the spec's canonical keys")
-        self.weights = weights
+        self.spec, self.weights = spec, weights
         # Several devices (--gpus N, --nodes K): a mesh, parameters replicated, batches split (parallel.py).
         self.place = Placement(options)
         lr_scale = self.place.replicas if options.scaling == "weak" else 1  # weak scaling: lr x replicas
@@ -153,13 +154,11 @@ class JaxTrainer:
                 for key, (path, (_, to_canonical)) in self.weights.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.spec, weights)
         variables = self._variables()
         for key, (path, (to_flax, _)) in self.weights.items():
             var = variables[path]
-            value = np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype)
-            if value.shape != var[...].shape:
-                raise ValueError(f"{key}: shape {np.shape(weights[key])} does not fit {path} {var[...].shape}")
-            var[...] = self.place.put(value)
+            var[...] = self.place.put(np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype))
 
     def peak_device_memory(self) -> int | None:
         peaks = self.place.peak_bytes()

@@ -6,9 +6,10 @@ import threading
 import keras
 import numpy as np
 
+from harness.protocol import Trainer, check_weights
+from harness.specs import EVAL_BATCH
 from python_models.keras.distributed import distribute, node_rows, predict_on_nodes, setup_info
 
-EVAL_BATCH = 256
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -187,7 +188,7 @@ def load_layer(layer, w: dict, flattened: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- the trainer
-class KerasTrainer:
+class KerasTrainer(Trainer):
     """Wraps a functional keras.Model whose weighted layers are named by their canonical key prefix
     ("." written "_").
 
@@ -266,13 +267,7 @@ class KerasTrainer:
         return out
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        expected = self.spec.weight_shapes()
-        if set(weights) != set(expected):
-            raise KeyError(f"weights differ from the spec: missing {sorted(set(expected) - set(weights))}, "
-                           f"unexpected {sorted(set(weights) - set(expected))}")
-        for k, v in weights.items():
-            if tuple(np.shape(v)) != expected[k]:
-                raise ValueError(f"{k}: shape {np.shape(v)}, the spec says {expected[k]}")
+        check_weights(self.spec, weights)
         w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         for layer in self.model.layers:
             load_layer(layer, w, self.flattened)

@@ -13,9 +13,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
-from harness.protocol import setup_record
-
-EVAL_BATCH = 256
+from harness.protocol import Trainer, check_weights, setup_record
+from harness.specs import EVAL_BATCH
 HYBRIDIZE = {"static_alloc": True, "static_shape": True}
 
 # Glorot uniform: sqrt(6 / (fan_in + fan_out)), fans counting kh*kw, as PyTorch and Keras do.
@@ -67,7 +66,7 @@ def make_optimizer(opt, lr_scale: float = 1):
     return mx.optimizer.Adam(learning_rate=lr, beta1=b1, beta2=b2, epsilon=opt.eps)
 
 
-class GluonTrainer:
+class GluonTrainer(Trainer):
     """Wraps a HybridBlock whose parameters, walked as in `canonical_params`, are the spec's weights.
 
     Several contexts (--gpus N): the net is initialised on all of them (one copy of every
@@ -212,14 +211,7 @@ class GluonTrainer:
         return {k: p.data(self.ctx).asnumpy() for k, p in self.params.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        if set(weights) != set(self.params):
-            raise KeyError(f"canonical keys differ: {sorted(set(weights) ^ set(self.params))}")
+        check_weights(self.spec, weights)
         for k, p in self.params.items():
-            v = np.asarray(weights[k])
-            if v.shape != p.shape:
-                raise ValueError(f"{k}: shape {v.shape}, expected {p.shape}")
-            p.set_data(nd.array(v, ctx=self.ctx, dtype=self.dtype))  # every context's copy
+            p.set_data(nd.array(np.asarray(weights[k]), ctx=self.ctx, dtype=self.dtype))  # every context's copy
         nd.waitall()  # the static_alloc graph reads running statistics unordered (see _running_vars)
-
-    def peak_device_memory(self) -> int | None:
-        return None

@@ -18,14 +18,14 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.random.utils import RandomStream
 
-from harness.specs import BN_EPS, BN_MOMENTUM
+from harness.protocol import Trainer, check_weights
+from harness.specs import BN_EPS, BN_MOMENTUM, EVAL_BATCH
 
 pytensor.config.floatX = "float32"  # the harness's images are float32; keep Python constants there too
 # The C backend (cvm linker): fused C elemwise loops, GEMMs through NumPy's BLAS. Measured here
 # against mode="NUMBA" on the CNN: NUMBA took 3x the CPU time per step and ~70x the compile time;
 # the legacy environment (numpy 1.23) has no JAX for mode="JAX".
 MODE = "FAST_RUN"
-EVAL_BATCH = 256
 
 
 # ----------------------------------------------------------------------------- layers
@@ -151,7 +151,7 @@ OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam}
 
 
 # ----------------------------------------------------------------------------- the trainer
-class PytensorTrainer:
+class PytensorTrainer(Trainer):
     """`forward(graph, x) -> logits (N, classes)` builds the model from `graph.p`, the shared
     variables keyed by canonical name; `init` holds their initial values (canonical layouts).
 
@@ -240,15 +240,6 @@ class PytensorTrainer:
         return {k: v.get_value().copy() for k, v in self.p.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        shapes = self.spec.weight_shapes()
-        if set(weights) != set(shapes):
-            raise KeyError(f"weights differ from the {self.spec.name} spec: missing {sorted(set(shapes) - set(weights))}, "
-                           f"unexpected {sorted(set(weights) - set(shapes))}")
+        check_weights(self.spec, weights)
         for k, v in weights.items():
-            v = np.asarray(v)
-            if v.shape != shapes[k]:
-                raise ValueError(f"{k}: shape {v.shape}, the spec says {shapes[k]}")
-            self.p[k].set_value(v.astype(np.float32))
-
-    def peak_device_memory(self):
-        return None
+            self.p[k].set_value(np.asarray(v).astype(np.float32))

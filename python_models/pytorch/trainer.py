@@ -7,10 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.protocol import setup_record
+from harness.protocol import Trainer, check_weights, setup_record
+from harness.specs import EVAL_BATCH
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-EVAL_BATCH = 256
 
 
 def make_optimizer(params, opt):
@@ -43,14 +43,14 @@ def setup_info(options, replicas: int = 1, engine: str = "one process") -> dict:
                         cudnn=torch.backends.cudnn.version() if cuda else None, nccl=nccl)
 
 
-class TorchTrainer:
+class TorchTrainer(Trainer):
     """Wraps an nn.Module whose state_dict keys are the canonical weight keys (after `rename`)."""
 
     def __init__(self, model: torch.nn.Module, spec, options, rename: dict[str, str] | None = None,
                  channels_last: bool = False):
         torch.manual_seed(options.seed)
         self.device = torch.device("cuda" if options.device == "cuda" else "cpu")
-        self.options = options
+        self.spec, self.options = spec, options
         self.rename = rename or {}  # torch key -> canonical key
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -119,6 +119,7 @@ class TorchTrainer:
                 for k, v in self.model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.spec, weights)
         back = {v: k for k, v in self.rename.items()}
         state = {back.get(k, k): torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
         own = self.model.state_dict()

@@ -13,9 +13,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from harness.protocol import setup_record
-
-EVAL_BATCH = 256
+from harness.protocol import Trainer, check_weights, setup_record
+from harness.specs import EVAL_BATCH
 
 
 class Layout(NamedTuple):
@@ -86,7 +85,7 @@ def build_trainer(make_model: Callable[[], tf.Module], spec, options):
     return TFTrainer(make_model, spec, options)
 
 
-class TFTrainer:
+class TFTrainer(Trainer):
     lr_scale = 1  # weak scaling multiplies the learning rate by the replica count (distributed.py)
 
     def __init__(self, make_model: Callable[[], tf.Module], spec, options):
@@ -95,7 +94,7 @@ class TFTrainer:
         if options.device == "cuda" and not tf.config.list_physical_devices("GPU"):
             raise RuntimeError("--device cuda: TensorFlow sees no GPU here")
         self.device = "/GPU:0" if options.device == "cuda" else "/CPU:0"
-        self.opt = spec.optimizer
+        self.spec, self.opt = spec, spec.optimizer
         self.lr = self.opt.lr * self.lr_scale
         with self._scope():
             self.model = make_model()
@@ -181,10 +180,8 @@ class TFTrainer:
                 for k, (v, layout) in self.model.weight_map().items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.spec, weights)
         wmap = self.model.weight_map()
-        if set(weights) != set(wmap):
-            raise KeyError(f"weights differ from the spec: missing {sorted(set(wmap) - set(weights))[:5]}, "
-                           f"unexpected {sorted(set(weights) - set(wmap))[:5]}")
         for k, (v, layout) in wmap.items():
             v.assign(np.ascontiguousarray(layout.to_tf(np.asarray(weights[k], np.float32))))
 
