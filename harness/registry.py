@@ -54,6 +54,18 @@ class MultiNode:
 
 
 @dataclass(frozen=True)
+class JuliaPackage:
+    """What the Julia runtime needs of a Julia framework (harness/runtimes/julia.py)."""
+
+    name: str  # the package the models load (`using Flux`)
+    versions: tuple[str, ...]  # Julia modules whose versions every record carries (pkgversion)
+    weights: str  # the Python module of its weight mapping, beside its models
+    cuda_load: tuple[str, ...] = ()  # what --device cuda loads first
+    cuda_sync: str = "CUDA.synchronize"  # the device synchronisation DLRosetta.synchronize calls
+    note: str = ""  # appended to every "cannot run here" reason
+
+
+@dataclass(frozen=True)
 class Framework:
     lang: str
     name: str
@@ -66,7 +78,7 @@ class Framework:
     multi_device: tuple[tuple[str | None, MultiDevice], ...] = ()  # (backend, engine) pairs
     multi_node: tuple[tuple[str | None, MultiNode], ...] = ()  # (backend, launch) pairs
     no_multi_device: str = ""  # why there is no data-parallel path, with the choices (shown for --gpus N)
-    package: str | None = None  # the package a Julia framework loads (`using Flux`)
+    package: JuliaPackage | None = None  # a Julia framework's package
     retired: str = ""  # why it can never run on the Pythons these machines have
 
 
@@ -107,8 +119,16 @@ FRAMEWORKS: tuple[Framework, ...] = (
               backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
               no_multi_device="{label} trains in its own R loop (r_models/keras/train.R), which has no "
                               "multi-device path; choices: --lang python --framework keras --backend tensorflow|jax"),
-    Framework("julia", "flux", "Flux", "main", ("juliacall",), "python3 -m harness setup --julia", package="Flux"),
-    Framework("julia", "knet", "Knet", "main", ("juliacall",), "python3 -m harness setup --julia", package="Knet"),
+    Framework("julia", "flux", "Flux", "main", ("juliacall",), "python3 -m harness setup --julia",
+              package=JuliaPackage("Flux", ("Flux.NNlib", "Flux.Zygote", "Flux.Optimisers", "Flux.MLDataDevices",
+                                            "Flux.MLUtils"), "julia_models.flux.weights", cuda_load=("CUDA", "cuDNN"))),
+    Framework("julia", "knet", "Knet", "main", ("juliacall",), "python3 -m harness setup --julia",
+              package=JuliaPackage("Knet", ("Knet.AutoGrad", "Knet.CUDA"), "julia_models.knet.weights",
+                                   cuda_sync="Knet.CUDA.synchronize", note=(
+                                       "; and Knet 1.4.10, Knet's last release (2022), requires CUDA.jl 1-3 (General "
+                                       "registry), whose GPUCompiler/LLVM.jl stack predates Julia 1.10, the oldest Julia "
+                                       "juliacall accepts: Knet loading there is unproven and expected to fail at "
+                                       "precompilation"))),
 )
 
 

@@ -1,13 +1,16 @@
 # The Flux 0.16 training loop shared by the three Flux models: the harness protocol in Flux.
-# Included into DLRosetta by DLRosetta.load; the model files build a `Trainer`.
+# Included into DLRosetta by DLRosetta.load; the model files build a `Trainer` from the spec.
 module FluxTrainer
 
-using Flux: Flux, Adam, CUDADevice, Momentum, cpu_device, gpu_device
+using Flux: Flux, Adam, CPUDevice, CUDADevice, Momentum, cpu_device, default_device_rng, gpu_device
+using Random: Random
+using Statistics: mean
 import ..DLRosetta: fit_data!, train_epoch!, predict, param_count, weight_keys, get_weight, set_weight!, info
-using ..DLRosetta: batch_indices, eval_batches, host_array, lastdim, synchronize
+using ..DLRosetta: batch_indices, cuda_problem, eval_batches, host_array, lastdim, synchronize
 
-# Where each weight lives: key => (layer, field). Fields rather than arrays, so that a layer
-# which replaces an array (BatchNorm's running statistics) is still read and written correctly.
+# Where each weight lives: key => (layer, field). Fields rather than arrays, so that a weight is
+# found wherever the layer keeps it; Flux <= 0.16.10's BatchNorm updates its running statistics
+# μ and σ² in place, so those arrays stay the layer's own.
 const Table = Vector{Pair{String,Tuple{Any,Symbol}}}
 
 conv_or_dense(key, layer) = [key * ".weight" => (layer, :weight), key * ".bias" => (layer, :bias)]
@@ -20,8 +23,9 @@ mutable struct Trainer{M,S,D}
     device::D          # cpu_device() or a CUDADevice
     table::Table
     classes::UnitRange{Int}
+    eval_batch::Int    # spec["eval_batch"]: examples per eval-mode forward pass
     info::Dict{String,Any}
-    x::Any             # training inputs on the device: WHCN Float32, or (150, N) 1-based token ids
+    x::Any             # training inputs: the harness's memory (CPU, read-only) or one device copy
     y::Vector{Int}     # 1-based labels, host memory
     source::Any        # the PyArray that x may alias (CPU): kept alive with the trainer
 end
@@ -29,54 +33,71 @@ end
 function pick_device(name::AbstractString)
     name == "cpu" && return cpu_device()
     dev = gpu_device()
-    dev isa CUDADevice ||
-        error("--device cuda: Flux found no functional CUDA device (CUDA.jl and cuDNN.jl are loaded by the runtime)")
+    dev isa CUDADevice || error("--device cuda: Flux found no functional CUDA device: ",
+                                something(cuda_problem(), "CUDA.jl is functional, but MLDataDevices chose $dev"))
     return dev
 end
 
 # Optimisers.jl's Momentum keeps v = ρv + ηg, x -= v: PyTorch's SGD with a constant learning
 # rate. Its Adam puts ϵ outside the square root with bias correction, as PyTorch does.
-rule(optimizer, lr, momentum, beta1, beta2, eps) =
-    optimizer == "sgd" ? Momentum(lr, momentum) : Adam(lr, (beta1, beta2), eps)
+function rule(opt::AbstractDict)
+    opt["name"] == "sgd" && return Momentum(opt["lr"], opt["momentum"])
+    opt["name"] == "adam" && return Adam(opt["lr"], (opt["beta1"], opt["beta2"]), opt["eps"])
+    error("optimizer $(repr(opt["name"])): Flux trainer knows sgd, adam")
+end
 
-function Trainer(model, table, classes; device, optimizer, lr, momentum = 0.0, beta1 = 0.9,
-                 beta2 = 0.999, eps = 1e-8, fast_path = Dict{String,Any}(), deviations = String[])
+function Trainer(model, table, spec::AbstractDict; device, seed, fast_path = Dict{String,Any}(),
+                 deviations = String[])
     dev = pick_device(device)
     model = dev(model)
-    state = Flux.setup(rule(optimizer, lr, momentum, beta1, beta2, eps), model)
+    # On the GPU, Dropout draws from CUDA's default RNG (MLDataDevices adapts the task-local RNG
+    # to CUDA.default_rng()), which Random.seed!(seed) does not touch: seed it too.
+    dev isa CPUDevice || Random.seed!(default_device_rng(dev), seed)
+    state = Flux.setup(rule(spec["optimizer"]), model)
     path = Dict{String,Any}("device" => device, "cudnn" => device == "cuda", "data_on_device" => true,
-                            "autodiff" => "Zygote", "julia_threads" => Threads.nthreads())
+                            "autodiff" => "Zygote", "julia_threads" => Threads.nthreads(),
+                            "loss_readback" => "once per epoch (losses stay on the device)")
     info = Dict{String,Any}("fast_path" => merge(path, fast_path), "deviations" => collect(String, deviations))
-    return Trainer(model, state, dev, table(model), classes, info, nothing, Int[], nothing)
+    return Trainer(model, state, dev, table(model)::Table, 1:spec["num_classes"], spec["eval_batch"], info,
+                   nothing, Int[], nothing)
 end
 
 function fit_data!(t::Trainer, x::AbstractArray, y::AbstractVector)
     t.source = x
-    t.x = t.device(host_array(x))   # CPU: numpy's memory itself; GPU: one copy, before the clock
+    xs = host_array(x)
+    # CPU: numpy's memory itself (read-only); GPU: one copy to the device, before the clock.
+    t.x = t.device isa CPUDevice ? xs : t.device(parent(xs))
     t.y = Vector{Int}(y)
     return nothing
 end
 
+# Mean softmax cross-entropy over the batch, kept as a (1, 1) array: a scalar would be read back
+# to the host (a synchronisation) at every step.
+batch_loss(logits, y) = Flux.logitcrossentropy(logits, y; agg = l -> mean(l; dims = 2))
+
 function train_epoch!(t::Trainer, plan::AbstractMatrix)
-    losses = Vector{Float32}(undef, size(plan, 2))
-    for j in axes(plan, 2)
+    steps = size(plan, 2)
+    losses = t.device(zeros(Float32, steps))   # on the device, like the model; read once at the end
+    for j in 1:steps
         idx = batch_indices(plan, j)
         x = lastdim(t.x, idx)
         y = t.device(Flux.onehotbatch(t.y[idx], t.classes))
-        # Dropout and BatchNorm are in training mode inside the gradient, eval mode outside it.
-        loss, grads = Flux.withgradient(m -> Flux.logitcrossentropy(m(x), y), t.model)
+        # Dropout and BatchNorm are in training mode inside the pullback, eval mode outside it.
+        loss, back = Flux.pullback(m -> batch_loss(m(x), y), t.model)
+        grads = back(one.(loss))
         Flux.update!(t.state, t.model, grads[1])
-        losses[j] = loss
+        copyto!(losses, j, loss, 1, 1)          # device to device: no synchronisation
     end
+    out = Array(losses)                          # the epoch's one device-to-host copy
     synchronize()
-    return losses
+    return out
 end
 
 function predict(t::Trainer, x::AbstractArray)
     xs = host_array(x)
     n = size(xs, ndims(xs))
     out = Matrix{Float32}(undef, length(t.classes), n)
-    for r in eval_batches(n)
+    for r in eval_batches(n, t.eval_batch)
         out[:, r] = cpu_device()(t.model(t.device(lastdim(xs, r))))
     end
     synchronize()
