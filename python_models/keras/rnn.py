@@ -25,4 +25,4 @@ def gru_classifier() -> keras.Model:
 
 def build(spec, options):
     setup(options)
-    return KerasTrainer(gru_classifier(), spec, options)  # Adam in PyTorch's form: trainer.Adam
+    return KerasTrainer(gru_classifier(), spec, options)  # Adam in PyTorch's form: optimizers.Adam

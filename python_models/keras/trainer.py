@@ -9,6 +9,8 @@ import numpy as np
 from harness.protocol import Trainer, check_weights
 from harness.specs import EVAL_BATCH
 from python_models.keras.distributed import distribute, node_rows, predict_on_nodes, setup_info
+from python_models.keras.optimizers import make_optimizer
+from python_models.keras.weights import layer_weights, load_layer
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -23,47 +25,6 @@ def setup(options) -> None:
     keras.config.set_dtype_policy(POLICIES[options.precision])
     keras.config.set_image_data_format("channels_last")
     distribute(options)
-
-
-class Adam(keras.optimizers.Adam):
-    """Keras' Adam in PyTorch's form, given dense gradients.
-
-    Keras adds epsilon to sqrt(v) and folds the bias corrections into the step size, i.e. PyTorch's
-    Adam with eps / sqrt(1 - beta2^t) in place of eps; for an Embedding row whose gradient is near
-    eps that moves the update by a third of a step (the equivalence check caught it). Here
-    w -= lr * m_hat / (sqrt(v_hat) + eps), as torch.optim.Adam does.
-
-    On the TensorFlow backend an Embedding's gradient is a tf.IndexedSlices with one slice per
-    token occurrence, and Keras 3 squares those slices before they are summed: a token seen k
-    times in a batch adds sum(g_i^2) to the second moment instead of (sum g_i)^2. Summing first
-    fixes it; the update of the (30000, 125) moments is dense anyway."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        from keras import ops
-
-        if type(gradient).__name__ == "IndexedSlices":
-            import tensorflow as tf
-
-            gradient = tf.convert_to_tensor(gradient)  # sums the slices of repeated ids
-        lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        step = ops.cast(self.iterations + 1, variable.dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        m_hat = ops.divide(m, 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
-        v_hat = ops.divide(v, 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
-        self.assign_sub(variable, ops.divide(ops.multiply(m_hat, lr), ops.add(ops.sqrt(v_hat), self.epsilon)))
-
-
-def make_optimizer(opt, lr_scale: float = 1):
-    lr = opt.lr * lr_scale  # weak scaling: lr x replicas
-    if opt.name == "sgd":
-        # Keras: v = m*v - lr*g; w += v.  PyTorch: b = m*b + g; w -= lr*b.  With a constant lr,
-        # v = -lr*b at every step, so both give the same weights (up to float rounding).
-        return keras.optimizers.SGD(learning_rate=lr, momentum=opt.momentum)
-    return Adam(learning_rate=lr, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
 
 
 class StepLoss(keras.metrics.Metric):
@@ -100,91 +61,6 @@ class StepLosses(keras.callbacks.Callback):
         with self._lock:
             self.losses[batch] = logs["step_loss"]
             next(self._rows, None)
-
-
-# ----------------------------------------------------------------------------- canonical weights
-def _conv_to_canonical(k):  # (kh, kw, in, out) -> (out, in, kh, kw)
-    return k.transpose(3, 2, 0, 1)
-
-
-def _conv_to_keras(w):
-    return w.transpose(2, 3, 1, 0)
-
-
-def _gates_keras_to_canonical(m):  # columns stacked (update, reset, new) -> (reset, update, new)
-    z, r, n = np.split(m, 3, axis=-1)
-    return np.concatenate([r, z, n], axis=-1)
-
-
-def _gates_canonical_to_keras(m):
-    r, z, n = np.split(m, 3, axis=-1)
-    return np.concatenate([z, r, n], axis=-1)
-
-
-def _chw_rows(kernel, chw):  # dense kernel rows in H,W,C order (channels_last flatten) -> C,H,W
-    c, h, w = chw
-    return kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-
-
-def _hwc_rows(kernel, chw):
-    c, h, w = chw
-    return kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-
-
-def canonical_prefix(layer) -> str:
-    # Layers are named by their canonical key prefix with "." written "_" (the torch backend
-    # refuses dots in names): "layer1_0_downsample_0" holds "layer1.0.downsample.0.weight".
-    return layer.name.replace("_", ".")
-
-
-def layer_weights(layer, flattened: dict) -> dict[str, np.ndarray]:
-    """One layer's canonical tensors."""
-    n, get = canonical_prefix(layer), keras.ops.convert_to_numpy
-    if isinstance(layer, keras.layers.Conv2D):
-        out = {f"{n}.weight": _conv_to_canonical(get(layer.kernel))}
-        return out | ({f"{n}.bias": get(layer.bias)} if layer.use_bias else {})
-    if isinstance(layer, keras.layers.Dense):
-        kernel = get(layer.kernel)  # (in, out)
-        if n in flattened:
-            kernel = _chw_rows(kernel, flattened[n])
-        return {f"{n}.weight": kernel.T, f"{n}.bias": get(layer.bias)}
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return {f"{n}.weight": get(layer.gamma), f"{n}.bias": get(layer.beta),
-                f"{n}.running_mean": get(layer.moving_mean), f"{n}.running_var": get(layer.moving_variance)}
-    if isinstance(layer, keras.layers.Embedding):
-        return {f"{n}.weight": get(layer.embeddings)}
-    if isinstance(layer, keras.layers.GRU):
-        cell = layer.cell  # kernel (in, 3H), recurrent_kernel (H, 3H), bias (2, 3H) = [input; recurrent]
-        bias = _gates_keras_to_canonical(get(cell.bias))
-        return {f"{n}.weight_ih": _gates_keras_to_canonical(get(cell.kernel)).T,
-                f"{n}.weight_hh": _gates_keras_to_canonical(get(cell.recurrent_kernel)).T,
-                f"{n}.bias_ih": bias[0], f"{n}.bias_hh": bias[1]}
-    assert not layer.weights, f"no canonical mapping for layer {n} ({type(layer).__name__})"
-    return {}
-
-
-def load_layer(layer, w: dict, flattened: dict) -> None:
-    n = canonical_prefix(layer)
-    if isinstance(layer, keras.layers.Conv2D):
-        layer.kernel.assign(_conv_to_keras(w[f"{n}.weight"]))
-        if layer.use_bias:
-            layer.bias.assign(w[f"{n}.bias"])
-    elif isinstance(layer, keras.layers.Dense):
-        kernel = w[f"{n}.weight"].T
-        layer.kernel.assign(_hwc_rows(kernel, flattened[n]) if n in flattened else kernel)
-        layer.bias.assign(w[f"{n}.bias"])
-    elif isinstance(layer, keras.layers.BatchNormalization):
-        layer.gamma.assign(w[f"{n}.weight"])
-        layer.beta.assign(w[f"{n}.bias"])
-        layer.moving_mean.assign(w[f"{n}.running_mean"])
-        layer.moving_variance.assign(w[f"{n}.running_var"])
-    elif isinstance(layer, keras.layers.Embedding):
-        layer.embeddings.assign(w[f"{n}.weight"])
-    elif isinstance(layer, keras.layers.GRU):
-        cell = layer.cell
-        cell.kernel.assign(_gates_canonical_to_keras(w[f"{n}.weight_ih"].T))
-        cell.recurrent_kernel.assign(_gates_canonical_to_keras(w[f"{n}.weight_hh"].T))
-        cell.bias.assign(_gates_canonical_to_keras(np.stack([w[f"{n}.bias_ih"], w[f"{n}.bias_hh"]])))
 
 
 # ----------------------------------------------------------------------------- the trainer
