@@ -73,6 +73,8 @@ class Framework:
     env: str  # which environment's interpreter runs the worker: "main" | "legacy"
     modules: tuple[str, ...]  # importable names the implementation needs (checked without importing)
     install: str  # the fix shown when a module is missing
+    extra: str | None = None  # the pyproject.toml extra that installs it into .venv (`setup --frameworks`)
+    debian: tuple[str, ...] = ()  # Debian packages it needs beside its Python packages (`setup` installs them)
     backends: tuple[str | None, ...] = (None,)
     backend_variable: str | None = None  # environment variable that picks the backend, set per worker
     multi_device: tuple[tuple[str | None, MultiDevice], ...] = ()  # (backend, engine) pairs
@@ -89,22 +91,23 @@ KERAS_DATA_PARALLEL = MultiDevice("keras.distribution.DataParallel", "DataParall
 JAX_NODES = ("rdzv_endpoint", "node_rank")
 
 FRAMEWORKS: tuple[Framework, ...] = (
-    Framework("python", "pytorch", "PyTorch", "main", ("torch",), "pip install -e '.[pytorch]'",
+    Framework("python", "pytorch", "PyTorch", "main", ("torch",), "pip install -e '.[pytorch]'", extra="pytorch",
               multi_device=((None, DDP),),
               multi_node=((None, MultiNode("torchrun c10d rendezvous", ("rdzv_endpoint",))),)),
     Framework("python", "tensorflow", "TensorFlow", "main", ("tensorflow",), "pip install -e '.[tensorflow]'",
+              extra="tensorflow",
               multi_device=((None, MIRRORED),),
               multi_node=((None, MultiNode("MultiWorkerMirroredStrategy (TF_CONFIG)", ("workers", "node_rank"),
                                            "python_models.tensorflow.distributed:join_nodes", tf_config=True,
                                            one_cpu_replica=True)),)),
-    Framework("python", "keras", "Keras", "main", ("keras",), "pip install -e '.[keras]'",
+    Framework("python", "keras", "Keras", "main", ("keras",), "pip install -e '.[keras]'", extra="keras",
               backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
               multi_device=(("tensorflow", MIRRORED), ("jax", KERAS_DATA_PARALLEL)),
               multi_node=(("jax", MultiNode("keras.distribution.initialize (jax.distributed)", JAX_NODES,
                                             "python_models.keras.distributed:join_nodes")),),
               no_multi_device="Keras 3 has no data-parallel path on the {backend} backend; choices: "
                               "--backend tensorflow (MirroredStrategy), --backend jax (DataParallel)"),
-    Framework("python", "jax", "JAX (Flax)", "main", ("jax", "flax", "optax"), "pip install -e '.[jax]'",
+    Framework("python", "jax", "JAX (Flax)", "main", ("jax", "flax", "optax"), "pip install -e '.[jax]'", extra="jax",
               multi_device=((None, JAX_MESH),),
               multi_node=((None, MultiNode("jax.distributed", JAX_NODES, "python_models.jax.parallel:join_nodes")),)),
     Framework("python", "mxnet", "MXNet (Gluon)", "legacy", ("mxnet",), "python3 -m harness setup --legacy",

@@ -1,7 +1,8 @@
 """`python3 -m harness setup`: create the environments, idempotently, with the standard library only.
 
     (no flag)     .venv with the harness, PyTorch and the test tools
-    --frameworks  + TensorFlow, Keras 3, JAX/Flax/Optax, and the report tools
+    --frameworks  + every Python framework of .venv (the registry rows' extras and Debian packages), and
+                  the report tools
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
@@ -63,11 +64,20 @@ def setup_legacy() -> None:
     pip(python, *LEGACY_PACKAGES, env=env)
 
 
+def python_frameworks() -> tuple[list[str], list[str]]:
+    """The pyproject extras and Debian packages of every Python framework of .venv (registry rows)."""
+    from harness.registry import FRAMEWORKS
+
+    rows = [f for f in FRAMEWORKS if f.lang == "python" and f.env == "main" and f.extra and not f.retired]
+    return [f.extra for f in rows], [p for f in rows for p in f.debian]
+
+
 def main(args) -> int:
     everything = args.all
-    extras = ["pytorch", "test"]
+    extras, debian = ["pytorch", "test"], []
     if everything or args.frameworks:
-        extras += ["tensorflow", "keras", "jax", "report"]
+        more, debian = python_frameworks()
+        extras += [e for e in more if e not in extras] + ["report"]
     if everything or args.r:
         extras.append("r")
     if everything or args.julia:
@@ -75,7 +85,7 @@ def main(args) -> int:
     from harness import install_r
 
     # One apt-get for all Debian packages; R must exist before rpy2 builds against it.
-    debian = (install_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
+    debian += (install_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
     if debian:
         install_r.install_system(debian)
     setup_main(extras)

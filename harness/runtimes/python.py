@@ -28,7 +28,7 @@ def import_framework(impl, options) -> dict:
     versions = {}
     for name in impl.framework.modules:
         mod = importlib.import_module(name)
-        versions[name] = getattr(mod, "__version__", None)
+        versions[name] = getattr(mod, "__version__", None) or _distribution_version(name)
     if impl.backend:
         versions[impl.backend] = getattr(importlib.import_module(impl.backend), "__version__", None)
     import numpy
@@ -36,6 +36,16 @@ def import_framework(impl, options) -> dict:
     versions["numpy"] = numpy.__version__
     parallel.join_nodes(impl, options)  # --nodes K: before the framework touches a device
     return versions
+
+
+def _distribution_version(module: str) -> str | None:
+    """The installed distribution's version, for a module without __version__ (e.g. tinygrad)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def build(impl, spec, options):
