@@ -137,8 +137,10 @@ def check_device(args, impls=None) -> None:
 
 def main(args) -> int:
     import json
+    import os
 
     from harness import data as datasets
+    from harness.errors import UsageError
     from harness.progress import RunProgress
     from harness.runs import execute, summary_table
     from harness.specs import get_spec
@@ -157,10 +159,16 @@ def main(args) -> int:
 
     records = []
     done = suites.completed(args.out) if args.resume else {}
+    given = json.loads(os.environ["DL_ROSETTA_PLAN"]) if os.environ.get("DL_ROSETTA_PLAN") else None
     with RunProgress(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         for repeat in range(args.repeats):  # round-robin: machine drift spreads over every row
             for impl in impls:
                 plan = suites.run_plan(impl, args, repeat)
+                if given:  # one planned run of a suite (harness.slurm's batch job): its suite, repeat, job
+                    if given.get("config") != plan["config"]:
+                        raise UsageError(f"DL_ROSETTA_PLAN is plan {given.get('config')}, these options are "
+                                         f"plan {plan['config']}; submit again from this checkout")
+                    plan, repeat = given, given["repeat"]
                 if suites.plan_id(plan) in done:
                     records.append(done[suites.plan_id(plan)])
                     continue
