@@ -32,7 +32,8 @@ job queued or running.
 
 Multi-node runs under srun: `slurm_environment()` gives (node rank, node count, endpoint host) from
 SLURM_PROCID, SLURM_NTASKS (one task per node) and the first host of the step's node list;
-`launch_defaults` turns them into the run command's --node-rank/--rdzv-endpoint/--workers.
+`launch_defaults` turns them into the run command's --node-rank/--rdzv-endpoint/--workers, and
+`fill_from_slurm(args, impls)` sets those a run under srun needs and was not given.
 """
 from __future__ import annotations
 
@@ -152,6 +153,22 @@ def launch_defaults(nodes: int, port: int = DEFAULT_PORT, env=None) -> dict:
     # TensorFlow: one worker per task, task r listening on port + r (tasks may share a host)
     return {"node_rank": place.rank, "rdzv_endpoint": f"{place.host}:{port}",
             "workers": [f"{h}:{port + r}" for r, h in enumerate(place.hosts)]}
+
+
+def fill_from_slurm(args, impls, port: int = DEFAULT_PORT, env=None) -> dict:
+    """For `run --nodes K` started by srun: sets the launch flags the selected implementations
+    need (harness.parallel.MULTI_NODE) and the user left out, from Slurm's environment; returns
+    what it set ({} outside srun or with --nodes 1). Call it before harness.parallel.check."""
+    from harness import parallel
+
+    if getattr(args, "nodes", 1) <= 1:
+        return {}
+    found = launch_defaults(args.nodes, port, env)
+    needed = {flag for impl in impls for flag in parallel.MULTI_NODE.get(parallel._key(impl), (None, ()))[1]}
+    filled = {k: v for k, v in found.items() if k in needed and getattr(args, k, None) is None}
+    for k, v in filled.items():
+        setattr(args, k, v)
+    return filled
 
 
 # ---- what to submit --------------------------------------------------------------------------

@@ -73,6 +73,29 @@ def test_slurm_environment_places_tasks_block_by_block():
         slurm.launch_defaults(2, env=env)
 
 
+def test_fill_from_slurm_sets_only_the_flags_each_launch_needs():
+    import argparse
+
+    from harness.registry import select
+
+    env = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_TASKS_PER_NODE": "1(x2)"}
+
+    def args(**kw):
+        return argparse.Namespace(**{"nodes": 2, "node_rank": None, "rdzv_endpoint": None, "workers": None, **kw})
+
+    a = args()
+    assert slurm.fill_from_slurm(a, select("python", "jax", None, "cnn"), env=env) == {
+        "rdzv_endpoint": "n1:29500", "node_rank": 1}
+    assert a.workers is None  # JAX has no use for TensorFlow's worker list
+    a = args(workers=["h0:1", "h1:1"])
+    assert slurm.fill_from_slurm(a, select("python", "tensorflow", None, "cnn"), env=env) == {"node_rank": 1}
+    assert a.workers == ["h0:1", "h1:1"]  # what the user gave wins
+    assert slurm.fill_from_slurm(args(), select("python", "pytorch", None, "cnn"), env=env) == {
+        "rdzv_endpoint": "n1:29500"}  # torchrun assigns its own ranks
+    assert slurm.fill_from_slurm(args(nodes=1), select("python", "jax", None, "cnn"), env=env) == {}
+    assert slurm.fill_from_slurm(args(), select("python", "jax", None, "cnn"), env={}) == {}  # not under srun
+
+
 def test_scheduler_rows_parse_with_their_states():
     rows = slurm.parse_squeue("12|dlr-s-0123456789ab-r1|TIMEOUT|TimeLimit|vm|2026-01-01T00:00:00|2026-01-01T00:01:00\n"
                               "13|dlr-s-0123456789ab-r2|PENDING|Priority||N/A|N/A\n")
@@ -101,6 +124,23 @@ def test_batch_script_runs_the_planned_run_with_its_plan(tmp_path):
     out = subprocess.run(["bash", "-c", f'{export}; printf %s "$DL_ROSETTA_PLAN"'], capture_output=True, text=True,
                          env=dict(os.environ, SLURM_JOB_ID="4242"), check=True).stdout
     assert json.loads(out) == {**run.plan, "slurm_job": "4242"}
+
+
+def test_batch_script_of_a_multi_node_gpu_row_starts_one_harness_per_node(tmp_path):
+    import argparse
+
+    from harness.registry import select
+
+    impl = select("python", "jax", None, "resnet50")[0]
+    run_args = ["--lang", "python", "--framework", "jax", "--model", "resnet50", "--device", "cuda", "--gpus", "8",
+                "--nodes", "2"]
+    run = slurm.PlannedRun({"suite": "gpu", "config": "0123456789ab", "repeat": 0, "run_args": run_args}, impl,
+                           argparse.Namespace(device="cuda", gpus=8, nodes=2), run_args)
+    script = slurm.batch_script(run, tmp_path, python="py")
+    assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n" in script
+    assert "#SBATCH --gres=gpu:8\n" in script  # the row's GPUs, where --gres was not given
+    assert "\nexec srun --kill-on-bad-exit=1 py -m harness run " + " ".join(run_args) in script
+    assert "--gres" not in slurm.batch_script(run, tmp_path, slurm.SbatchOptions(gres="none"), python="py")
 
 
 def test_a_forgotten_job_becomes_one_failed_record(tmp_path, monkeypatch):
@@ -166,7 +206,7 @@ def test_cancelled_job_is_a_failed_record_with_the_reason(tmp_path, data_cache, 
     log = slurm.log_path(store, sub.job_id)
     wait_for(lambda: slurm.status(store, runs)[0].state == "running" and log.exists()
              and "[slurm] job" in log.read_text(), 120, "the job to run")
-    time.sleep(3)  # the harness and its worker are up
+    wait_for(lambda: list((store / "logs").glob("*.log")), 60, "the harness to start its worker")  # mid-run
     slurm.cancel([sub.job_id])
 
     def ended():
@@ -235,3 +275,19 @@ def test_srun_two_tasks_train_one_jax_run_recorded_on_rank_0(tmp_path, data_cach
     assert len(records) == 1 and records[0]["status"] == "ok"
     assert records[0]["config"]["extra"]["node_rank"] == 0
     assert records[0]["info"]["setup"]["replicas"] == 2
+
+
+def test_run_refuses_a_plan_its_options_do_not_match(tmp_path, data_cache):
+    """A batch job whose run arguments no longer give its plan's digest is one line, exit 2."""
+    from conftest import harness
+
+    plan = {"suite": "s", "config": "000000000000", "repeat": 1}
+    os.environ["DL_ROSETTA_PLAN"] = json.dumps({"slurm_job": "9", **plan})
+    try:
+        proc = harness("run", "--framework", "pytorch", *TINY.split(), "--out", str(tmp_path), cache=data_cache)
+    finally:
+        del os.environ["DL_ROSETTA_PLAN"]
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: DL_ROSETTA_PLAN is plan 000000000000, these options are plan ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.json"))
