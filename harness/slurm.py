@@ -1,14 +1,15 @@
 """Slurm: one batch job per planned run, the results store as the only rendezvous.
 
 The harness brings no scheduler of its own. Each planned run of a suite (implementation x model x
-setup x repeat, harness.suites) becomes one `sbatch` job on an exclusive node that runs
+setup x repeat, harness.schedule) becomes one `sbatch` job on an exclusive node that runs
 
     python -m harness run <the run's own arguments> --out STORE --quiet
 
-with DL_ROSETTA_PLAN (the plan, plus the job id) in its environment, so the record it writes into
-STORE names its suite, plan digest, repeat and Slurm job (`record["plan"]["slurm_job"]`). The
-store must be on a filesystem every node shares, and so must the checkout, its environments and
-the data cache (DL_ROSETTA_DATA; sbatch passes the submitting environment on).
+(under `srun`, one task per node, for a row with nodes > 1) with DL_ROSETTA_PLAN (the plan, plus
+the job's id, cluster and partition) in its environment, so the record it writes into STORE names
+its suite, plan digest, repeat and Slurm job (`record["plan"]["slurm_job"]`). The store must be on
+a filesystem every node shares, and so must the checkout, its environments and the data cache
+(DL_ROSETTA_DATA; sbatch passes the submitting environment on).
 
 Why sbatch and not submitit: submitit pickles a Python callable and reads job states from `sacct`
 only. Against a real slurmctld without slurmdbd (Debian's packages, tests/slurm_cluster.py) its
@@ -28,12 +29,15 @@ A job the scheduler ends (time limit, node failure, preemption, scancel, out of 
 record of its own; `status` writes one for it: status "failed", error naming the scheduler's state
 and reason, the job's log tail, and the plan with its job id. So the store never has a hole, and
 `to_submit` (what `--resume` sends again) lists every planned run that has no "ok" record and no
-job queued or running.
+job queued or running. Done means an "ok" record of the plan written by a job of this cluster, on
+any of its nodes, at this checkout's commit (harness.schedule.completed with the cluster).
 
 Multi-node runs under srun: `slurm_environment()` gives (node rank, node count, endpoint host) from
 SLURM_PROCID, SLURM_NTASKS (one task per node) and the first host of the step's node list;
 `launch_defaults` turns them into the run command's --node-rank/--rdzv-endpoint/--workers, and
-`fill_from_slurm(args, impls)` sets those a run under srun needs and was not given.
+`fill_from_slurm(setup, impls)` returns the DeviceSetup with those the selected engines' launch
+needs (registry MultiNode.needs) and the user did not give. They are not part of the plan digest
+(RunRequest.planned), so a filled-in run answers the plan it was submitted as.
 """
 from __future__ import annotations
 
@@ -45,17 +49,22 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 from harness.errors import UsageError
+from harness.requests import DeviceSetup, RunRequest
+from harness.schedule import PLAN_ENV, plan_id
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_PREFIX = "dlr"
-PLAN_ENV = "DL_ROSETTA_PLAN"  # read by `python -m harness run`: this run is one planned run of a suite
 DEFAULT_PORT = 29500  # rendezvous/coordinator port on the endpoint host (torchrun's default)
+PORT_SPREAD = 1000  # the port moves with the job id (29500 .. 30499): steps sharing a host do not collide
+# a job that ran to its end (COMPLETED, FAILED) gets this long for its record to show up on a shared
+# filesystem (NFS caches directory listings) before it counts as ended without one
+RECORD_GRACE_S = 90
 FIELDS = ("job_id", "name", "state", "reason", "nodes", "start", "end")
 SQUEUE_FORMAT = "%i|%j|%T|%r|%N|%S|%e"  # the FIELDS, '|' apart (our job names hold no '|')
 SACCT_FIELDS = "JobID,JobName,State,Reason,NodeList,Start,End"
@@ -140,13 +149,27 @@ def slurm_environment(env=None) -> SlurmPlace | None:
     return SlurmPlace(int(env["SLURM_PROCID"]), count, hosts[0], tuple(hosts))
 
 
-def launch_defaults(nodes: int, port: int = DEFAULT_PORT, env=None) -> dict:
+def launch_port(env=None) -> int:
+    """The endpoint's port: the first port Slurm reserved for the step (srun --resv-ports, where
+    MpiParams=ports= is set), else 29500 + the job id modulo 1000, so that two jobs' steps on one
+    host (a shared node, the test cluster) do not meet at one port."""
+    env = os.environ if env is None else env
+    reserved = env.get("SLURM_STEP_RESV_PORTS", "")
+    first = re.match(r"\d+", reserved)
+    if first:
+        return int(first[0])
+    job = env.get("SLURM_JOB_ID", "")
+    return DEFAULT_PORT + (int(job) % PORT_SPREAD if job.isdigit() else 0)
+
+
+def launch_defaults(nodes: int, port: int | None = None, env=None) -> dict:
     """What `python -m harness run --nodes K` under srun takes from Slurm instead of flags:
     {"node_rank", "rdzv_endpoint", "workers"}; {} outside srun. Raises UsageError when the step
     has another number of tasks than --nodes (one task per node is the launch's contract)."""
     place = slurm_environment(env)
     if place is None:
         return {}
+    port = launch_port(env) if port is None else port
     if place.count != nodes:
         raise UsageError(f"--nodes {nodes}: this srun step has {place.count} task(s); start one task per node "
                          f"(srun -N {nodes} --ntasks-per-node=1) or pass --nodes {place.count}")
@@ -155,20 +178,43 @@ def launch_defaults(nodes: int, port: int = DEFAULT_PORT, env=None) -> dict:
             "workers": [f"{h}:{port + r}" for r, h in enumerate(place.hosts)]}
 
 
-def fill_from_slurm(args, impls, port: int = DEFAULT_PORT, env=None) -> dict:
-    """For `run --nodes K` started by srun: sets the launch flags the selected implementations
-    need (harness.parallel.MULTI_NODE) and the user left out, from Slurm's environment; returns
-    what it set ({} outside srun or with --nodes 1). Call it before harness.parallel.check."""
-    from harness import parallel
+def fill_from_slurm(setup: DeviceSetup, impls, port: int | None = None, env=None) -> DeviceSetup:
+    """For `run --nodes K` started by srun: the setup with the launch flags the selected
+    implementations' multi-node launch needs (registry MultiNode.needs) and the user left out,
+    taken from Slurm's environment. The same setup outside srun, with --nodes 1, or when nothing
+    is missing. Call it before the setup check (harness.requests.check_setup)."""
+    if setup.nodes <= 1:
+        return setup
+    needed = {flag for impl in impls if impl.multi_node for flag in impl.multi_node.needs}
+    missing = {flag for flag in needed if getattr(setup, flag) is None}
+    if not missing:
+        return setup
+    found = launch_defaults(setup.nodes, port, env)
+    filled = {k: tuple(v) if k == "workers" else v for k, v in found.items() if k in missing}
+    return replace(setup, **filled) if filled else setup
 
-    if getattr(args, "nodes", 1) <= 1:
-        return {}
-    found = launch_defaults(args.nodes, port, env)
-    needed = {flag for impl in impls for flag in parallel.MULTI_NODE.get(parallel._key(impl), (None, ()))[1]}
-    filled = {k: v for k, v in found.items() if k in needed and getattr(args, k, None) is None}
-    for k, v in filled.items():
-        setattr(args, k, v)
-    return filled
+
+def describe_filled(before: DeviceSetup, after: DeviceSetup) -> str:
+    """One line: the launch flags fill_from_slurm added, as the run command's own flags."""
+    given = before.launch_extra()
+    added = {k: v for k, v in after.launch_extra().items() if k not in given}
+    flags = " ".join(f"--{k.replace('_', '-')} {','.join(v) if isinstance(v, list) else v}" for k, v in added.items())
+    return f"--nodes {after.nodes}: {flags} (from Slurm's environment)"
+
+
+# the allocation a suite row will get, for checking its setup on the submitting machine
+def _planned_allocation(nodes: int) -> dict:
+    return {"SLURM_PROCID": "0", "SLURM_NTASKS": str(nodes), "SLURM_JOB_NODELIST": f"node[0-{nodes - 1}]",
+            "SLURM_TASKS_PER_NODE": f"1(x{nodes})"}
+
+
+def check_setup(setup: DeviceSetup, impls) -> None:
+    """A suite row's setup as a Slurm node will run it (harness.schedule.load's check for the
+    Slurm executor): the launch flags come from the allocation, and the GPUs are the node's, which
+    the submitting machine cannot see. A setup no node could run is a UsageError."""
+    from harness.requests import check_setup as check
+
+    check(fill_from_slurm(setup, impls, env=_planned_allocation(setup.nodes)), impls, here=False)
 
 
 # ---- what to submit --------------------------------------------------------------------------
@@ -190,11 +236,11 @@ class SbatchOptions:
 
 @dataclass
 class PlannedRun:
-    """One planned run: its plan (harness.suites.run_plan: suite, config digest, repeat, run_args),
-    the implementation and the run arguments parsed by the run command's parser."""
+    """One planned run: its plan (harness.schedule.run_plan: suite, config digest, repeat,
+    run_args), the implementation, and its request as the run command's parser reads run_args."""
     plan: dict
     impl: object  # harness.registry.Implementation
-    args: object  # argparse.Namespace of the run command
+    request: RunRequest
     run_args: list = field(default_factory=list)
 
     @property
@@ -207,12 +253,11 @@ class PlannedRun:
 
 
 def planned(entry, suite: str, repeat: int) -> PlannedRun:
-    """A harness.suites.Entry and one of its repeats as a PlannedRun."""
-    return PlannedRun(entry.plan(suite, repeat), entry.impl, entry.args, list(entry.run_args))
+    """A harness.schedule.Entry and one of its repeats as a PlannedRun."""
+    return PlannedRun(entry.plan(suite, repeat), entry.impl, entry.request, list(entry.run_args))
 
 
-def plan_key(plan: dict) -> tuple:
-    return plan.get("suite"), plan.get("config"), plan.get("repeat")
+plan_key = plan_id  # (suite, config digest, repeat)
 
 
 def job_name(plan: dict) -> str:
@@ -233,26 +278,38 @@ def _gres(run: PlannedRun, options: SbatchOptions) -> str | None:
         return None
     if options.gres:
         return options.gres
-    return f"gpu:{run.args.gpus}" if getattr(run.args, "device", "cpu") == "cuda" else None
+    setup = run.request.setup
+    return f"gpu:{setup.gpus}" if setup.device == "cuda" else None
+
+
+def resources(run: PlannedRun, options: SbatchOptions) -> list[str]:
+    """The sbatch options that decide where a run may go: an exclusive node (timing shares no
+    machine), one task per node, the suite's --partition/--account/--time/--sbatch, the GPUs."""
+    gres = _gres(run, options)
+    return ["--exclusive", f"--nodes={run.request.setup.nodes}", "--ntasks-per-node=1", *options.argv(),
+            *([f"--gres={gres}"] if gres else [])]
+
+
+# what the job adds to its plan: which job, on which cluster and partition, answered it
+JOB_FACTS = (("slurm_job", "SLURM_JOB_ID"), ("slurm_cluster", "SLURM_CLUSTER_NAME"),
+             ("slurm_partition", "SLURM_JOB_PARTITION"))
 
 
 def batch_script(run: PlannedRun, store, options: SbatchOptions = SbatchOptions(),
                  python: str = sys.executable, repo: Path = REPO) -> str:
     """The sbatch script of one planned run (absolute paths: it runs on another machine)."""
     store = Path(store).resolve()
-    nodes = getattr(run.args, "nodes", 1)
-    directives = [f"--job-name={job_name(run.plan)}", f"--output={store}/slurm/logs/%j.out",
-                  f"--chdir={repo}", "--exclusive", f"--nodes={nodes}", "--ntasks-per-node=1"]
-    gres = _gres(run, options)
-    directives += options.argv() + ([f"--gres={gres}"] if gres else [])
+    directives = [f"--job-name={job_name(run.plan)}", f"--output={store}/slurm/logs/%j.out", f"--chdir={repo}",
+                  *resources(run, options)]
     command = [str(python), "-m", "harness", "run", *run.run_args, "--out", str(store), "--quiet"]
-    if nodes > 1:  # one harness per node; each takes its rank and the endpoint from Slurm's environment
+    if run.request.setup.nodes > 1:  # one harness per node; each takes its rank and node 0's address from Slurm
         command = ["srun", "--kill-on-bad-exit=1", *command]
     plan = json.dumps(run.plan, sort_keys=True)
+    facts = "".join(f'\\"{key}\\": \\"${{{var}}}\\", ' for key, var in JOB_FACTS)
     lines = ["#!/bin/bash", *[f"#SBATCH {d}" for d in directives],
              f"# {run.label}, suite {run.plan.get('suite')}, plan {run.plan['config']}, repeat {run.plan['repeat']}",
-             # the plan as JSON with this job's id in front (bash joins the double- and single-quoted halves)
-             f'export {PLAN_ENV}="{{\\"slurm_job\\": \\"${{SLURM_JOB_ID}}\\", "{shlex.quote(plan[1:])}',
+             # the plan as JSON with this job's facts in front (bash joins the double- and single-quoted halves)
+             f'export {PLAN_ENV}="{{{facts}"{shlex.quote(plan[1:])}',
              'echo "[slurm] job $SLURM_JOB_ID on $(hostname): $(date -u +%FT%TZ)"',
              "exec " + shlex.join(command), ""]
     return "\n".join(lines)
@@ -282,20 +339,32 @@ def partitions() -> list[str]:
     return sorted(set(proc.stdout.split())) if proc.returncode == 0 else []
 
 
-def check_options(options: SbatchOptions, gres: str | None = None) -> None:
+def cluster_name() -> str:
+    """The cluster the Slurm clients here talk to (its jobs' SLURM_CLUSTER_NAME)."""
+    proc = _slurm(["scontrol", "show", "config"], "scontrol show config", check=False)
+    if proc.returncode != 0:
+        raise UsageError(f"--executor slurm: no Slurm controller answers here (scontrol: "
+                         f"{_last_error(proc.stderr) or f'exit code {proc.returncode}'}); run on a Slurm login node "
+                         "(or set SLURM_CONF), or choose --executor local")
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ClusterName":
+            return value.strip()
+    raise UsageError("scontrol show config names no ClusterName")
+
+
+def check_options(options: SbatchOptions, directives: list[str] | None = None) -> None:
     """Ask slurmctld whether a job with these options could run (`sbatch --test-only`), before
-    anything is submitted: a bad partition, account, time or gres is one line (UsageError)."""
-    cmd = ["sbatch", "--test-only", "--exclusive", *options.argv(), *([f"--gres={gres}"] if gres else []),
-           "--wrap", "true"]
-    proc = _slurm(cmd, "sbatch --test-only", check=False)
+    anything is submitted: a bad partition, account, time, gres or node count is one line."""
+    directives = directives or ["--exclusive", *options.argv()]
+    proc = _slurm(["sbatch", "--test-only", *directives, "--wrap", "true"], "sbatch --test-only", check=False)
     if proc.returncode == 0:
         return
     why = _last_error(proc.stderr)
     if options.partition and "partition" in why.lower():
         raise UsageError(f"--partition {options.partition}: Slurm refused it ({why}); "
                          f"choices: {', '.join(partitions()) or 'see sinfo'}")
-    given = " ".join(options.argv() + ([f"--gres={gres}"] if gres else []))
-    raise UsageError(f"sbatch {given}: Slurm refused it ({why})")
+    raise UsageError(f"sbatch {' '.join(directives)}: Slurm refused it ({why})")
 
 
 @dataclass
@@ -328,12 +397,18 @@ def submit(run: PlannedRun, store, options: SbatchOptions = SbatchOptions(), pyt
     return Submitted(job_id, name, script)
 
 
+def check_all(runs: list[PlannedRun], options: SbatchOptions = SbatchOptions()) -> None:
+    """`sbatch --test-only` once for every distinct set of resources the runs ask for."""
+    for directives in dict.fromkeys(tuple(resources(run, options)) for run in runs):
+        check_options(options, list(directives))
+
+
 def submit_all(runs: list[PlannedRun], store, options: SbatchOptions = SbatchOptions(),
-               python: str = sys.executable, repo: Path = REPO) -> list[Submitted]:
-    """Check the options once (`sbatch --test-only`), then one job per planned run, in order."""
-    if not runs:
-        return []
-    check_options(options, _gres(runs[0], options))
+               python: str = sys.executable, repo: Path = REPO, checked: bool = False) -> list[Submitted]:
+    """One job per planned run, in order, after check_all (unless `checked`): nothing is
+    submitted when Slurm would refuse any of them."""
+    if not checked:
+        check_all(runs, options)
     return [submit(run, store, options, python, repo) for run in runs]
 
 
@@ -431,10 +506,13 @@ class RunState:
         return ""
 
 
-def submitted_jobs(store) -> list[dict]:
-    """What was submitted into this store (STORE/slurm/jobs/*.json), oldest job first."""
+def submitted_jobs(store, suite: str | None = None) -> list[dict]:
+    """What was submitted into this store (STORE/slurm/jobs/*.json), oldest job first; only one
+    suite's when `suite` is given."""
     folder = Path(store) / "slurm" / "jobs"
     out = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+    if suite is not None:
+        out = [s for s in out if s["plan"].get("suite") == suite]
     return sorted(out, key=lambda s: int(s["slurm_job"]))
 
 
@@ -467,17 +545,15 @@ def job_error(job: Job, tail: str) -> str:
     return f"Slurm {job.state}: job {job.job_id}{where} ended without a record" + (f": {last}" if last else "")
 
 
-def failed_record(run: PlannedRun, job: Job, store) -> dict:
+def failed_record(run: PlannedRun, job: Job, store, cluster: str | None = None) -> dict:
     """The record of a run the scheduler ended before the harness could write one: the planned
-    configuration (as harness.runs.execute writes it), status failed, the scheduler's reason."""
+    configuration (as harness.benchmark.execute writes it), status failed, the scheduler's reason."""
     from harness import environment
-    from harness.runs import new_run_id, options_from_args
-    from harness.specs import get_spec
+    from harness.benchmark import new_run_id
 
-    impl, args = run.impl, run.args
-    spec = get_spec(impl.model)
-    options = options_from_args(impl, args)
-    batch_size = args.batch_size or spec.batch_size
+    impl, request = run.impl, run.request
+    options = request.options(impl)
+    epochs, batch_size, data = request.resolved(impl.model)
     if options.scaling == "weak":
         batch_size *= options.gpus * options.nodes
     tail = _tail(log_path(store, job.job_id))
@@ -489,62 +565,77 @@ def failed_record(run: PlannedRun, job: Job, store) -> dict:
         "error": job_error(job, tail),
         "impl": {"lang": impl.lang, "framework": impl.name, "backend": impl.backend, "model": impl.model,
                  "label": impl.label, "version": None},
-        "config": {"data": args.data or spec.dataset, "n_train": args.samples, "n_test": None,
-                   "epochs": args.epochs or spec.epochs, "batch_size": batch_size, "repeat": run.plan["repeat"],
-                   "timeout_s": args.timeout, **options.to_dict()},
+        "config": {"data": data, "n_train": request.samples, "n_test": None, "epochs": epochs,
+                   "batch_size": batch_size, "repeat": run.plan["repeat"], "timeout_s": request.timeout,
+                   **options.to_dict()},
         "timing": {}, "epochs": [], "metrics": {}, "memory": {}, "info": {}, "versions": {},
         # the node it ran on (if any) and the checkout it would have measured
         "environment": {"hostname": node, "machine_id": None, "git": environment.git_commit()},
         "slurm": asdict(job),
         "log_tail": tail,
         "command": None,
-        "plan": {**run.plan, "slurm_job": job.job_id},
+        "plan": {**run.plan, "slurm_job": job.job_id, "slurm_cluster": cluster},
     }
 
 
-def status(store, runs: list[PlannedRun], write_failed: bool = True, commit: str | None = None) -> list[RunState]:
-    """Where every planned run stands, from the store and the scheduler. A job that ended without
-    a record of its own gets a failed record written now (write_failed), so nothing is a hole.
-    Done = an "ok" record of the plan (any node; this checkout's commit unless `commit` says)."""
-    from harness import environment, results
+def _recently_ended(job: Job, now: datetime | None = None) -> bool:
+    """A job that ran to its end (COMPLETED, FAILED) less than RECORD_GRACE_S ago: its record
+    may not be visible yet on a shared filesystem."""
+    if job.state not in ("COMPLETED", "FAILED"):
+        return False
+    try:
+        end = datetime.fromisoformat(job.end)  # squeue/sacct: local time, no zone
+    except ValueError:
+        return False
+    return ((now or datetime.now()) - end).total_seconds() < RECORD_GRACE_S
+
+
+def status(store, runs: list[PlannedRun], cluster: str | None = None, write_failed: bool = True,
+           commit: str | None = None) -> list[RunState]:
+    """Where every planned run stands, from the store and the scheduler: queued or running (its
+    latest job is), done (an "ok" record of the plan: written by a job of `cluster` on any node,
+    or by this machine when cluster is None; at this checkout's commit unless `commit` says),
+    failed (its latest job ended without an ok record; a failed record otherwise), or todo.
+    A job that ended without a record of its own gets a failed record written now, naming the
+    scheduler's reason (write_failed), so nothing is a hole. The scheduler is asked only about
+    jobs submitted into this store."""
+    from harness import results, schedule
 
     store = Path(store)
-    commit = commit or results.commit_key({"git": environment.git_commit()})
+    ok = schedule.completed(store, commit=commit, cluster=cluster)
     records = results.read_records([store]) if store.exists() else []
-    ok, by_job, failed = {}, {}, {}
+    by_job, failed = {}, {}
     for r in records:
         plan = r.get("plan") or {}
         if plan.get("slurm_job"):
             by_job[str(plan["slurm_job"])] = r
-        if r["status"] == "ok" and results.record_key(r)["commit"] == commit:
-            ok.setdefault(plan_key(plan), r)
-        elif r["status"] != "ok":
+        if r["status"] == "failed":
             failed[plan_key(plan)] = r
-    submissions = {}
-    for s in submitted_jobs(store):  # the latest job of every plan
-        submissions[plan_key(s["plan"])] = s
     wanted = {run.key for run in runs}
-    latest = {k: s for k, s in submissions.items() if k in wanted and k not in ok}
+    latest = {}
+    for s in submitted_jobs(store):  # oldest first: the latest job of every plan wins
+        if plan_key(s["plan"]) in wanted:
+            latest[plan_key(s["plan"])] = s
     known = jobs([s["slurm_job"] for s in latest.values()]) if latest else {}
     out = []
     for run in runs:
-        if run.key in ok:
-            out.append(RunState(run, "done", record=ok[run.key]))
-            continue
         sub = latest.get(run.key)
-        if sub is None:
-            out.append(RunState(run, "failed" if run.key in failed else "todo", record=failed.get(run.key)))
-            continue
-        job = known[sub["slurm_job"]]
-        if job.phase != "ended":
+        job = known[sub["slurm_job"]] if sub else None
+        if job is not None and job.phase == "ended" and job.job_id not in by_job and _recently_ended(job):
+            job = replace(job, state="COMPLETING", reason="its record is on its way to the store")
+        if job is not None and job.phase != "ended":
             out.append(RunState(run, job.phase, job=job))
-            continue
-        record = by_job.get(job.job_id)
-        if record is None and write_failed:
-            record = failed_record(run, job, store)
-            results.save(record, store)
-        state = "done" if record is not None and record["status"] == "ok" else "failed"
-        out.append(RunState(run, state, job=job, record=record))
+        elif run.key in ok:
+            out.append(RunState(run, "done", job=job, record=ok[run.key]))
+        elif job is not None:
+            record = by_job.get(job.job_id)
+            if record is None and write_failed:
+                record = failed_record(run, job, store, cluster)
+                results.save(record, store)
+            state = "done" if record is not None and record["status"] == "ok" else "failed"
+            out.append(RunState(run, state, job=job, record=record))
+        else:
+            out.append(RunState(run, "failed" if run.key in failed else "todo", record=failed.get(run.key)))
     return out
 
 
@@ -553,12 +644,12 @@ def to_submit(states: list[RunState]) -> list[PlannedRun]:
     return [s.run for s in states if s.state in ("todo", "failed")]
 
 
-def wait(store, runs: list[PlannedRun], poll: float = 10.0, timeout: float | None = None,
-         on_change=None) -> list[RunState]:
+def wait(store, runs: list[PlannedRun], cluster: str | None = None, poll: float = 10.0,
+         timeout: float | None = None, on_change=None) -> list[RunState]:
     """Poll `status` until no planned run is queued or running (or `timeout` seconds passed)."""
     start, seen = time.monotonic(), None
     while True:
-        states = status(store, runs)
+        states = status(store, runs, cluster)
         summary = counts(states)
         if on_change and summary != seen:
             on_change(states)
@@ -577,12 +668,22 @@ def counts(states: list[RunState]) -> dict:
     return out
 
 
+def state_rows(states: list[RunState]) -> list[dict]:
+    """One plain row per planned run (the --status table, and its JSON form)."""
+    rows = []
+    for s in states:
+        node = (s.job.nodes if s.job else "") or ((s.record or {}).get("environment") or {}).get("hostname") or ""
+        rows.append({"state": s.state, "repeat": s.run.plan["repeat"], "label": s.run.label,
+                     "plan": s.run.plan["config"], "job": s.job.job_id if s.job else None,
+                     "slurm_state": s.job.state if s.job else None, "node": node or None, "reason": s.reason})
+    return rows
+
+
 def format_status(states: list[RunState]) -> str:
     """The `suite FILE --status` table: one line per planned run, then the counts."""
     lines = [f"{'state':8s} {'repeat':>6s}  {'implementation':32s} {'job':>8s}  {'node':12s} reason"]
-    for s in states:
-        node = (s.job.nodes if s.job else "") or ((s.record or {}).get("environment") or {}).get("hostname") or ""
-        lines.append(f"{s.state:8s} {s.run.plan['repeat']:>6}  {s.run.label:32s} "
-                     f"{s.job.job_id if s.job else '':>8s}  {node:12s} {s.reason}")
+    for row in state_rows(states):
+        lines.append(f"{row['state']:8s} {row['repeat']:>6}  {row['label']:32s} {row['job'] or '':>8s}  "
+                     f"{row['node'] or '':12s} {row['reason']}")
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts(states).items())))
     return "\n".join(lines)
