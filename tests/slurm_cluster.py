@@ -1,13 +1,17 @@
-"""A real one-node Slurm cluster on localhost for the tests: Debian's munged, slurmctld and slurmd.
+"""A real Slurm cluster on localhost for the tests: Debian's munged, slurmctld and two slurmd.
 
 Everything lives in one temporary folder: the MUNGE key and socket, slurm.conf, the controller's
-state, slurmd's spool, the logs. The daemons listen on free ports and run in the foreground as
+state, each slurmd's spool, the logs. The daemons listen on free ports and run in the foreground as
 this process's children, so several clusters (xdist workers, other checkouts) can run side by
 side and none outlives its tests. Clients and jobs find the cluster through SLURM_CONF, which the
 fixture sets for the module's tests.
 
-The configuration is the smallest that behaves like a cluster: one node with 2 CPUs in partition
-"debug"; no cgroups (proctrack/linuxproc, task/none); no accounting, since Slurm 22.05's
+The configuration is the smallest that behaves like a cluster: two nodes on this one machine, each
+its own slurmd on its own port (Slurm's NodeName/Port; slurmd -N), named after this machine's host
+name and `localhost` so that both resolve (a multi-node launch meets at the first node's name),
+2 CPUs each, in partition "debug"; an exclusive job takes a whole node, so two run at a time, and
+a job with --nodes=2 gets both. No cgroups (proctrack/linuxproc, task/none); no accounting, since
+Slurm 22.05's
 AccountingStorageType offers only none or slurmdbd (a database server): `sacct` answers "Slurm
 accounting storage is disabled", so job states come from `squeue --states=all`, which keeps an
 ended job, its state (CANCELLED, TIMEOUT, ...) and reason for MinJobAge seconds. KillWait=5 ends a
@@ -42,7 +46,8 @@ class ClusterError(RuntimeError):
 class Cluster:
     folder: Path
     conf: Path
-    node: str
+    nodes: tuple  # Slurm's node names, each a name of this machine
+    host: str  # this machine's host name (what every record names as its hostname)
     partition: str
     procs: dict  # daemon name -> Popen
 
@@ -87,24 +92,29 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def slurm_conf(folder: Path, node: str, ctld_port: int, slurmd_port: int) -> str:
+def node_names(host: str) -> tuple:
+    """The two nodes' names: this machine's host name and localhost (both resolve here)."""
+    return (host, "localhost") if host != "localhost" else (host,)
+
+
+def slurm_conf(folder: Path, host: str, ctld_port: int, slurmd_ports: list[int]) -> str:
     f = folder
+    nodes = node_names(host)
     return "\n".join([
         f"ClusterName=dlr{ctld_port}",
-        f"SlurmctldHost={node}(127.0.0.1)",
+        f"SlurmctldHost={host}(127.0.0.1)",
         f"SlurmctldPort={ctld_port}",
-        f"SlurmdPort={slurmd_port}",
         "AuthType=auth/munge",
         "CredType=cred/munge",
         f"AuthInfo=socket={f}/munge/munge.socket",
         "SlurmUser=root",
         "SlurmdUser=root",
         f"StateSaveLocation={f}/state",
-        f"SlurmdSpoolDir={f}/spool",
+        f"SlurmdSpoolDir={f}/spool/%n",  # %n: the node's name, one slurmd each
         f"SlurmctldPidFile={f}/slurmctld.pid",
-        f"SlurmdPidFile={f}/slurmd.pid",
+        f"SlurmdPidFile={f}/slurmd-%n.pid",
         f"SlurmctldLogFile={f}/log/slurmctld.log",
-        f"SlurmdLogFile={f}/log/slurmd.log",
+        f"SlurmdLogFile={f}/log/slurmd-%n.log",
         "ProctrackType=proctrack/linuxproc",  # no cgroups
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
@@ -118,8 +128,9 @@ def slurm_conf(folder: Path, node: str, ctld_port: int, slurmd_port: int) -> str
         "ReturnToService=2",
         "MpiDefault=none",
         "MailProg=/bin/true",
-        f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs={CPUS} State=UNKNOWN",
-        f"PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+        *[f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={CPUS} State=UNKNOWN"
+          for n, port in zip(nodes, slurmd_ports)],
+        f"PartitionName={PARTITION} Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP",
         "",
     ])
 
@@ -133,18 +144,21 @@ def start(folder: Path) -> Cluster:
     key = folder / "munge" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
-    node = socket.gethostname().split(".")[0]  # slurmctld and slurmd check their host's name
-    ctld_port, slurmd_port = _free_ports(2)
+    host = socket.gethostname().split(".")[0]  # slurmctld and slurmd check their host's name
+    nodes = node_names(host)
+    ctld_port, *slurmd_ports = _free_ports(1 + len(nodes))
     conf = folder / "slurm.conf"
-    conf.write_text(slurm_conf(folder, node, ctld_port, slurmd_port))
-    cluster = Cluster(folder, conf, node, PARTITION, {})
+    conf.write_text(slurm_conf(folder, host, ctld_port, slurmd_ports))
+    for node in nodes:
+        (folder / "spool" / node).mkdir()
+    cluster = Cluster(folder, conf, nodes, host, PARTITION, {})
     env = cluster.env
     m = folder / "munge"
     daemons = {
         "munged": [_tool("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={m}/munge.socket",
                    f"--pid-file={m}/munged.pid", f"--log-file={folder}/log/munged.log", f"--seed-file={m}/munged.seed"],
         "slurmctld": [_tool("slurmctld"), "-D", "-i", "-f", str(conf)],
-        "slurmd": [_tool("slurmd"), "-D", "-f", str(conf), "-N", node],
+        **{f"slurmd-{node}": [_tool("slurmd"), "-D", "-f", str(conf), "-N", node] for node in nodes},
     }
     try:
         for name, cmd in daemons.items():
@@ -179,12 +193,13 @@ def _wait_idle(cluster: Cluster) -> None:
         for name, proc in cluster.procs.items():
             if proc.poll() is not None:
                 raise ClusterError(f"{name} exited with code {proc.returncode}\n{cluster.log_tail()}")
-        proc = cluster.run("sinfo", "--noheader", "--format=%T", "--nodes", cluster.node, timeout=20)
+        proc = cluster.run("sinfo", "--noheader", "--Node", "--format=%N %T", timeout=20)
         state = proc.stdout.strip() or proc.stderr.strip()
-        if proc.returncode == 0 and state == "idle":
+        if proc.returncode == 0 and sorted(state.split()) == sorted([*cluster.nodes, *["idle"] * len(cluster.nodes)]):
             return
         time.sleep(0.3)
-    raise ClusterError(f"node {cluster.node} not idle after {START_TIMEOUT} s (sinfo: {state})\n{cluster.log_tail()}")
+    raise ClusterError(f"nodes {','.join(cluster.nodes)} not idle after {START_TIMEOUT} s (sinfo: {state})\n"
+                       f"{cluster.log_tail()}")
 
 
 def stop(cluster: Cluster) -> None:
@@ -198,7 +213,7 @@ def stop(cluster: Cluster) -> None:
                     "squeue", "--noheader", "--format=%i", "--states=PENDING,RUNNING,COMPLETING").stdout.strip():
                 time.sleep(0.5)
         cluster.run("scontrol", "shutdown", timeout=20)
-    for name in ("slurmd", "slurmctld", "munged"):
+    for name in (*[f"slurmd-{n}" for n in cluster.nodes], "slurmctld", "munged"):
         proc = cluster.procs.get(name)
         if proc is None:
             continue
@@ -213,7 +228,8 @@ def stop(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
-    """A running one-node cluster; SLURM_CONF points the tests' Slurm clients (and their jobs) at it."""
+    """A running cluster of two nodes on this machine; SLURM_CONF points the tests' Slurm clients
+    (and their jobs) at it."""
     reason = unavailable()
     if reason:
         pytest.skip(reason)

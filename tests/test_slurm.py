@@ -1,12 +1,14 @@
 """Suites on Slurm (harness.slurm, `suite --executor slurm`) against real Slurm daemons
-(tests/slurm_cluster.py), and the parsers, scripts and plan handling on their own.
+(tests/slurm_cluster.py: two nodes on this machine), and the parsers, scripts and plan handling
+on their own.
 
-Through the one-node cluster: a 2-implementation x 2-repeat suite submitted with `--executor
-slurm --detach` is queued and running in `--status`; its first job, cancelled with scancel mid-run,
-becomes a failed row with the scheduler's reason; `--resume --executor slurm` submits only that run
-again and waits, and the store ends with every record once, each naming its job, cluster and node.
-An unknown partition is one line, exit 2, nothing submitted. `srun -N 1 -n 2` (two tasks standing in
-for two nodes) trains one PyTorch run over gloo with no --node-rank or endpoint, recorded on rank 0."""
+Through the cluster: a 2-implementation x 2-repeat suite submitted with `--executor slurm
+--detach` is running and queued in `--status`; its first job, cancelled with scancel mid-run,
+becomes a failed row with the scheduler's reason; `--resume --executor slurm` submits only that
+run again and waits, and the store ends with every record once, each naming its job, cluster and
+node. An unknown partition is one line, exit 2, nothing submitted. `srun -N 1 -n 2` (two tasks on
+one node standing in for two nodes) trains one PyTorch run over gloo with no --node-rank or
+endpoint, recorded on rank 0; a suite row with nodes = 2 runs as one job over both nodes."""
 from __future__ import annotations
 
 import json
@@ -184,16 +186,19 @@ def test_done_on_a_cluster_counts_every_node_of_that_cluster(tmp_path):
 
     from harness import results
 
-    plan = {"suite": "s", "config": "0123456789ab", "repeat": 0}
-    for node, extra in (("n1", {"slurm_job": "1", "slurm_cluster": "c1"}), ("n2", {"slurm_job": "2", "slurm_cluster": "c2"}),
-                        ("here", {})):
-        r = record(plan={**plan, "repeat": {"n1": 0, "n2": 1, "here": 2}[node], **extra},
-                   env={**ENV, "hostname": node, "machine_id": f"id-{node}"})
-        results.save(r, tmp_path)
-    commit = "0123456789ab"
-    assert set(schedule.completed(tmp_path, commit=commit, cluster="c1")) == {("s", "0123456789ab", 0)}
-    assert set(schedule.completed(tmp_path, commit=commit, cluster="c2")) == {("s", "0123456789ab", 1)}
-    assert set(schedule.completed(tmp_path, commit=commit, machine="id-here")) == {("s", "0123456789ab", 2)}
+    plan = {"suite": "s", "config": "0123456789ab"}
+    written = [("n1", 0, {"slurm_job": "1", "slurm_cluster": "c1"}), ("n2", 1, {"slurm_job": "2", "slurm_cluster": "c1"}),
+               ("m1", 2, {"slurm_job": "1", "slurm_cluster": "c2"}), ("here", 3, {})]  # (node, repeat, job's facts)
+    for node, repeat, job in written:
+        results.save(record(plan={**plan, "repeat": repeat, **job}, env={**ENV, "hostname": node,
+                                                                          "machine_id": f"id-{node}"}), tmp_path)
+
+    def done(**where):
+        return sorted(repeat for _, _, repeat in schedule.completed(tmp_path, commit="0123456789ab", **where))
+
+    assert done(cluster="c1") == [0, 1]  # both nodes of c1
+    assert done(cluster="c2") == [2]
+    assert done(machine="id-here") == [3] and done(machine="id-n1") == [0]  # the local executor: one machine
 
 
 def test_a_forgotten_job_becomes_one_failed_record(tmp_path, monkeypatch):
@@ -261,11 +266,12 @@ def test_suite_on_slurm_status_cancel_and_resume(tmp_path, data_cache, slurm_clu
     assert [slurm.plan_key(j["plan"]) for j in jobs] == [r.key for r in runs]
 
     # the exclusive node runs one job at a time: the first runs while the others wait
+    # one job per exclusive node: the first two run while the others wait
     first, log = jobs[0]["slurm_job"], slurm.log_path(store, jobs[0]["slurm_job"])
     wait_for(lambda: slurm.jobs([first])[first].state == "RUNNING", 60, "the first job to run")
     code, rows = status_rows(suite, store, data_cache)
     assert code == 0 and rows[0]["state"] == "running" and rows[0]["job"] == first
-    assert rows[0]["node"] == slurm_cluster.node
+    assert rows[0]["node"] in slurm_cluster.nodes
     assert [r["state"] for r in rows[2:]] == ["queued", "queued"]
 
     # cancelled mid-run (its worker has started): a failed row with the scheduler's reason
@@ -275,7 +281,9 @@ def test_suite_on_slurm_status_cancel_and_resume(tmp_path, data_cache, slurm_clu
     wait_for(lambda: slurm.status(store, runs, cluster)[0].state == "failed", 60, "the cancelled job to end")
     code, rows = status_rows(suite, store, data_cache)
     assert code == 1 and rows[0]["state"] == "failed" and rows[0]["slurm_state"] == "CANCELLED"
-    assert rows[0]["reason"].startswith(f"Slurm CANCELLED: job {first} on {slurm_cluster.node} cancelled")
+    node = rows[0]["node"]
+    assert node in slurm_cluster.nodes
+    assert rows[0]["reason"].startswith(f"Slurm CANCELLED: job {first} on {node} cancelled (scancel")
     [failed] = [r for r in results.read_records([store]) if r["status"] == "failed"]
     assert failed["plan"]["slurm_job"] == first and slurm.plan_key(failed["plan"]) == runs[0].key
     assert "[slurm] job" in log.read_text() and "[slurm] job" in failed["log_tail"]
@@ -293,7 +301,7 @@ def test_suite_on_slurm_status_cancel_and_resume(tmp_path, data_cache, slurm_clu
     assert len(records) == 5  # and the cancelled run's failed record, written once
     for r in ok:
         assert r["plan"]["slurm_cluster"] == cluster and r["plan"]["slurm_partition"] == slurm_cluster.partition
-        assert r["environment"]["hostname"] == slurm_cluster.node  # the record names the node
+        assert r["environment"]["hostname"] == slurm_cluster.host  # the record names the node (its host)
     assert {r["plan"]["slurm_job"] for r in ok} == {j["slurm_job"] for j in jobs[1:]} | set(summary["submitted"])
     code, rows = status_rows(suite, store, data_cache)
     assert code == 0 and [r["state"] for r in rows] == ["done"] * 4
@@ -318,7 +326,8 @@ def test_srun_tasks_read_rank_count_and_endpoint(slurm_cluster):  # noqa: F811
                              timeout=120)
     assert proc.returncode == 0, proc.stderr
     places = sorted(json.loads(line) for line in proc.stdout.splitlines())
-    node = slurm_cluster.node
+    node = places[0][2]
+    assert node in slurm_cluster.nodes
     assert places == [[0, 2, node, [node, node]], [1, 2, node, [node, node]]]
 
 
@@ -337,8 +346,40 @@ def test_srun_two_tasks_train_one_pytorch_run_without_rank_or_endpoint(tmp_path,
     assert "trained as a replica of a 2-node run; its record is written on node 0" in proc.stderr
     records = [json.loads(p.read_text()) for p in store.glob("*.json")]
     assert len(records) == 1 and records[0]["status"] == "ok"
-    assert records[0]["config"]["extra"]["rdzv_endpoint"].startswith(f"{slurm_cluster.node}:")
+    assert records[0]["config"]["extra"]["rdzv_endpoint"].split(":")[0] in slurm_cluster.nodes
     assert records[0]["info"]["setup"]["replicas"] == 2 and records[0]["info"]["setup"]["nodes"] == 2
+
+
+def test_a_two_node_suite_row_runs_as_one_job_over_both_nodes(tmp_path, data_cache, slurm_cluster):  # noqa: F811
+    """A row with nodes = 2 is one sbatch job on both nodes; srun starts one harness per node, each
+    takes from Slurm what TensorFlow's MultiWorkerMirroredStrategy needs (its rank, every node's
+    worker address), and node 0 writes the one record of the planned run."""
+    pytest.importorskip("tensorflow")
+    if len(slurm_cluster.nodes) < 2:
+        pytest.skip(f"the test cluster has one node (this machine is named {slurm_cluster.host})")
+    suite = suite_file(tmp_path, "two-nodes", {"data": "synthetic", "samples": 256, "epochs": 1, "nodes": 2}, 1,
+                       ["python/tensorflow"])
+    store = tmp_path / "store"
+    proc = harness("suite", str(suite), "--executor", "slurm", "--time", "10", "--poll", "1", "--out", str(store),
+                   "--format", "json", cache=data_cache, timeout=600)
+    [job] = slurm.submitted_jobs(store)
+    log = slurm.log_path(store, job["slurm_job"]).read_text()
+    assert proc.returncode == 0, proc.stderr[-2000:] + log[-3000:]
+    assert json.loads(proc.stdout)["failed"] == []
+    [record] = results_of(store)
+    assert record["status"] == "ok" and record["plan"]["slurm_job"] == job["slurm_job"]
+    assert record["info"]["setup"]["replicas"] == 2 and record["info"]["setup"]["nodes"] == 2
+    extra = record["config"]["extra"]
+    assert extra["node_rank"] == 0 and len(extra["workers"]) == 2
+    assert sorted(w.split(":")[0] for w in extra["workers"]) == sorted(slurm_cluster.nodes)  # one per node
+    assert "[slurm] --nodes 2: --node-rank 1 --workers " in log  # the other node's harness
+    assert "trained as a replica of a 2-node run" in log
+
+
+def results_of(store) -> list[dict]:
+    from harness import results
+
+    return results.read_records([store])
 
 
 def test_run_refuses_a_plan_its_options_do_not_match(tmp_path, data_cache):
