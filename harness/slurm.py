@@ -49,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +62,7 @@ from harness.schedule import PLAN_ENV, plan_id
 REPO = Path(__file__).resolve().parents[1]
 JOB_PREFIX = "dlr"
 DEFAULT_PORT = 29500  # rendezvous/coordinator port on the endpoint host (torchrun's default)
-PORT_SPREAD = 1000  # the port moves with the job id (29500 .. 30499): steps sharing a host do not collide
+PORT_SPREAD = 1000  # the port moves with the step (29500 .. 30499): steps sharing a host do not collide
 # a job that ran to its end (COMPLETED, FAILED) gets this long for its record to show up on a shared
 # filesystem (NFS caches directory listings) before it counts as ended without one
 RECORD_GRACE_S = 90
@@ -151,15 +152,15 @@ def slurm_environment(env=None) -> SlurmPlace | None:
 
 def launch_port(env=None) -> int:
     """The endpoint's port: the first port Slurm reserved for the step (srun --resv-ports, where
-    MpiParams=ports= is set), else 29500 + the job id modulo 1000, so that two jobs' steps on one
-    host (a shared node, the test cluster) do not meet at one port."""
+    MpiParams=ports= is set), else 29500 plus a number from 0 to 999 drawn from the cluster, job
+    and step (the same on every node of the step), so that steps sharing a host (a shared node,
+    two test clusters on one machine) do not meet at one port."""
     env = os.environ if env is None else env
-    reserved = env.get("SLURM_STEP_RESV_PORTS", "")
-    first = re.match(r"\d+", reserved)
-    if first:
-        return int(first[0])
-    job = env.get("SLURM_JOB_ID", "")
-    return DEFAULT_PORT + (int(job) % PORT_SPREAD if job.isdigit() else 0)
+    reserved = re.match(r"\d+", env.get("SLURM_STEP_RESV_PORTS", ""))
+    if reserved:
+        return int(reserved[0])
+    step = "/".join(env.get(k, "") for k in ("SLURM_CLUSTER_NAME", "SLURM_JOB_ID", "SLURM_STEP_ID"))
+    return DEFAULT_PORT + zlib.crc32(step.encode()) % PORT_SPREAD
 
 
 def launch_defaults(nodes: int, port: int | None = None, env=None) -> dict:

@@ -78,7 +78,9 @@ def test_slurm_environment_places_tasks_block_by_block():
     assert slurm.launch_defaults(4, port=1234, env=env) == {
         "node_rank": 3, "rdzv_endpoint": "gpu07:1234",
         "workers": ["gpu07:1234", "gpu07:1235", "gpu08:1236", "gpu08:1237"]}
-    assert slurm.launch_port(env) == 29500 + 234  # moves with the job id
+    port = slurm.launch_port(env)
+    assert 29500 <= port < 30500 and port == slurm.launch_port(dict(env, SLURM_PROCID="0"))  # every task's
+    assert port != slurm.launch_port(dict(env, SLURM_JOB_ID="1235"))  # moves with the job (and step, cluster)
     assert slurm.launch_port({**env, "SLURM_STEP_RESV_PORTS": "12000-12003"}) == 12000  # srun --resv-ports
     with pytest.raises(UsageError, match=r"--nodes 2: this srun step has 4 task\(s\)"):
         slurm.launch_defaults(2, env=env)
@@ -88,7 +90,7 @@ def test_slurm_environment_places_tasks_block_by_block():
     ("pytorch", {"rdzv_endpoint": "n1:29507"}),  # torchrun assigns its own ranks
     ("jax", {"rdzv_endpoint": "n1:29507", "node_rank": 1}),
     ("keras[jax]", {"rdzv_endpoint": "n1:29507", "node_rank": 1}),
-    ("tensorflow", {"node_rank": 1, "workers": ("n1:29507", "n2:29508")}),
+    ("tensorflow", {"node_rank": 1, "workers": ("n1:29507", "n2:29508")}),  # worker r at port + r
 ])
 def test_fill_from_slurm_sets_what_each_multi_node_launch_needs(label, filled):
     from harness.registry import select
@@ -97,7 +99,7 @@ def test_fill_from_slurm_sets_what_each_multi_node_launch_needs(label, filled):
     framework, _, backend = label.rstrip("]").partition("[")
     impls = select("python", framework, backend or None, "cnn")
     env = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_TASKS_PER_NODE": "1(x2)",
-           "SLURM_JOB_ID": "7"}
+           "SLURM_STEP_RESV_PORTS": "29507-29508"}
     setup = DeviceSetup(nodes=2)
     with pytest.raises(UsageError, match="--nodes 2 with"):  # without Slurm: the flags are asked for
         check_setup(setup, impls)
