@@ -259,6 +259,8 @@ def test_suite_on_slurm_status_cancel_and_resume(tmp_path, data_cache, slurm_clu
     store = tmp_path / "store"
     submit = ("suite", str(suite), "--executor", "slurm", "--partition", slurm_cluster.partition, "--time", "10",
               "--out", str(store))
+    proc = harness(*submit, "--status", "--format", "json", cache=data_cache)
+    assert proc.returncode == 0 and [r["state"] for r in json.loads(proc.stdout)["runs"]] == ["todo"] * 4
     proc = harness(*submit, "--detach", cache=data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "submitted 4 job(s) to Slurm" in proc.stderr and "--status" in proc.stderr

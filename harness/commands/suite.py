@@ -158,8 +158,9 @@ def _on_slurm(args, suite, order, executor: str) -> int:
     submitted = slurm.submit_all(todo, args.out, options, checked=True)
     status_command = f"python -m harness suite {shlex.quote(args.suite)} --status --out {shlex.quote(args.out)}"
     if submitted:
-        print(f"submitted {len(submitted)} job(s) to Slurm, {submitted[0].job_id} .. {submitted[-1].job_id}; "
-              f"logs in {Path(args.out) / 'slurm' / 'logs'}/", file=sys.stderr)
+        ids = submitted[0].job_id + (f" .. {submitted[-1].job_id}" if len(submitted) > 1 else "")
+        print(f"submitted {len(submitted)} job(s) to Slurm ({ids}); logs in {Path(args.out) / 'slurm' / 'logs'}/",
+              file=sys.stderr)
     if args.detach:
         print(f"see: {status_command}", file=sys.stderr)
         return 0
