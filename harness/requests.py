@@ -84,14 +84,17 @@ class RunRequest:
 
     def planned(self, model: str) -> dict:
         """What a run measures, for its plan digest (harness.schedule): these keys and their
-        order are part of every stored plan, so --resume finds runs recorded by earlier versions."""
+        order are part of every stored plan, so --resume finds runs recorded by earlier versions.
+        Where the nodes meet is not what a run measures: the launch flags (node_rank,
+        rdzv_endpoint, workers) keep their keys but always as None, so every node of one
+        multi-node run, and a run whose flags Slurm filled in (harness.slurm), answer one plan,
+        and every digest of a run that gave none of them is what it always was."""
         epochs, batch_size, data = self.resolved(model)
         s = self.setup
         return {"batch_size": batch_size, "compile": s.compile, "data": data, "device": s.device,
-                "epochs": epochs, "gpus": s.gpus, "image_size": s.image_size, "node_rank": s.node_rank,
-                "nodes": s.nodes, "precision": s.precision, "rdzv_endpoint": s.rdzv_endpoint,
-                "samples": self.samples, "scaling": s.scaling, "seed": self.seed,
-                "workers": list(s.workers) if s.workers is not None else None}
+                "epochs": epochs, "gpus": s.gpus, "image_size": s.image_size, "node_rank": None,
+                "nodes": s.nodes, "precision": s.precision, "rdzv_endpoint": None,
+                "samples": self.samples, "scaling": s.scaling, "seed": self.seed, "workers": None}
 
 
 def implementations(selection: Selection, strict: bool = True):
@@ -138,11 +141,12 @@ def one_implementation(selection: Selection):
     return impls[0]
 
 
-def check_setup(setup: DeviceSetup, impls=()) -> None:
-    """A device setup this machine and these implementations cannot run is a UsageError."""
+def check_setup(setup: DeviceSetup, impls=(), here: bool = True) -> None:
+    """A device setup this machine and these implementations cannot run is a UsageError.
+    here=False: another machine runs it (a Slurm node), so this one's GPUs are not asked."""
     from harness import environment, parallel
 
-    if setup.device == "cuda":
+    if setup.device == "cuda" and here:
         found = environment.gpus()
         if not found:
             raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")

@@ -21,18 +21,28 @@ override earlier ones: options < model < setup < implementation < command-line o
 
 A planned run is (suite, its resolved options' digest, repeat): `run_plan` is stored in the
 record, and `completed` finds those already in a store for this machine and commit, which is how
-`--resume` (of `suite` and of `run`) skips what was measured and reruns only the rest.
+`--resume` (of `suite` and of `run`) skips what was measured and reruns only the rest. A suite
+run by Slurm (harness.slurm) writes from many nodes: there `completed` counts the records of one
+Slurm cluster, whichever node wrote them.
+
+`runs` is what one `run` command runs. A process started for one planned run of a suite (a Slurm
+batch job) is told which in DL_ROSETTA_PLAN, the plan as JSON with the job's id, cluster and
+partition: its record carries that plan, and options that do not give the plan's digest are
+refused (the checkout changed since submission).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
 from harness.requests import RunRequest
+
+PLAN_ENV = "DL_ROSETTA_PLAN"  # the planned run this process answers (harness.slurm's batch job sets it)
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "bench" / "suites"
 TOP_KEYS = {"description", "repeats", "models", "implementations", "options", "setups"}
@@ -76,20 +86,61 @@ def plan_id(plan: dict) -> tuple:
     return plan.get("suite"), plan.get("config"), plan.get("repeat")
 
 
-def completed(out, machine: str | None = None, commit: str | None = None) -> dict:
-    """{plan_id: record} of the successful runs in the store `out` (this machine and commit by default)."""
+def completed(out, machine: str | None = None, commit: str | None = None, cluster: str | None = None) -> dict:
+    """{plan_id: record} of the successful runs in the store `out`: this machine's and this
+    commit's by default. cluster: the records Slurm jobs of that cluster wrote, on any of its
+    nodes (their plan names the cluster), instead of this machine's."""
     from harness import environment, results
 
     if not Path(out).exists():
         return {}
-    env = environment.collect()
-    machine = machine or results.machine_key(env)
-    commit = commit or results.commit_key(env)
+    if commit is None or (machine is None and cluster is None):
+        env = environment.collect()
+        commit = commit or results.commit_key(env)
+        if cluster is None:
+            machine = machine or results.machine_key(env)
     done = {}
     for record in results.read_records([out], machine=machine):
-        if record["status"] == "ok" and record.get("plan") and results.record_key(record)["commit"] == commit:
-            done.setdefault(plan_id(record["plan"]), record)
+        plan = record.get("plan")
+        if record["status"] != "ok" or not plan or results.record_key(record)["commit"] != commit:
+            continue
+        if cluster is not None and (not plan.get("slurm_job") or plan.get("slurm_cluster") != cluster):
+            continue
+        done.setdefault(plan_id(plan), record)
     return done
+
+
+def given_plan(env=None) -> dict | None:
+    """The planned run this process answers (DL_ROSETTA_PLAN), or None."""
+    env = os.environ if env is None else env
+    text = env.get(PLAN_ENV)
+    if not text:
+        return None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError:
+        plan = None
+    if not isinstance(plan, dict) or not isinstance(plan.get("config"), str) or not isinstance(plan.get("repeat"), int):
+        raise UsageError(f"{PLAN_ENV} is not a plan ({text[:80]!r}); it is set by harness.slurm's batch jobs, "
+                         f"unset it to run by hand")
+    return plan
+
+
+def runs(impls, request: RunRequest, env=None) -> list[tuple[object, int, dict]]:
+    """(implementation, repeat, plan) for what one `run` command runs: every implementation once
+    per repeat, round-robin, so machine drift spreads over every row. Under DL_ROSETTA_PLAN only
+    the planned run it names, with its repeat and plan (suite, job); options that give another
+    digest are a UsageError, before any worker starts."""
+    given = given_plan(env)
+    if given is None:
+        return [(impl, repeat, run_plan(impl, request, repeat))
+                for repeat in range(request.repeats) for impl in impls]
+    for impl in impls:
+        if plan_digest(impl, request) == given["config"]:
+            return [(impl, given["repeat"], given)]
+    digests = ", ".join(plan_digest(impl, request) for impl in impls)
+    raise UsageError(f"{PLAN_ENV} is plan {given['config']}, these options are plan {digests}; "
+                     "submit again from this checkout")
 
 
 @dataclass
@@ -136,13 +187,17 @@ def _table(value, where: str) -> dict:
 
 
 def load(name_or_path: str, models: list[str] | None = None, overrides: dict | None = None,
-         check_runnable: bool = True) -> Suite:
-    """Read and expand a suite; bad keys, labels and options raise UsageError naming the file."""
+         check_runnable: bool = True, check_setup=None) -> Suite:
+    """Read and expand a suite; bad keys, labels and options raise UsageError naming the file.
+    check_setup(setup, impls): whether a row's device setup can run where it will run (default:
+    harness.requests.check_setup, on this machine; the Slurm executor checks it for its nodes)."""
     from harness import runtimes
     from harness.cli_options import run_parser, run_request
     from harness.registry import select
-    from harness.requests import check_setup
+    from harness.requests import check_setup as check_here
     from harness.specs import MODELS
+
+    check_setup = check_setup or check_here
 
     try:
         import tomllib

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / ".venv"
 LEGACY = REPO / ".venv-legacy"
 LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
-TEST_DEBIAN_PACKAGES = ["chromium"]  # the report test opens the HTML page in headless Chromium
+# the report test opens the HTML page in headless Chromium; tests/slurm_cluster.py starts Slurm's daemons
+TEST_DEBIAN_PACKAGES = ["chromium", "slurmctld", "slurmd", "slurm-client", "munge"]
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
 
 
