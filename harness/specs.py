@@ -267,10 +267,3 @@ def get_spec(name: str) -> ModelSpec:
     except KeyError:
         raise KeyError(f"unknown model {name!r}; choices: {', '.join(MODELS)}") from None
 
-
-# Transitional aliases while the model files move to `spec.arch` (removed once nothing imports them).
-CNN_DROPOUT = CNN_ARCH.dropout
-RESNET_STAGES, RESNET_EXPANSION = RESNET_ARCH.stages, RESNET_ARCH.expansion
-BN_EPS, BN_MOMENTUM = RESNET_ARCH.bn_eps, RESNET_ARCH.bn_momentum
-resnet50_blocks = RESNET_ARCH.blocks
-VOCAB, EMBED, HIDDEN, MAXLEN = GRU_ARCH.vocab, GRU_ARCH.embed, GRU_ARCH.hidden, GRU_ARCH.maxlen

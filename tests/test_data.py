@@ -13,7 +13,7 @@ import pytest
 from harness import data
 from harness.data import cache, cifar10, imdb, synthetic
 from harness.errors import UsageError
-from harness.specs import CNN, MAXLEN, RNN
+from harness.specs import CNN, RNN
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_imdb_keras_encoding_and_front_padding(tmp_path, monkeypatch):
     monkeypatch.setattr(imdb, "CHECKSUM", ("sha256", digest))
     arrays = cache.open_prepared(data.prepare("imdb", RNN, data_dir=tmp_path).folder)
     x, y = arrays["x_train"], arrays["y_train"]
-    assert x.shape == (4, MAXLEN) and x.dtype == np.int64
+    assert x.shape == (4, RNN.arch.maxlen) and x.dtype == np.int64
     # Keras shuffles each split with seed 113; find the rows by their labels and contents
     rows = {tuple(r[r > 0]) for r in x}
     assert (1, 4, 5, 6) in rows  # start 1, ranks 1,2,3 shifted by 3
@@ -150,7 +150,7 @@ def test_synthetic_is_seeded_prefix_stable_and_learnable(tmp_path):
 def test_synthetic_tokens_shapes(tmp_path):
     arrays = cache.open_prepared(data.prepare("synthetic", RNN, 128, data_dir=tmp_path).folder)
     x = arrays["x_train"]
-    assert x.shape == (128, MAXLEN) and x.dtype == np.int64
+    assert x.shape == (128, RNN.arch.maxlen) and x.dtype == np.int64
     assert x.min() >= 0 and x.max() < 30_000
     assert (x[:, -1] > 0).all() and (x[:, 0] == 0).any()  # front padding, the last step holds a word
 

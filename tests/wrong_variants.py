@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ENV = "WRONG_VARIANT"
 
@@ -47,20 +47,19 @@ def build(name: str, spec, options):
     from torch import nn
 
     from harness.data.cache import array_digest
-    from harness.specs import CNN_DROPOUT
     from python_models.pytorch import cnn, resnet50, rnn
     from python_models.pytorch.trainer import TorchTrainer
 
     torch.manual_seed(options.seed)
-    off = (0.0, 0.0, 0.0)
     if name == "cnn-dropout-0.25":
-        return TorchTrainer(cnn.CNN((0.25, 0.25, 0.25) if options.dropout else off), spec, options)
+        arch = replace(spec.arch, dropout=(0.25, 0.25, 0.25))
+        return TorchTrainer(cnn.CNN(arch, spec.num_classes, options.dropout), spec, options)
     if name == "cnn-dropout-at-test":
         class AlwaysDropout(nn.Dropout):
             def forward(self, x):
                 return nn.functional.dropout(x, self.p, training=True)
 
-        model = cnn.CNN(CNN_DROPOUT if options.dropout else off)
+        model = cnn.CNN(spec.arch, spec.num_classes, options.dropout)
         model.drop1, model.drop2, model.drop3 = (AlwaysDropout(m.p) for m in (model.drop1, model.drop2, model.drop3))
         return TorchTrainer(model, spec, options)
     if name == "cnn-flatten-hwc":
@@ -73,15 +72,15 @@ def build(name: str, spec, options):
                 x = torch.flatten(x.permute(0, 2, 3, 1), 1)  # H,W,C: what a channels-last port gets
                 return self.fc2(self.drop3(torch.relu(self.fc1(x))))
 
-        return TorchTrainer(HWC(CNN_DROPOUT if options.dropout else off), spec, options)
+        return TorchTrainer(HWC(spec.arch, spec.num_classes, options.dropout), spec, options)
     if name == "cnn-default-init":
-        model = cnn.CNN(CNN_DROPOUT if options.dropout else off)
+        model = cnn.CNN(spec.arch, spec.num_classes, options.dropout)
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.reset_parameters()
         return TorchTrainer(model, spec, options)
     if name == "cnn-frozen-bias":
-        model = cnn.CNN(CNN_DROPOUT if options.dropout else off)
+        model = cnn.CNN(spec.arch, spec.num_classes, options.dropout)
         model.fc2.bias.requires_grad_(False)
         return TorchTrainer(model, spec, options)
     if name == "cnn-data-rescaled":
@@ -92,7 +91,7 @@ def build(name: str, spec, options):
             def data_digest(self, which):
                 return array_digest((self.x if which == "x" else self.y).numpy())
 
-        return Rescaled(cnn.CNN(CNN_DROPOUT if options.dropout else off), spec, options)
+        return Rescaled(cnn.CNN(spec.arch, spec.num_classes, options.dropout), spec, options)
     if name == "resnet50-biased-running-var":
         class BiasedBN(nn.BatchNorm2d):
             def forward(self, x):
@@ -105,12 +104,12 @@ def build(name: str, spec, options):
         saved = resnet50.nn.BatchNorm2d
         resnet50.nn.BatchNorm2d = BiasedBN  # python_models.pytorch.resnet50.bn() builds the layers
         try:
-            model = resnet50.ResNet50(spec.num_classes)
+            model = resnet50.ResNet50(spec.arch, spec.num_classes)
         finally:
             resnet50.nn.BatchNorm2d = saved
         return TorchTrainer(model, spec, options)
     if name.startswith("resnet50-"):
-        model = resnet50.ResNet50(spec.num_classes)
+        model = resnet50.ResNet50(spec.arch, spec.num_classes)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 if name == "resnet50-keras-bn-eps":
@@ -130,9 +129,9 @@ def build(name: str, spec, options):
                 super().set_weights({k: (np.asarray(v)[swap] if k.startswith("gru.") else v)
                                      for k, v in weights.items()})
 
-        return GateOrder(rnn.GRUClassifier(), spec, options, rename=rnn.RENAME)
+        return GateOrder(rnn.GRUClassifier(spec.arch, spec.num_classes), spec, options, rename=rnn.RENAME)
     if name == "rnn-keras-adam-eps":
-        trainer = TorchTrainer(rnn.GRUClassifier(), spec, options, rename=rnn.RENAME)
+        trainer = TorchTrainer(rnn.GRUClassifier(spec.arch, spec.num_classes), spec, options, rename=rnn.RENAME)
         for group in trainer.optimizer.param_groups:
             group["eps"] = 1e-7
         return trainer

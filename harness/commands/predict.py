@@ -17,8 +17,6 @@ def read_input(path: str, spec):
     """Validate an input array against the model's spec; returns (array, problem or None)."""
     import numpy as np
 
-    from harness.specs import VOCAB
-
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -29,8 +27,9 @@ def read_input(path: str, spec):
     if spec.input_dtype == "int64":
         if x.dtype.kind not in "iu":
             return None, f"--input {path}: dtype {x.dtype}, {spec.name} takes integer token ids"
-        if x.size and (x.min() < 0 or x.max() >= VOCAB):
-            return None, f"--input {path}: token ids must lie in [0, {VOCAB}), found [{x.min()}, {x.max()}]"
+        vocab = spec.arch.vocab
+        if x.size and (x.min() < 0 or x.max() >= vocab):
+            return None, f"--input {path}: token ids must lie in [0, {vocab}), found [{x.min()}, {x.max()}]"
         return x, None
     if x.dtype != np.float32:
         return None, f"--input {path}: dtype {x.dtype}, {spec.name} takes float32 images"

@@ -9,7 +9,7 @@ import numpy as np
 
 from harness.data.cache import fetch
 from harness.errors import UsageError
-from harness.specs import MAXLEN, VOCAB
+from harness.specs import RNN
 
 URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
 FILENAME = "imdb.npz"
@@ -18,12 +18,12 @@ START, OOV, INDEX_FROM = 1, 2, 3
 KERAS_SHUFFLE_SEED = 113  # load_data shuffles train and test with this seed
 
 
-def encode(reviews, num_words: int = VOCAB) -> list[list[int]]:
+def encode(reviews, num_words: int = RNN.arch.vocab) -> list[list[int]]:
     """Word ranks -> Keras ids: start 1, ranks shifted by 3, ids >= num_words become 2."""
     return [[START] + [w + INDEX_FROM if w + INDEX_FROM < num_words else OOV for w in r] for r in reviews]
 
 
-def pad_front(seqs: list[list[int]], maxlen: int = MAXLEN) -> np.ndarray:
+def pad_front(seqs: list[list[int]], maxlen: int = RNN.arch.maxlen) -> np.ndarray:
     """Keep the last maxlen ids, pad with 0 at the front (Keras pad_sequences' defaults)."""
     out = np.zeros((len(seqs), maxlen), dtype=np.int64)
     for i, s in enumerate(seqs):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import UsageError
-from harness.specs import VOCAB, ModelSpec
+from harness.specs import ModelSpec
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -28,8 +28,9 @@ def _check_x(name: str, x: np.ndarray, spec: ModelSpec, path: Path) -> np.ndarra
         return x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.integer):
         raise UsageError(f"{path}: {name} has dtype {x.dtype}; token ids must be integers")
-    if x.size and (x.min() < 0 or x.max() >= VOCAB):
-        raise UsageError(f"{path}: {name} token ids span [{x.min()}, {x.max()}]; they must lie in [0, {VOCAB})")
+    vocab = spec.arch.vocab
+    if x.size and (x.min() < 0 or x.max() >= vocab):
+        raise UsageError(f"{path}: {name} token ids span [{x.min()}, {x.max()}]; they must lie in [0, {vocab})")
     return x.astype(np.int64)
 
 

@@ -1,11 +1,13 @@
 """The CIFAR-10 CNN in Chainer (spec: harness.specs.CNN)."""
 from __future__ import annotations
 
+import math
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from harness.specs import CNN_DROPOUT
+from harness.specs import CNNArch
 from python_models.chainer.trainer import GLOROT, ChainerTrainer, setup
 
 
@@ -18,16 +20,17 @@ def pool(h):
 
 
 class CNN(chainer.Chain):
-    def __init__(self, dropout_ratios=CNN_DROPOUT):
+    def __init__(self, arch: CNNArch, num_classes: int, dropout: bool = True):
         super().__init__()
-        self.ratios = dropout_ratios
+        self.ratios = arch.dropout if dropout else (0.0, 0.0, 0.0)
+        c1, c2, c3, c4 = arch.channels  # 50, 50, 100, 100
         with self.init_scope():  # biases start at zero
-            self.conv1 = L.Convolution2D(3, 50, 3, pad=1, initialW=GLOROT)
-            self.conv2 = L.Convolution2D(50, 50, 3, pad=1, initialW=GLOROT)
-            self.conv3 = L.Convolution2D(50, 100, 3, pad=1, initialW=GLOROT)
-            self.conv4 = L.Convolution2D(100, 100, 3, pad=1, initialW=GLOROT)
-            self.fc1 = L.Linear(6400, 512, initialW=GLOROT)  # flattens (N, 100, 8, 8) in C,H,W order
-            self.fc2 = L.Linear(512, 10, initialW=GLOROT)
+            self.conv1 = L.Convolution2D(3, c1, 3, pad=1, initialW=GLOROT)
+            self.conv2 = L.Convolution2D(c1, c2, 3, pad=1, initialW=GLOROT)
+            self.conv3 = L.Convolution2D(c2, c3, 3, pad=1, initialW=GLOROT)
+            self.conv4 = L.Convolution2D(c3, c4, 3, pad=1, initialW=GLOROT)
+            self.fc1 = L.Linear(math.prod(arch.flat), arch.dense, initialW=GLOROT)  # flattens (N, 100, 8, 8), C,H,W
+            self.fc2 = L.Linear(arch.dense, num_classes, initialW=GLOROT)
 
     def forward(self, x):  # x: (N, 3, 32, 32)
         d1, d2, d3 = self.ratios
@@ -41,5 +44,5 @@ class CNN(chainer.Chain):
 
 def build(spec, options):
     device = setup(options)
-    model = CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
+    model = CNN(spec.arch, spec.num_classes, options.dropout)
     return ChainerTrainer(model, spec, options, device)

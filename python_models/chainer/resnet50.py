@@ -5,7 +5,7 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.chainer.trainer import GLOROT, HE_FAN_OUT, ChainerTrainer, setup
 
 
@@ -13,23 +13,23 @@ def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> L.Convol
     return L.Convolution2D(cin, cout, k, stride, pad, nobias=True, initialW=HE_FAN_OUT)  # symmetric pad
 
 
-def bn(c: int) -> L.BatchNormalization:
+def bn(c: int, arch: ResNetArch) -> L.BatchNormalization:
     # Chainer's decay is the weight of the old running value: 1 - PyTorch's 0.1. Its running
     # variance is the unbiased batch variance, as in PyTorch.
-    return L.BatchNormalization(c, decay=1 - BN_MOMENTUM, eps=BN_EPS)
+    return L.BatchNormalization(c, decay=1 - arch.bn_momentum, eps=arch.bn_eps)
 
 
 class Bottleneck(chainer.Chain):
-    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool, arch: ResNetArch):
         super().__init__()
-        cout = width * RESNET_EXPANSION
+        cout = width * arch.expansion
         self.has_downsample = downsample
         with self.init_scope():
-            self.conv1, self.bn1 = conv(cin, width, 1), bn(width)
-            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width)  # v1.5: stride here
-            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout)
+            self.conv1, self.bn1 = conv(cin, width, 1), bn(width, arch)
+            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width, arch)  # v1.5: stride here
+            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout, arch)
             if downsample:
-                self.downsample = chainer.Sequential(conv(cin, cout, 1, stride), bn(cout))  # named 0, 1
+                self.downsample = chainer.Sequential(conv(cin, cout, 1, stride), bn(cout, arch))  # named 0, 1
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -39,18 +39,19 @@ class Bottleneck(chainer.Chain):
 
 
 class ResNet50(chainer.Chain):
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, arch: ResNetArch, num_classes: int):
         super().__init__()
         stages: dict[str, list] = {}
-        for prefix, cin, width, stride, down in resnet50_blocks():
-            stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down))
+        for prefix, cin, width, stride, down in arch.blocks():
+            stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down, arch))
         with self.init_scope():
-            self.conv1, self.bn1 = conv(3, 64, 7, 2, 3), bn(64)
+            self.conv1, self.bn1 = conv(3, arch.stem, 7, 2, 3), bn(arch.stem, arch)
             for name, blocks in stages.items():  # layer1..layer4, children named 0..n-1
                 # ChainList, not Sequential: Chainer 7's Sequential names its third and later
                 # links out of order (insert() always places a new link second in _children).
                 setattr(self, name, chainer.ChainList(*blocks))
-            self.fc = L.Linear(2048, num_classes, initialW=GLOROT)
+            features = arch.stages[-1][0] * arch.expansion  # 512 * 4 = 2048
+            self.fc = L.Linear(features, num_classes, initialW=GLOROT)
 
     def forward(self, x):  # x: (N, 3, S, S)
         x = F.relu(self.bn1(self.conv1(x)))
@@ -63,4 +64,4 @@ class ResNet50(chainer.Chain):
 
 def build(spec, options):
     device = setup(options)
-    return ChainerTrainer(ResNet50(spec.num_classes), spec, options, device)
+    return ChainerTrainer(ResNet50(spec.arch, spec.num_classes), spec, options, device)

@@ -6,7 +6,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
 
-from harness.specs import EMBED, HIDDEN, VOCAB
+from harness.specs import GRUArch
 from python_models.chainer.trainer import GLOROT, ORTHOGONAL, ChainerTrainer, setup
 
 
@@ -36,12 +36,12 @@ class GRU(chainer.Link):
 
 
 class GRUClassifier(chainer.Chain):
-    def __init__(self):
+    def __init__(self, arch: GRUArch, num_classes: int):
         super().__init__()
         with self.init_scope():
-            self.embedding = L.EmbedID(VOCAB, EMBED, initialW=initializers.Uniform(0.05))
-            self.gru = GRU(EMBED, HIDDEN)
-            self.fc = L.Linear(HIDDEN, 2, initialW=GLOROT)
+            self.embedding = L.EmbedID(arch.vocab, arch.embed, initialW=initializers.Uniform(0.05))
+            self.gru = GRU(arch.embed, arch.hidden)
+            self.fc = L.Linear(arch.hidden, num_classes, initialW=GLOROT)
 
     def forward(self, tokens):  # tokens: (N, 150) int32
         e = self.embedding(tokens)  # (N, 150, 125)
@@ -50,4 +50,4 @@ class GRUClassifier(chainer.Chain):
 
 def build(spec, options):
     device = setup(options)
-    return ChainerTrainer(GRUClassifier(), spec, options, device)
+    return ChainerTrainer(GRUClassifier(spec.arch, spec.num_classes), spec, options, device)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.jax.trainer import JaxTrainer, compute_dtype, weight_map
 
 # PyTorch's kaiming_normal_(mode="fan_out"): an untruncated normal, std sqrt(2 / (out*kh*kw)).
@@ -38,10 +38,10 @@ class BatchNorm(nnx.BatchNorm):
 
 
 class Layers:
-    """Conv/BN factories sharing one dtype and RNG stream."""
+    """Conv/BN factories sharing the architecture's BatchNorm constants, one dtype and one RNG stream."""
 
-    def __init__(self, dtype, rngs):
-        self.dtype, self.rngs = dtype, rngs
+    def __init__(self, arch: ResNetArch, dtype, rngs):
+        self.arch, self.dtype, self.rngs = arch, dtype, rngs
 
     def conv(self, cin, cout, k, stride=1, pad=0):
         # Explicit symmetric padding: 'SAME' with stride 2 pads (0, 1) on even inputs, PyTorch (1, 1).
@@ -49,12 +49,13 @@ class Layers:
                         kernel_init=HE_FAN_OUT, dtype=self.dtype, rngs=self.rngs)
 
     def bn(self, c):
-        return BatchNorm(c, momentum=1 - BN_MOMENTUM, epsilon=BN_EPS, dtype=self.dtype, rngs=self.rngs)
+        return BatchNorm(c, momentum=1 - self.arch.bn_momentum, epsilon=self.arch.bn_eps,  # Flax's decay: 1 - PyTorch's
+                         dtype=self.dtype, rngs=self.rngs)
 
 
 class Bottleneck(nnx.Module):
     def __init__(self, cin, width, stride, downsample, make: Layers):
-        cout = width * RESNET_EXPANSION
+        cout = width * make.arch.expansion
         self.conv1, self.bn1 = make.conv(cin, width, 1), make.bn(width)
         self.conv2, self.bn2 = make.conv(width, width, 3, stride, pad=1), make.bn(width)  # v1.5: stride here
         self.conv3, self.bn3 = make.conv(width, cout, 1), make.bn(cout)
@@ -70,15 +71,17 @@ class Bottleneck(nnx.Module):
 
 
 class ResNet50(nnx.Module):
-    def __init__(self, num_classes, *, dtype, rngs: nnx.Rngs):
-        make = Layers(dtype, rngs)
-        self.conv1, self.bn1 = make.conv(3, 64, 7, 2, pad=3), make.bn(64)
+    def __init__(self, arch: ResNetArch, num_classes: int, *, dtype, rngs: nnx.Rngs):
+        make = Layers(arch, dtype, rngs)
+        self.conv1, self.bn1 = make.conv(3, arch.stem, 7, 2, pad=3), make.bn(arch.stem)
         stages: dict[str, list] = {}
-        for prefix, cin, width, stride, down in resnet50_blocks():
+        for prefix, cin, width, stride, down in arch.blocks():
             stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down, make))
         for name, blocks in stages.items():  # layer1..layer4, blocks named 0, 1, ... as the canonical keys
             setattr(self, name, nnx.List(blocks))
-        self.fc = nnx.Linear(2048, num_classes, kernel_init=nnx.initializers.glorot_uniform(), dtype=dtype, rngs=rngs)
+        features = arch.stages[-1][0] * arch.expansion  # 512 * 4 = 2048
+        self.fc = nnx.Linear(features, num_classes, kernel_init=nnx.initializers.glorot_uniform(),
+                             dtype=dtype, rngs=rngs)
 
     def __call__(self, x):  # x: (N, S, S, 3)
         x = nnx.relu(self.bn1(self.conv1(x)))
@@ -90,5 +93,5 @@ class ResNet50(nnx.Module):
 
 
 def build(spec, options):
-    model = ResNet50(spec.num_classes, dtype=compute_dtype(options), rngs=nnx.Rngs(options.seed))
+    model = ResNet50(spec.arch, spec.num_classes, dtype=compute_dtype(options), rngs=nnx.Rngs(options.seed))
     return JaxTrainer(model, spec, options, weight_map(spec))

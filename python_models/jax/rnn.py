@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from harness.specs import EMBED, HIDDEN, VOCAB
+from harness.specs import GRUArch
 from python_models.jax.trainer import DENSE, SAME, JaxTrainer, compute_dtype
 
 GLOROT = nnx.initializers.glorot_uniform()
@@ -54,11 +54,11 @@ class GRU(nnx.Module):
 
 
 class GRUClassifier(nnx.Module):
-    def __init__(self, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, arch: GRUArch, num_classes: int, *, dtype, rngs: nnx.Rngs):
         # Row 0 (padding) is an ordinary trained row, as in the spec.
-        self.embedding = nnx.Embed(VOCAB, EMBED, embedding_init=uniform(-0.05, 0.05), dtype=dtype, rngs=rngs)
-        self.gru = GRU(EMBED, HIDDEN, dtype=dtype, rngs=rngs)
-        self.fc = nnx.Linear(HIDDEN, 2, kernel_init=GLOROT, dtype=dtype, rngs=rngs)
+        self.embedding = nnx.Embed(arch.vocab, arch.embed, embedding_init=uniform(-0.05, 0.05), dtype=dtype, rngs=rngs)
+        self.gru = GRU(arch.embed, arch.hidden, dtype=dtype, rngs=rngs)
+        self.fc = nnx.Linear(arch.hidden, num_classes, kernel_init=GLOROT, dtype=dtype, rngs=rngs)
 
     def __call__(self, tokens):  # tokens: (N, 150) int32
         return self.fc(self.gru(self.embedding(tokens)))
@@ -77,5 +77,5 @@ WEIGHTS = {
 
 
 def build(spec, options):
-    model = GRUClassifier(dtype=compute_dtype(options), rngs=nnx.Rngs(options.seed))
+    model = GRUClassifier(spec.arch, spec.num_classes, dtype=compute_dtype(options), rngs=nnx.Rngs(options.seed))
     return JaxTrainer(model, spec, options, WEIGHTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from harness.specs import CNN_DROPOUT
+from harness.specs import CNNArch
 from python_models.keras.trainer import KerasTrainer, setup
 
 
@@ -19,26 +19,28 @@ def dense(units: int, name: str, activation=None):
                         kernel_initializer="glorot_uniform", bias_initializer="zeros")
 
 
-def cnn(dropout=CNN_DROPOUT) -> keras.Model:
+def cnn(arch: CNNArch, num_classes: int, dropout: bool = True) -> keras.Model:
+    c1, c2, c3, c4 = arch.channels  # 50, 50, 100, 100
+    rate1, rate2, rate3 = arch.dropout if dropout else (0.0, 0.0, 0.0)
     inputs = keras.Input((32, 32, 3))  # channels_last: (N, H, W, C)
-    x = conv3x3(50, "conv1", "relu")(inputs)
-    x = conv3x3(50, "conv2")(x)
+    x = conv3x3(c1, "conv1", "relu")(inputs)
+    x = conv3x3(c2, "conv2")(x)
     x = layers.MaxPooling2D(2)(x)
     x = layers.ReLU()(x)
-    x = layers.Dropout(dropout[0])(x)  # (N, 16, 16, 50)
-    x = conv3x3(100, "conv3", "relu")(x)
-    x = conv3x3(100, "conv4")(x)
+    x = layers.Dropout(rate1)(x)  # (N, 16, 16, 50)
+    x = conv3x3(c3, "conv3", "relu")(x)
+    x = conv3x3(c4, "conv4")(x)
     x = layers.MaxPooling2D(2)(x)
     x = layers.ReLU()(x)
-    x = layers.Dropout(dropout[1])(x)  # (N, 8, 8, 100)
+    x = layers.Dropout(rate2)(x)  # (N, 8, 8, 100)
     x = layers.Flatten()(x)  # (N, 6400) in H,W,C order: fc1's rows are reordered in the weight mapping
-    x = dense(512, "fc1", "relu")(x)
-    x = layers.Dropout(dropout[2])(x)
-    outputs = dense(10, "fc2")(x)  # logits
+    x = dense(arch.dense, "fc1", "relu")(x)
+    x = layers.Dropout(rate3)(x)
+    outputs = dense(num_classes, "fc2")(x)  # logits
     return keras.Model(inputs, outputs, name="cnn")
 
 
 def build(spec, options):
     setup(options)
-    model = cnn(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
-    return KerasTrainer(model, spec, options, flattened={"fc1": (100, 8, 8)})
+    model = cnn(spec.arch, spec.num_classes, options.dropout)
+    return KerasTrainer(model, spec, options, flattened={"fc1": spec.arch.flat})

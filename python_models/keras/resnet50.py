@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.keras.trainer import KerasTrainer, setup
 
 # He-normal over fan-out, std = sqrt(2 / (out*kh*kw)), untruncated, as PyTorch's kaiming_normal_
@@ -50,30 +50,31 @@ class TorchBatchNorm(layers.BatchNormalization):
         return outputs
 
 
-def batch_norm(x, name: str):
+def batch_norm(x, name: str, arch: ResNetArch):
     # Keras' momentum is the weight of the old running value: 1 - PyTorch's 0.1.
-    return TorchBatchNorm(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM,
+    return TorchBatchNorm(epsilon=arch.bn_eps, momentum=1.0 - arch.bn_momentum,
                           name=name.replace(".", "_"))(x)  # the torch backend refuses dots
 
 
-def bottleneck(x, prefix: str, width: int, stride: int, downsample: bool):
-    out = layers.ReLU()(batch_norm(conv(x, width, 1, 1, f"{prefix}.conv1"), f"{prefix}.bn1"))
-    out = layers.ReLU()(batch_norm(conv(out, width, 3, stride, f"{prefix}.conv2"), f"{prefix}.bn2"))  # v1.5
-    out = batch_norm(conv(out, width * RESNET_EXPANSION, 1, 1, f"{prefix}.conv3"), f"{prefix}.bn3")
+def bottleneck(x, prefix: str, width: int, stride: int, downsample: bool, arch: ResNetArch):
+    cout = width * arch.expansion
+    out = layers.ReLU()(batch_norm(conv(x, width, 1, 1, f"{prefix}.conv1"), f"{prefix}.bn1", arch))
+    out = layers.ReLU()(batch_norm(conv(out, width, 3, stride, f"{prefix}.conv2"), f"{prefix}.bn2", arch))  # v1.5
+    out = batch_norm(conv(out, cout, 1, 1, f"{prefix}.conv3"), f"{prefix}.bn3", arch)
     if downsample:
-        x = conv(x, width * RESNET_EXPANSION, 1, stride, f"{prefix}.downsample.0")
-        x = batch_norm(x, f"{prefix}.downsample.1")
+        x = conv(x, cout, 1, stride, f"{prefix}.downsample.0")
+        x = batch_norm(x, f"{prefix}.downsample.1", arch)
     return layers.ReLU()(layers.Add()([out, x]))
 
 
-def resnet50(image_size: int = 32, num_classes: int = 10) -> keras.Model:
+def resnet50(arch: ResNetArch, image_size: int, num_classes: int) -> keras.Model:
     inputs = keras.Input((image_size, image_size, 3))  # channels_last: (N, S, S, 3)
-    x = layers.ReLU()(batch_norm(conv(inputs, 64, 7, 2, "conv1"), "bn1"))  # (N, S/2, S/2, 64)
+    x = layers.ReLU()(batch_norm(conv(inputs, arch.stem, 7, 2, "conv1"), "bn1", arch))  # (N, S/2, S/2, 64)
     # Max-pool 3x3/2 pad 1: PyTorch pads with -inf; after the ReLU every value is >= 0, so zero
     # padding selects the same maxima.
     x = layers.MaxPooling2D(3, strides=2, padding="valid")(layers.ZeroPadding2D(1)(x))  # (N, S/4, S/4, 64)
-    for prefix, _cin, width, stride, down in resnet50_blocks():
-        x = bottleneck(x, prefix, width, stride, down)  # ends at (N, S/32, S/32, 2048)
+    for prefix, _cin, width, stride, down in arch.blocks():
+        x = bottleneck(x, prefix, width, stride, down, arch)  # ends at (N, S/32, S/32, 2048)
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(num_classes, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                            name="fc")(x)
@@ -82,4 +83,4 @@ def resnet50(image_size: int = 32, num_classes: int = 10) -> keras.Model:
 
 def build(spec, options):
     setup(options)
-    return KerasTrainer(resnet50(options.image_size, spec.num_classes), spec, options)
+    return KerasTrainer(resnet50(spec.arch, options.image_size, spec.num_classes), spec, options)

@@ -1,11 +1,13 @@
 """The CIFAR-10 CNN in MXNet Gluon (spec: harness.specs.CNN)."""
 from __future__ import annotations
 
+import math
+
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from harness.specs import CNN_DROPOUT
+from harness.specs import CNNArch
 from python_models.mxnet.trainer import GLOROT, GluonTrainer, contexts
 
 
@@ -14,15 +16,16 @@ def conv(cin: int, cout: int) -> nn.Conv2D:
 
 
 class CNN(gluon.HybridBlock):
-    def __init__(self, dropout=CNN_DROPOUT):
+    def __init__(self, arch: CNNArch, num_classes: int, dropout: bool = True):
         super().__init__()
+        c1, c2, c3, c4 = arch.channels  # 50, 50, 100, 100
         with self.name_scope():
-            self.conv1, self.conv2 = conv(3, 50), conv(50, 50)
-            self.conv3, self.conv4 = conv(50, 100), conv(100, 100)
-            self.fc1 = nn.Dense(512, in_units=6400, weight_initializer=GLOROT)  # flattens C,H,W
-            self.fc2 = nn.Dense(10, in_units=512, weight_initializer=GLOROT)
+            self.conv1, self.conv2 = conv(3, c1), conv(c1, c2)
+            self.conv3, self.conv4 = conv(c2, c3), conv(c3, c4)
+            self.fc1 = nn.Dense(arch.dense, in_units=math.prod(arch.flat), weight_initializer=GLOROT)  # flattens C,H,W
+            self.fc2 = nn.Dense(num_classes, in_units=arch.dense, weight_initializer=GLOROT)
             self.pool = nn.MaxPool2D(2, 2)
-            self.drop1, self.drop2, self.drop3 = (nn.Dropout(p) for p in dropout)
+            self.drop1, self.drop2, self.drop3 = (nn.Dropout(p if dropout else 0.0) for p in arch.dropout)
 
     def hybrid_forward(self, F, x):  # x: (N, 3, 32, 32)
         x = F.relu(self.conv1(x))
@@ -36,6 +39,6 @@ class CNN(gluon.HybridBlock):
 def build(spec, options):
     ctxs = contexts(options)
     mx.random.seed(options.seed)
-    net = CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
+    net = CNN(spec.arch, spec.num_classes, options.dropout)
     net.initialize(ctx=ctxs)
     return GluonTrainer(net, spec, options, ctxs)

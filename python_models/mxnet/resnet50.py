@@ -5,7 +5,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.mxnet.trainer import GLOROT, HE_FAN_OUT, GluonTrainer, contexts
 
 
@@ -14,23 +14,23 @@ def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> nn.Conv2
     return nn.Conv2D(cout, k, stride, pad, in_channels=cin, use_bias=False, weight_initializer=HE_FAN_OUT)
 
 
-def bn(c: int) -> nn.BatchNorm:
+def bn(c: int, arch: ResNetArch) -> nn.BatchNorm:
     # Gluon's momentum is the weight of the old running value: 1 - PyTorch's 0.1.
-    return nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPS, in_channels=c)
+    return nn.BatchNorm(momentum=1 - arch.bn_momentum, epsilon=arch.bn_eps, in_channels=c)
 
 
 class Bottleneck(gluon.HybridBlock):
-    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool, arch: ResNetArch):
         super().__init__()
-        cout = width * RESNET_EXPANSION
+        cout = width * arch.expansion
         with self.name_scope():
-            self.conv1, self.bn1 = conv(cin, width, 1), bn(width)
-            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width)  # v1.5: stride here
-            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout)
+            self.conv1, self.bn1 = conv(cin, width, 1), bn(width, arch)
+            self.conv2, self.bn2 = conv(width, width, 3, stride, 1), bn(width, arch)  # v1.5: stride here
+            self.conv3, self.bn3 = conv(width, cout, 1), bn(cout, arch)
             self.downsample = None
             if downsample:
                 self.downsample = nn.HybridSequential()
-                self.downsample.add(conv(cin, cout, 1, stride), bn(cout))
+                self.downsample.add(conv(cin, cout, 1, stride), bn(cout, arch))
 
     def hybrid_forward(self, F, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -40,18 +40,19 @@ class Bottleneck(gluon.HybridBlock):
 
 
 class ResNet50(gluon.HybridBlock):
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, arch: ResNetArch, num_classes: int):
         super().__init__()
         with self.name_scope():
-            self.conv1, self.bn1 = conv(3, 64, 7, 2, 3), bn(64)
+            self.conv1, self.bn1 = conv(3, arch.stem, 7, 2, 3), bn(arch.stem, arch)
             self.pool = nn.MaxPool2D(3, 2, 1)
-            for prefix, cin, width, stride, down in resnet50_blocks():
+            for prefix, cin, width, stride, down in arch.blocks():
                 stage, _ = prefix.split(".")  # layer1..layer4, each a Sequential indexed 0..n-1
                 if not hasattr(self, stage):
                     setattr(self, stage, nn.HybridSequential())
-                getattr(self, stage).add(Bottleneck(cin, width, stride, down))
+                getattr(self, stage).add(Bottleneck(cin, width, stride, down, arch))
             self.gap = nn.GlobalAvgPool2D()
-            self.fc = nn.Dense(num_classes, in_units=2048, weight_initializer=GLOROT)
+            features = arch.stages[-1][0] * arch.expansion  # 512 * 4 = 2048
+            self.fc = nn.Dense(num_classes, in_units=features, weight_initializer=GLOROT)
 
     def hybrid_forward(self, F, x):  # x: (N, 3, S, S)
         x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (N, 64, S/4, S/4)
@@ -62,6 +63,6 @@ class ResNet50(gluon.HybridBlock):
 def build(spec, options):
     ctxs = contexts(options)
     mx.random.seed(options.seed)
-    net = ResNet50(spec.num_classes)
+    net = ResNet50(spec.arch, spec.num_classes)
     net.initialize(ctx=ctxs)
     return GluonTrainer(net, spec, options, ctxs)

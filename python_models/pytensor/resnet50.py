@@ -1,34 +1,37 @@
 """ResNet-50 v1.5 in PyTensor, written from the spec (harness.specs.RESNET50).
 
 Activations are (C, N, H, W) between the input and the head (see trainer.py); every convolution
-pads symmetrically and explicitly, and BatchNorm follows PyTorch's eps and momentum (trainer.Graph)."""
+pads symmetrically and explicitly, and BatchNorm takes the spec's eps and momentum (trainer.Graph)."""
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pytensor.tensor as pt
 
-from harness.specs import resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.pytensor.trainer import (PytensorTrainer, conv2d, glorot_uniform, he_normal_fan_out,
                                             max_pool_3x3_s2_p1, relu)
 
 
-def bottleneck(g, x, prefix: str, stride: int, downsample: bool):
+def bottleneck(g, bn, x, prefix: str, stride: int, downsample: bool):
     p = g.p
-    out = relu(g.batch_norm(conv2d(x, p[f"{prefix}.conv1.weight"]), f"{prefix}.bn1"))
-    out = relu(g.batch_norm(conv2d(out, p[f"{prefix}.conv2.weight"], stride, pad=1), f"{prefix}.bn2"))  # v1.5
-    out = g.batch_norm(conv2d(out, p[f"{prefix}.conv3.weight"]), f"{prefix}.bn3")
+    out = relu(bn(conv2d(x, p[f"{prefix}.conv1.weight"]), f"{prefix}.bn1"))
+    out = relu(bn(conv2d(out, p[f"{prefix}.conv2.weight"], stride, pad=1), f"{prefix}.bn2"))  # v1.5
+    out = bn(conv2d(out, p[f"{prefix}.conv3.weight"]), f"{prefix}.bn3")
     if downsample:
-        x = g.batch_norm(conv2d(x, p[f"{prefix}.downsample.0.weight"], stride), f"{prefix}.downsample.1")
+        x = bn(conv2d(x, p[f"{prefix}.downsample.0.weight"], stride), f"{prefix}.downsample.1")
     return relu(out + x)
 
 
-def forward(g, x):
+def forward(g, x, arch: ResNetArch):
     """x: (N, 3, S, S) images -> (N, 10) logits."""
+    bn = partial(g.batch_norm, eps=arch.bn_eps, momentum=arch.bn_momentum)  # bn(x, canonical key)
     x = x.dimshuffle(1, 0, 2, 3)  # (3, N, S, S)
-    x = relu(g.batch_norm(conv2d(x, g.p["conv1.weight"], stride=2, pad=3), "bn1"))  # (64, N, S/2, S/2)
+    x = relu(bn(conv2d(x, g.p["conv1.weight"], stride=2, pad=3), "bn1"))  # (64, N, S/2, S/2)
     x = max_pool_3x3_s2_p1(x)  # (64, N, S/4, S/4)
-    for prefix, _cin, _width, stride, down in resnet50_blocks():
-        x = bottleneck(g, x, prefix, stride, down)  # ends (2048, N, S/32, S/32)
+    for prefix, _cin, _width, stride, down in arch.blocks():
+        x = bottleneck(g, bn, x, prefix, stride, down)  # ends (2048, N, S/32, S/32)
     features = x.mean(axis=(2, 3))  # global average pool: (2048, N)
     return pt.dot(features.T, g.p["fc.weight"].T) + g.p["fc.bias"]
 
@@ -47,5 +50,5 @@ MODE = ("cvm", "fast_compile")
 
 def build(spec, options):
     size = options.image_size
-    return PytensorTrainer(spec, options, forward, initial_weights(spec, np.random.default_rng(options.seed)),
-                           input_shape=(3, size, size), mode=MODE)
+    init = initial_weights(spec, np.random.default_rng(options.seed))
+    return PytensorTrainer(spec, options, partial(forward, arch=spec.arch), init, input_shape=(3, size, size), mode=MODE)

@@ -1,17 +1,17 @@
 """The IMDB GRU sentiment model in PyTensor (spec: harness.specs.RNN), the recurrence a `scan`."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from harness.specs import HIDDEN
+from harness.specs import GRUArch
 from python_models.pytensor.trainer import PytensorTrainer, glorot_uniform, orthogonal
 
-H = HIDDEN
 
-
-def gru_step(xp, h, w_hh, b_hh):
+def gru_step(xp, h, w_hh, b_hh, H: int):
     """One step of the reset-after GRU. xp: (N, 3H) input projection, gates (reset, update, new); h: (N, H)."""
     hp = pt.dot(h, w_hh.T) + b_hh  # (N, 3H); the reset gate scales its "new" third after the matmul
     r = pt.sigmoid(xp[:, :H] + hp[:, :H])
@@ -20,13 +20,13 @@ def gru_step(xp, h, w_hh, b_hh):
     return (1 - z) * n + z * h
 
 
-def forward(g, tokens):
+def forward(g, tokens, arch: GRUArch):
     """tokens: (N, 150) int64 -> (N, 2) logits."""
     p = g.p
     emb = p["embedding.weight"][tokens.T]  # (150, N, 125), time-major for scan
     xp = pt.dot(emb, p["gru.weight_ih"].T) + p["gru.bias_ih"]  # (150, N, 3H): all steps' input projections at once
-    h0 = pt.zeros((tokens.type.shape[0], H), dtype="float32")
-    hs, _ = pytensor.scan(gru_step, sequences=xp, outputs_info=h0,
+    h0 = pt.zeros((tokens.type.shape[0], arch.hidden), dtype="float32")
+    hs, _ = pytensor.scan(partial(gru_step, H=arch.hidden), sequences=xp, outputs_info=h0,
                           non_sequences=[p["gru.weight_hh"], p["gru.bias_hh"]], strict=True)
     return pt.dot(hs[-1], p["fc.weight"].T) + p["fc.bias"]  # the last step's output
 
@@ -42,4 +42,5 @@ def initial_weights(spec, rng):
 
 
 def build(spec, options):
-    return PytensorTrainer(spec, options, forward, initial_weights(spec, np.random.default_rng(options.seed)))
+    init = initial_weights(spec, np.random.default_rng(options.seed))
+    return PytensorTrainer(spec, options, partial(forward, arch=spec.arch), init)

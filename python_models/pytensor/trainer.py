@@ -19,7 +19,7 @@ import pytensor.tensor as pt
 from pytensor.tensor.random.utils import RandomStream
 
 from harness.protocol import Trainer, check_weights
-from harness.specs import BN_EPS, BN_MOMENTUM, EVAL_BATCH
+from harness.specs import EVAL_BATCH
 
 pytensor.config.floatX = "float32"  # the harness's images are float32; keep Python constants there too
 # The C backend (cvm linker): fused C elemwise loops, GEMMs through NumPy's BLAS. Measured here
@@ -88,19 +88,20 @@ class Graph:
         keep = self.rng.uniform(0.0, 1.0, size=x.type.shape, dtype="float32") >= rate
         return pt.switch(keep, x / (1.0 - rate), 0.0)  # inverted dropout, as PyTorch
 
-    def batch_norm(self, x, key: str):
+    def batch_norm(self, x, key: str, eps: float, momentum: float):
         """x: (C, N, H, W). Train: batch statistics (biased variance) normalise, and the running
-        averages take the unbiased variance with momentum 0.1 (PyTorch's convention)."""
+        averages take the unbiased variance with `momentum` in PyTorch's convention
+        (running = (1 - momentum) * running + momentum * batch)."""
         gamma, beta = self.p[f"{key}.weight"], self.p[f"{key}.bias"]
         mean, var = self.p[f"{key}.running_mean"], self.p[f"{key}.running_var"]
         if self.train:
             bmean = x.mean(axis=(1, 2, 3))
             bvar = pt.sqr(x - bmean[:, None, None, None]).mean(axis=(1, 2, 3))
             count = int(np.prod(x.type.shape[1:]))  # values per channel
-            self.updates += [(mean, (1 - BN_MOMENTUM) * mean + BN_MOMENTUM * bmean),
-                             (var, (1 - BN_MOMENTUM) * var + BN_MOMENTUM * bvar * (count / (count - 1)))]
+            self.updates += [(mean, (1 - momentum) * mean + momentum * bmean),
+                             (var, (1 - momentum) * var + momentum * bvar * (count / (count - 1)))]
             mean, var = bmean, bvar
-        scale = gamma / pt.sqrt(var + BN_EPS)
+        scale = gamma / pt.sqrt(var + eps)
         return x * scale[:, None, None, None] + (beta - mean * scale)[:, None, None, None]
 
 

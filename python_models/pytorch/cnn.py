@@ -1,23 +1,26 @@
 """The CIFAR-10 CNN in PyTorch (spec: harness.specs.CNN)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from harness.specs import CNN_DROPOUT
+from harness.specs import CNNArch
 from python_models.pytorch.trainer import make_trainer
 
 
 class CNN(nn.Module):
-    def __init__(self, dropout=CNN_DROPOUT):
+    def __init__(self, arch: CNNArch, num_classes: int, dropout: bool = True):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 50, 3, padding=1)
-        self.conv2 = nn.Conv2d(50, 50, 3, padding=1)
-        self.conv3 = nn.Conv2d(50, 100, 3, padding=1)
-        self.conv4 = nn.Conv2d(100, 100, 3, padding=1)
-        self.fc1 = nn.Linear(6400, 512)
-        self.fc2 = nn.Linear(512, 10)
-        self.drop1, self.drop2, self.drop3 = (nn.Dropout(p) for p in dropout)
+        c1, c2, c3, c4 = arch.channels  # 50, 50, 100, 100
+        self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1)
+        self.fc1 = nn.Linear(math.prod(arch.flat), arch.dense)  # 100*8*8 = 6400 -> 512
+        self.fc2 = nn.Linear(arch.dense, num_classes)
+        self.drop1, self.drop2, self.drop3 = (nn.Dropout(p if dropout else 0.0) for p in arch.dropout)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
@@ -35,5 +38,5 @@ class CNN(nn.Module):
 
 def build(spec, options):
     torch.manual_seed(options.seed)
-    model = CNN(CNN_DROPOUT if options.dropout else (0.0, 0.0, 0.0))
+    model = CNN(spec.arch, spec.num_classes, dropout=options.dropout)
     return make_trainer(model, spec, options, channels_last=options.device == "cuda")

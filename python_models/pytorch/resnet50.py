@@ -4,22 +4,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.pytorch.trainer import make_trainer
 
 
-def bn(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+def bn(c: int, arch: ResNetArch) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=arch.bn_eps, momentum=arch.bn_momentum)
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool, arch: ResNetArch):
         super().__init__()
-        cout = width * RESNET_EXPANSION
-        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), bn(width)
-        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, padding=1, bias=False), bn(width)  # v1.5
-        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), bn(cout)
-        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), bn(cout)) if downsample else None
+        cout = width * arch.expansion
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), bn(width, arch)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, padding=1, bias=False), bn(width, arch)  # v1.5
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), bn(cout, arch)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), bn(cout, arch))
+                           if downsample else None)
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -29,16 +30,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, arch: ResNetArch, num_classes: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)
-        self.bn1 = bn(64)
+        self.conv1 = nn.Conv2d(3, arch.stem, 7, 2, padding=3, bias=False)
+        self.bn1 = bn(arch.stem, arch)
         stages: dict[str, list] = {}
-        for prefix, cin, width, stride, down in resnet50_blocks():
-            stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down))
+        for prefix, cin, width, stride, down in arch.blocks():
+            stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(cin, width, stride, down, arch))
         for name, blocks in stages.items():  # layer1..layer4
             setattr(self, name, nn.Sequential(*blocks))
-        self.fc = nn.Linear(2048, num_classes)
+        self.fc = nn.Linear(arch.stages[-1][0] * arch.expansion, num_classes)  # 512 * 4 = 2048 features
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -54,4 +55,4 @@ class ResNet50(nn.Module):
 
 def build(spec, options):
     torch.manual_seed(options.seed)
-    return make_trainer(ResNet50(spec.num_classes), spec, options, channels_last=options.device == "cuda")
+    return make_trainer(ResNet50(spec.arch, spec.num_classes), spec, options, channels_last=options.device == "cuda")

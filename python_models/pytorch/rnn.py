@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.specs import EMBED, HIDDEN, VOCAB
+from harness.specs import GRUArch
 from python_models.pytorch.trainer import make_trainer
 
 # nn.GRU names its single layer's tensors *_l0; the canonical file drops the suffix.
@@ -12,11 +12,11 @@ RENAME = {f"gru.{k}_l0": f"gru.{k}" for k in ("weight_ih", "weight_hh", "bias_ih
 
 
 class GRUClassifier(nn.Module):
-    def __init__(self):
+    def __init__(self, arch: GRUArch, num_classes: int):
         super().__init__()
-        self.embedding = nn.Embedding(VOCAB, EMBED)
-        self.gru = nn.GRU(EMBED, HIDDEN, batch_first=True)  # reset gate after the hidden matmul, as cuDNN
-        self.fc = nn.Linear(HIDDEN, 2)
+        self.embedding = nn.Embedding(arch.vocab, arch.embed)
+        self.gru = nn.GRU(arch.embed, arch.hidden, batch_first=True)  # reset gate after the hidden matmul, as cuDNN
+        self.fc = nn.Linear(arch.hidden, num_classes)
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
         nn.init.xavier_uniform_(self.gru.weight_ih_l0)  # over the stacked (300, 125) matrix, as Keras
         nn.init.orthogonal_(self.gru.weight_hh_l0)  # over the stacked (300, 100) matrix
@@ -32,4 +32,4 @@ class GRUClassifier(nn.Module):
 
 def build(spec, options):
     torch.manual_seed(options.seed)
-    return make_trainer(GRUClassifier(), spec, options, rename=RENAME)
+    return make_trainer(GRUClassifier(spec.arch, spec.num_classes), spec, options, rename=RENAME)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from harness.specs import BN_EPS, BN_MOMENTUM, RESNET_EXPANSION, resnet50_blocks
+from harness.specs import ResNetArch
 from python_models.tensorflow.trainer import CONV, DENSE, SAME, build_trainer, conv2d
 
 
@@ -25,8 +25,9 @@ class BatchNorm(tf.Module):
     FusedBatchNormV3 does exactly that in training mode; with exponential_avg_factor = 0.1 it returns
     the updated running statistics, running = 0.9 * running + 0.1 * batch."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, arch: ResNetArch):
         super().__init__()
+        self.eps, self.momentum = arch.bn_eps, arch.bn_momentum
         self.gamma, self.beta = tf.Variable(tf.ones(c)), tf.Variable(tf.zeros(c))
         self.mean = tf.Variable(tf.zeros(c), trainable=False)
         self.var = tf.Variable(tf.ones(c), trainable=False)
@@ -34,7 +35,7 @@ class BatchNorm(tf.Module):
     def __call__(self, x, training):
         y, mean, var, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=self.gamma, offset=self.beta, mean=self.mean.read_value(), variance=self.var.read_value(),
-            epsilon=BN_EPS, exponential_avg_factor=BN_MOMENTUM, data_format="NHWC", is_training=training)
+            epsilon=self.eps, exponential_avg_factor=self.momentum, data_format="NHWC", is_training=training)
         if training:
             self.mean.assign(mean)
             self.var.assign(var)
@@ -46,13 +47,13 @@ class BatchNorm(tf.Module):
 
 
 class Bottleneck(tf.Module):
-    def __init__(self, cin: int, width: int, stride: int, downsample: bool):
+    def __init__(self, cin: int, width: int, stride: int, downsample: bool, arch: ResNetArch):
         super().__init__()
-        cout = width * RESNET_EXPANSION
-        self.conv1, self.bn1 = Conv(cin, width, 1), BatchNorm(width)
-        self.conv2, self.bn2 = Conv(width, width, 3, stride), BatchNorm(width)  # v1.5: stride on the 3x3
-        self.conv3, self.bn3 = Conv(width, cout, 1), BatchNorm(cout)
-        self.down = (Conv(cin, cout, 1, stride), BatchNorm(cout)) if downsample else None
+        cout = width * arch.expansion
+        self.conv1, self.bn1 = Conv(cin, width, 1), BatchNorm(width, arch)
+        self.conv2, self.bn2 = Conv(width, width, 3, stride), BatchNorm(width, arch)  # v1.5: stride on the 3x3
+        self.conv3, self.bn3 = Conv(width, cout, 1), BatchNorm(cout, arch)
+        self.down = (Conv(cin, cout, 1, stride), BatchNorm(cout, arch)) if downsample else None
 
     def __call__(self, x, training):
         out = tf.nn.relu(self.bn1(self.conv1(x), training))
@@ -75,12 +76,13 @@ class Bottleneck(tf.Module):
 class ResNet50(tf.Module):
     FAST_PATH = {"fused_batch_norm": True}
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, arch: ResNetArch, num_classes: int):
         super().__init__()
-        self.conv1, self.bn1 = Conv(3, 64, 7, 2), BatchNorm(64)
-        self.blocks = {prefix: Bottleneck(cin, width, stride, down)
-                       for prefix, cin, width, stride, down in resnet50_blocks()}  # "layer1.0" .. "layer4.2"
-        self.fc_w = tf.Variable(tf.zeros((2048, num_classes)))
+        self.conv1, self.bn1 = Conv(3, arch.stem, 7, 2), BatchNorm(arch.stem, arch)
+        self.blocks = {prefix: Bottleneck(cin, width, stride, down, arch)
+                       for prefix, cin, width, stride, down in arch.blocks()}  # "layer1.0" .. "layer4.2"
+        features = arch.stages[-1][0] * arch.expansion  # 512 * 4 = 2048
+        self.fc_w = tf.Variable(tf.zeros((features, num_classes)))
         self.fc_b = tf.Variable(tf.zeros(num_classes))
 
     def __call__(self, x, training=False, seed=None):  # x: (N, S, S, 3); no dropout, seed unused
@@ -101,4 +103,4 @@ class ResNet50(tf.Module):
 
 
 def build(spec, options):
-    return build_trainer(lambda: ResNet50(spec.num_classes), spec, options)
+    return build_trainer(lambda: ResNet50(spec.arch, spec.num_classes), spec, options)

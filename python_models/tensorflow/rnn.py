@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from harness.specs import EMBED, HIDDEN, VOCAB
+from harness.specs import GRUArch
 from python_models.tensorflow.trainer import DENSE, SAME, build_trainer
 
 
@@ -15,14 +15,16 @@ class GRUClassifier(tf.Module):
 
     FAST_PATH = {"gru_loop": "tf.scan over 150 steps, input projection hoisted into one matmul"}
 
-    def __init__(self):
+    def __init__(self, arch: GRUArch, num_classes: int):
         super().__init__()
-        self.embedding = tf.Variable(tf.zeros((VOCAB, EMBED)))
-        self.w_ih = tf.Variable(tf.zeros((EMBED, 3 * HIDDEN)))  # x @ w_ih, columns [r | z | n]
-        self.w_hh = tf.Variable(tf.zeros((HIDDEN, 3 * HIDDEN)))  # h @ w_hh, columns [r | z | n]
-        self.b_ih = tf.Variable(tf.zeros(3 * HIDDEN))
-        self.b_hh = tf.Variable(tf.zeros(3 * HIDDEN))
-        self.fc_w, self.fc_b = tf.Variable(tf.zeros((HIDDEN, 2))), tf.Variable(tf.zeros(2))
+        self.embed, self.hidden = arch.embed, arch.hidden
+        h = arch.hidden
+        self.embedding = tf.Variable(tf.zeros((arch.vocab, arch.embed)))
+        self.w_ih = tf.Variable(tf.zeros((arch.embed, 3 * h)))  # x @ w_ih, columns [r | z | n]
+        self.w_hh = tf.Variable(tf.zeros((h, 3 * h)))  # h @ w_hh, columns [r | z | n]
+        self.b_ih = tf.Variable(tf.zeros(3 * h))
+        self.b_hh = tf.Variable(tf.zeros(3 * h))
+        self.fc_w, self.fc_b = tf.Variable(tf.zeros((h, num_classes))), tf.Variable(tf.zeros(num_classes))
 
     def weight_map(self):
         return {
@@ -45,13 +47,13 @@ class GRUClassifier(tf.Module):
         x = tf.gather(self.embedding, tf.transpose(tokens))  # (150, N, 125), time-major
         steps, n = tf.shape(x)[0], tf.shape(x)[1]
         # The input projection of all 150 steps is one matmul; only h @ w_hh stays in the loop.
-        gi = tf.reshape(tf.matmul(tf.reshape(x, [-1, EMBED]), self.w_ih) + self.b_ih, [steps, n, 3 * HIDDEN])
+        gi = tf.reshape(tf.matmul(tf.reshape(x, [-1, self.embed]), self.w_ih) + self.b_ih, [steps, n, 3 * self.hidden])
         # tf.scan (a while loop over TensorArrays) measured 2.6x faster per training step on CPU
         # than 150 steps unrolled in Python inside tf.function, and traces in under a second
         # instead of ~11 s; it also compiles under XLA (a plain tf.while_loop's gradient does not).
-        h = tf.scan(self.cell, gi, initializer=tf.zeros([n, HIDDEN]))[-1]  # zero initial state
+        h = tf.scan(self.cell, gi, initializer=tf.zeros([n, self.hidden]))[-1]  # zero initial state
         return tf.matmul(h, self.fc_w) + self.fc_b  # (N, 2) logits
 
 
 def build(spec, options):
-    return build_trainer(GRUClassifier, spec, options)
+    return build_trainer(lambda: GRUClassifier(spec.arch, spec.num_classes), spec, options)
