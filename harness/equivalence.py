@@ -218,8 +218,11 @@ def check_shapes(spec: ModelSpec, res: dict) -> Check:
 
 
 def check_init(spec: ModelSpec, weights: dict) -> Check:
-    """Bounds and sample std per the spec's families; tolerance from the sampling error of the std."""
+    """Bounds and sample std per the spec's families (tolerance from the sampling error of the
+    std), and independence: no two randomly initialised tensors start bit-identical (an
+    initializer object reused with one seed gives every kernel of a shape the same draw)."""
     worst, notes, ok = 0.0, [], True
+    seen: dict[bytes, str] = {}
     for w in spec.weights:
         if w.key not in weights:
             continue
@@ -246,6 +249,11 @@ def check_init(spec: ModelSpec, weights: dict) -> Check:
             ok = False
             notes.append(f"{w.key}: not {w.init} (std {a.std():.4g}, want {std:.4g}; range "
                          f"[{a.min():.4g}, {a.max():.4g}])")
+        if family not in ("zeros", "ones"):
+            twin = seen.setdefault(a.tobytes() + str(a.shape).encode(), w.key)
+            if twin != w.key:
+                ok = False
+                notes.append(f"{w.key}: starts bit-identical to {twin} (one random draw reused)")
     return Check(ok, worst, "; ".join(notes[:3]) or "every tensor follows its family (worst: relative std error)")
 
 

@@ -122,6 +122,11 @@ def test_init_check_knows_the_families():
     assert not equivalence.check_init(spec, biased).ok
     skewed = dict(good, **{"gru.weight_hh": good["gru.weight_hh"] * 1.01})
     assert not equivalence.check_init(spec, skewed).ok
+    resnet = get_spec("resnet50")  # layer1.1.conv1 and layer1.2.conv1 have one shape
+    probe = equivalence.probe_weights(resnet, 0)
+    assert equivalence.check_init(resnet, {k: probe[k] for k in ("layer1.1.conv1.weight", "layer1.2.conv1.weight")}).ok
+    twins = {"layer1.1.conv1.weight": probe["layer1.1.conv1.weight"], "layer1.2.conv1.weight": probe["layer1.1.conv1.weight"]}
+    assert "starts bit-identical to layer1.1.conv1.weight" in equivalence.check_init(resnet, twins).detail
 
 
 def test_logit_and_dropout_bounds():

@@ -11,9 +11,12 @@ from keras import layers, ops
 from harness.specs import ResNetArch
 from python_models.keras.trainer import KerasTrainer, setup
 
-# He-normal over fan-out, std = sqrt(2 / (out*kh*kw)), untruncated, as PyTorch's kaiming_normal_
-# (fan_out); Keras' "he_normal" would be a truncated normal over fan-in.
-HE_FAN_OUT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+def he_fan_out():
+    """He-normal over fan-out, std = sqrt(2 / (out*kh*kw)), untruncated, as PyTorch's kaiming_normal_
+    (fan_out); Keras' "he_normal" would be a truncated normal over fan-in. One initializer per
+    layer, made after setup() seeded Keras: an unseeded initializer object draws its seed once, at
+    creation, and gives every kernel of one shape the same values."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def conv(x, filters: int, kernel: int, stride: int, name: str):
@@ -26,7 +29,7 @@ def conv(x, filters: int, kernel: int, stride: int, name: str):
         x = layers.ZeroPadding2D(pad)(x)
     padding = "same" if pad and stride == 1 else "valid"
     return layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
-                         kernel_initializer=HE_FAN_OUT, name=name.replace(".", "_"))(x)
+                         kernel_initializer=he_fan_out(), name=name.replace(".", "_"))(x)
 
 
 class TorchBatchNorm(layers.BatchNormalization):
