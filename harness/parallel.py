@@ -52,7 +52,7 @@ def engine(impl) -> str | None:
     return impl.multi_device.engine if impl.multi_device else None
 
 
-def setups(impl) -> str:
+def supported_setups(impl) -> str:
     """The `list` column: the device setups an implementation supports."""
     if not impl.multi_device:
         return "1 device"

@@ -16,7 +16,7 @@ def rows(lang=None, model=None) -> list[dict]:
     for impl in select(lang=lang, model=model, include_retired=True):
         reason = runtimes.availability(impl)
         out.append({"lang": impl.lang, "framework": impl.name, "backend": impl.backend or "", "model": impl.model,
-                    "env": impl.framework.env, "setups": parallel.setups(impl),
+                    "env": impl.framework.env, "setups": parallel.supported_setups(impl),
                     "runnable": "yes" if reason is None else "no",
                     "reason": reason or ""})
     return out

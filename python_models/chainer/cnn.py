@@ -8,7 +8,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from harness.specs import CNNArch
-from python_models.chainer.trainer import GLOROT, ChainerTrainer, setup
+from python_models.chainer.trainer import GLOROT, ChainerTrainer, configure
 
 
 def dropout(h, ratio: float):
@@ -43,6 +43,6 @@ class CNN(chainer.Chain):
 
 
 def build(spec, options):
-    device = setup(options)
+    device = configure(options)
     model = CNN(spec.arch, spec.num_classes, options.dropout)
     return ChainerTrainer(model, spec, options, device)

@@ -6,7 +6,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from harness.specs import ResNetArch
-from python_models.chainer.trainer import GLOROT, HE_FAN_OUT, ChainerTrainer, setup
+from python_models.chainer.trainer import GLOROT, HE_FAN_OUT, ChainerTrainer, configure
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> L.Convolution2D:
@@ -63,5 +63,5 @@ class ResNet50(chainer.Chain):
 
 
 def build(spec, options):
-    device = setup(options)
+    device = configure(options)
     return ChainerTrainer(ResNet50(spec.arch, spec.num_classes), spec, options, device)

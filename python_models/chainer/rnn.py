@@ -7,7 +7,7 @@ import chainer.links as L
 from chainer import initializers
 
 from harness.specs import GRUArch
-from python_models.chainer.trainer import GLOROT, ORTHOGONAL, ChainerTrainer, setup
+from python_models.chainer.trainer import GLOROT, ORTHOGONAL, ChainerTrainer, configure
 
 
 class GRU(chainer.Link):
@@ -49,5 +49,5 @@ class GRUClassifier(chainer.Chain):
 
 
 def build(spec, options):
-    device = setup(options)
+    device = configure(options)
     return ChainerTrainer(GRUClassifier(spec.arch, spec.num_classes), spec, options, device)

@@ -27,7 +27,7 @@ RENAME = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
           "avg_mean": "running_mean", "avg_var": "running_var"}
 
 
-def setup(options):
+def configure(options):
     """The device, with the framework's fast path on CUDA; seeds every generator the model draws from."""
     if options.gpus != 1 or options.precision != "fp32":
         raise ValueError("the Chainer implementations run on one device in fp32 only")

@@ -5,7 +5,7 @@ import keras
 from keras import layers
 
 from harness.specs import CNNArch
-from python_models.keras.trainer import KerasTrainer, setup
+from python_models.keras.trainer import KerasTrainer, configure
 
 
 def conv3x3(filters: int, name: str, activation=None):
@@ -41,6 +41,6 @@ def cnn(arch: CNNArch, num_classes: int, dropout: bool = True) -> keras.Model:
 
 
 def build(spec, options):
-    setup(options)
+    configure(options)
     model = cnn(spec.arch, spec.num_classes, options.dropout)
     return KerasTrainer(model, spec, options, flattened={"fc1": spec.arch.flat})

@@ -38,7 +38,7 @@ def distribute(options) -> None:
     """--gpus N: every variable the model builds afterwards is mirrored/replicated over N devices.
 
     TensorFlow backend: tf.distribute.MirroredStrategy, set as the current strategy (the model
-    files build the model right after setup(), outside any `with strategy.scope()`); model.fit
+    files build the model right after configure(), outside any `with strategy.scope()`); model.fit
     splits each global batch of the harness's order into N consecutive slices, replica r gets the
     r-th, and the optimiser sums the gradients of losses Keras scales by 1/N. JAX backend:
     keras.distribution.DataParallel over N jax devices (--device cpu: N XLA host devices, set by

@@ -9,12 +9,12 @@ import keras
 from keras import layers, ops
 
 from harness.specs import ResNetArch
-from python_models.keras.trainer import KerasTrainer, setup
+from python_models.keras.trainer import KerasTrainer, configure
 
 def he_fan_out():
     """He-normal over fan-out, std = sqrt(2 / (out*kh*kw)), untruncated, as PyTorch's kaiming_normal_
     (fan_out); Keras' "he_normal" would be a truncated normal over fan-in. One initializer per
-    layer, made after setup() seeded Keras: an unseeded initializer object draws its seed once, at
+    layer, made after configure() seeded Keras: an unseeded initializer object draws its seed once, at
     creation, and gives every kernel of one shape the same values."""
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
@@ -85,5 +85,5 @@ def resnet50(arch: ResNetArch, image_size: int, num_classes: int) -> keras.Model
 
 
 def build(spec, options):
-    setup(options)
+    configure(options)
     return KerasTrainer(resnet50(spec.arch, options.image_size, spec.num_classes), spec, options)

@@ -5,7 +5,7 @@ import keras
 from keras import layers
 
 from harness.specs import GRUArch
-from python_models.keras.trainer import KerasTrainer, setup
+from python_models.keras.trainer import KerasTrainer, configure
 
 
 def gru_classifier(arch: GRUArch, num_classes: int) -> keras.Model:
@@ -24,6 +24,6 @@ def gru_classifier(arch: GRUArch, num_classes: int) -> keras.Model:
 
 
 def build(spec, options):
-    setup(options)
+    configure(options)
     model = gru_classifier(spec.arch, spec.num_classes)
     return KerasTrainer(model, spec, options)  # Adam in PyTorch's form: optimizers.Adam

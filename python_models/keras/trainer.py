@@ -15,7 +15,7 @@ from python_models.keras.weights import layer_weights, load_layer
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def setup(options) -> None:
+def configure(options) -> None:
     """Seed, precision, image layout and the data-parallel distribution, before any layer exists.
 
     channels_last is Keras' default on every backend and the layout XLA and TensorFlow's CPU
@@ -77,7 +77,7 @@ class KerasTrainer(Trainer):
         data_format = keras.config.image_data_format()
         self.flattened = (flattened or {}) if data_format == "channels_last" else {}
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
-        self.replicas = options.gpus * options.nodes  # data parallel (distributed.py): set up by setup() before the model
+        self.replicas = options.gpus * options.nodes  # data parallel (distributed.py): set up by configure() before the model
         lr_scale = self.replicas if options.scaling == "weak" else 1
         # "auto" is Keras' default: jax.jit on JAX; XLA on TensorFlow when a GPU is present (Keras
         # turns it off on CPU-only machines); eager on torch. --compile forces it on (torch.compile
