@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from harness.errors import UsageError, choices_error
 from harness.specs import MODELS
 
-LANGS = ("python", "r", "julia")
+LANGS = ("python", "r", "julia", "cpp")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ FRAMEWORKS: tuple[Framework, ...] = (
     Framework("r", "keras", "main", ("rpy2",), "python3 -m harness setup --r", backends=("tensorflow", "jax", "torch")),
     Framework("julia", "flux", "main", ("juliacall",), "python3 -m harness setup --julia"),
     Framework("julia", "knet", "main", ("juliacall",), "python3 -m harness setup --julia"),
+    Framework("cpp", "libtorch", "main", ("torch",), "python3 -m harness setup --cpp"),
 )
 
 
@@ -64,11 +65,13 @@ class Implementation:
 
     @property
     def entry(self) -> str:
-        """Where the code lives: a module for Python, a file for R and Julia."""
+        """Where the code lives: a module for Python, a file for R, Julia and C++."""
         if self.lang == "python":
             return f"python_models.{self.name}.{self.model}"
         if self.lang == "r":
             return f"r_models/{self.name}/{self.model}.R"
+        if self.lang == "cpp":
+            return f"cpp_models/{self.name}/{self.model}.cpp"
         return f"julia_models/{self.name}/{self.model}.jl"
 
 

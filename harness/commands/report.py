@@ -19,10 +19,10 @@ from pathlib import Path
 
 FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "Keras", "jax": "JAX (Flax)",
                    "mxnet": "MXNet (Gluon)", "chainer": "Chainer", "pytensor": "PyTensor", "flux": "Flux",
-                   "knet": "Knet", "cntk": "CNTK", "caffe2": "Caffe2"}
+                   "knet": "Knet", "cntk": "CNTK", "caffe2": "Caffe2", "libtorch": "LibTorch"}
 BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}
-LANG_NAMES = {"python": "Python", "r": "R", "julia": "Julia"}
-LANG_COLOURS = {"python": "#4C72B0", "r": "#DD8452", "julia": "#8172B3"}
+LANG_NAMES = {"python": "Python", "r": "R", "julia": "Julia", "cpp": "C++"}
+LANG_COLOURS = {"python": "#4C72B0", "r": "#DD8452", "julia": "#8172B3", "cpp": "#55A868"}
 SECTION_KEYS = ("machine", "hardware", "device", "gpus", "precision", "nodes")  # cloned VMs can share a machine id
 COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")
 ROW_NAME_KEYS = ("lang", "framework", "backend", "compile", "version")

@@ -5,6 +5,7 @@
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
+    --cpp         g++ and ninja from Debian (and Python's headers if missing), for the C++ LibTorch models
     --all         everything above
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,10 +22,13 @@ LEGACY = REPO / ".venv-legacy"
 LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
 TEST_DEBIAN_PACKAGES = ["chromium"]  # the report test opens the HTML page in headless Chromium
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
+# cpp_models/ compile with torch.utils.cpp_extension: a C++ compiler, ninja, and Python's headers
+# (a pyenv or python.org Python ships them; Debian's python3 needs python3-dev)
+CPP_DEBIAN_PACKAGES = ["g++", "ninja-build"]
 
 
 def add_arguments(p) -> None:
-    for flag in ("frameworks", "legacy", "r", "julia", "all"):
+    for flag in ("frameworks", "legacy", "r", "julia", "cpp", "all"):
         p.add_argument(f"--{flag}", action="store_true")
 
 
@@ -63,6 +68,11 @@ def setup_legacy() -> None:
     pip(python, *LEGACY_PACKAGES, env=env)
 
 
+def cpp_debian_packages() -> list[str]:
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"  # .venv is made from this interpreter
+    return CPP_DEBIAN_PACKAGES + ([] if headers.exists() else ["python3-dev"])
+
+
 def main(args) -> int:
     everything = args.all
     extras = ["pytorch", "test"]
@@ -76,6 +86,7 @@ def main(args) -> int:
 
     # One apt-get for all Debian packages; R must exist before rpy2 builds against it.
     debian = (setup_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
+    debian += cpp_debian_packages() if everything or args.cpp else []
     if debian:
         setup_r.install_system(debian)
     setup_main(extras)
