@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import REPO, harness_json
+from conftest import REPO, harness, harness_json
 from harness import runtimes
+from harness.equivalence import load_weights
 from harness.registry import select
 from harness.runtimes import cpp
+from harness.specs import get_spec
 
 (CNN,) = select("cpp", "libtorch", None, "cnn")
 
@@ -31,6 +34,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", [] { return ANSWER; }
 LOAD = """import json, sys
 from pathlib import Path
 from harness.runtimes import cpp
+from harness.specs import get_spec
 module, facts = cpp.load_extension(Path(sys.argv[1]), Path(sys.argv[2]))
 print(json.dumps({**facts, "answer": module.answer()}))
 """
@@ -105,3 +109,35 @@ def test_missing_toolchain_is_named_with_the_fix(monkeypatch):
     if reason and "no-such-compiler" not in reason:
         pytest.skip(reason)  # something else is missing first
     assert "no C++ compiler (no-such-compiler)" in reason and "python3 -m harness setup --cpp" in reason
+
+
+@pytest.mark.parametrize("model", ["cnn", "rnn"])
+def test_weights_then_predict_agree_with_python(model, toolchain, data_cache, tmp_path):
+    """`weights` and `predict` through the CLI: the C++ model's own initial weights, loaded into
+    C++ and into Python PyTorch, give the same logits."""
+    spec = get_spec(model)
+    cpp_args = ["--lang", "cpp", "--framework", "libtorch", "--model", model]
+    w = tmp_path / "w.npz"
+    proc = harness("weights", *cpp_args, "--seed", "3", "--out", str(w), cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{spec.param_count:,} trainable parameters" in proc.stdout
+    weights = load_weights(w)
+    assert {k: v.shape for k, v in weights.items()} == spec.weight_shapes()
+    other = tmp_path / "other.npz"
+    assert harness("weights", *cpp_args, "--seed", "4", "--out", str(other), cache=data_cache).returncode == 0
+    key = "fc.weight" if model == "rnn" else "fc1.weight"
+    assert not np.array_equal(weights[key], load_weights(other)[key]), "the seed reaches the C++ initialisers"
+
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(0, 1, (5, 3, 32, 32)).astype(np.float32) if model == "cnn"
+         else rng.integers(0, 30_000, (5, 150)).astype(np.int32))  # int32 ids: widened by the harness
+    np.save(tmp_path / "x.npy", x)
+    logits = {}
+    for lang, framework in (("cpp", "libtorch"), ("python", "pytorch")):
+        out = tmp_path / f"{lang}.npy"
+        proc = harness("predict", "--lang", lang, "--framework", framework, "--model", model, "--weights", str(w),
+                       "--input", str(tmp_path / "x.npy"), "--out", str(out), cache=data_cache)
+        assert proc.returncode == 0, proc.stderr
+        logits[lang] = np.load(out)
+    assert logits["cpp"].shape == (5, spec.num_classes) and logits["cpp"].dtype == np.float32
+    np.testing.assert_allclose(logits["cpp"], logits["python"], rtol=1e-5, atol=1e-5)  # one libtorch, one float32

@@ -155,6 +155,12 @@ int64_t Trainer::param_count() const {
   return n;
 }
 
+torch::Tensor Trainer::data(const std::string& name) const {
+  if (name == "x") return x_;
+  if (name == "y") return y_;
+  throw std::invalid_argument("no training array '" + name + "'; choices: x, y");
+}
+
 // --------------------------------------------------------------------------- the Python module
 namespace {
 
@@ -206,6 +212,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("predict", &Trainer::predict, py::call_guard<py::gil_scoped_release>())
       .def("get_weights", &Trainer::get_weights)
       .def("set_weights", &Trainer::set_weights)
-      .def("param_count", &Trainer::param_count);
+      .def("param_count", &Trainer::param_count)
+      .def("data", &Trainer::data);
   m.def("build", &build, py::arg("model"), py::arg("spec"), py::arg("options"));
 }

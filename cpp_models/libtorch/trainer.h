@@ -73,6 +73,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> get_weights();    // canonical keys, PyTorch layouts, CPU copies
   void set_weights(const std::map<std::string, torch::Tensor>& weights);
   int64_t param_count() const;
+  torch::Tensor data(const std::string& name) const;  // what fit_data holds: "x" or "y"
 
  private:
   std::map<std::string, torch::Tensor> tensors();  // canonical key -> parameter or buffer

@@ -257,6 +257,12 @@ class CppTrainer:
     def param_count(self) -> int:
         return int(self._t.param_count())
 
+    def data_digest(self, name: str) -> str:
+        """SHA-256 of the training array ("x" or "y") as the C++ trainer holds it."""
+        from harness.data.cache import array_digest
+
+        return array_digest(self._t.data(name).cpu().numpy())
+
     def peak_device_memory(self) -> int | None:
         if self.options.device != "cuda":
             return None
