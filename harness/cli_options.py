@@ -58,12 +58,24 @@ def rank(text: str) -> int:
 
 
 # --------------------------------------------------------------------------- option groups
+def _langs() -> str:
+    from harness.registry import LANGS
+
+    return ", ".join(LANGS)
+
+
+def _models() -> str:
+    from harness.specs import MODELS
+
+    return ", ".join(MODELS)
+
+
 def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn") -> None:
-    p.add_argument("--lang", default="python", help="python, r or julia (default: python)")
+    p.add_argument("--lang", default="python", help=f"{_langs()} (default: python)")
     p.add_argument("--framework", help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, pytensor, flux, knet "
                    "(default: every framework of --lang)")
     p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch (default: each)")
-    p.add_argument("--model", default=model_default, help="cnn, resnet50 or rnn (default: %(default)s)")
+    p.add_argument("--model", default=model_default, help=f"{_models()} (default: %(default)s)")
 
 
 def add_device_setup(p: argparse.ArgumentParser) -> None:
@@ -107,11 +119,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_implementation(p: argparse.ArgumentParser) -> None:
     """Exactly one implementation, as `run` names them (weights, predict)."""
-    p.add_argument("--lang", default="python", help="python, r or julia (default: python)")
+    p.add_argument("--lang", default="python", help=f"{_langs()} (default: python)")
     p.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, "
                    "pytensor, flux, knet")
     p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch")
-    p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
+    p.add_argument("--model", required=True, help=_models())
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds for the worker (default: 1800)")
 

@@ -44,7 +44,9 @@ class Trainer(Protocol):
 
     `info` (an attribute) holds what the implementation declares: "layout" ("NCHW" or "NHWC", the
     image layout fit_data/predict take), "fast_path" (options it uses), "deviations" (departures
-    from the spec, in words), "setup" (setup_record(...): the device setup it trains on)."""
+    from the spec, in words), "setup" (setup_record(...): the device setup it trains on), and, for
+    a runtime that compiles code for the run, "compile" ({"seconds", "cached", "phase": "import" or
+    "build"}: the worker records those seconds as timing.compile_s, apart from that phase's time)."""
 
     info: dict
 

@@ -27,6 +27,7 @@ LANGUAGES = {lang.name: lang for lang in (
     Language("python", "Python", "python_models", ".py", "#4C72B0"),
     Language("r", "R", "r_models", ".R", "#DD8452"),
     Language("julia", "Julia", "julia_models", ".jl", "#8172B3"),
+    Language("cpp", "C++", "cpp_models", ".cpp", "#55A868"),
 )}
 LANGS = tuple(LANGUAGES)
 BACKEND_NAMES = {"tensorflow": "TF", "jax": "JAX", "torch": "PyTorch"}  # Keras 3 backends, in reports
@@ -81,6 +82,8 @@ class Framework:
     multi_node: tuple[tuple[str | None, MultiNode], ...] = ()  # (backend, launch) pairs
     no_multi_device: str = ""  # why there is no data-parallel path, with the choices (shown for --gpus N)
     package: JuliaPackage | None = None  # a Julia framework's package
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")  # the --precision values its trainers take
+    compiles: bool = True  # whether --compile means something (else refused)
     retired: str = ""  # why it can never run on the Pythons these machines have
 
 
@@ -132,6 +135,10 @@ FRAMEWORKS: tuple[Framework, ...] = (
                                        "registry), whose GPUCompiler/LLVM.jl stack predates Julia 1.10, the oldest Julia "
                                        "juliacall accepts: Knet loading there is unproven and expected to fail at "
                                        "precompilation"))),
+    # cpp_models/ compile with torch.utils.cpp_extension: a C++ compiler and ninja (Python's headers
+    # too, where the interpreter lacks them: `setup --cpp` adds python3-dev then)
+    Framework("cpp", "libtorch", "LibTorch", "main", ("torch",), "python3 -m harness setup --cpp",
+              debian=("g++", "ninja-build"), precisions=("fp32",), compiles=False),
 )
 
 

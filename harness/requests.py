@@ -154,4 +154,10 @@ def check_setup(setup: DeviceSetup, impls=(), here: bool = True) -> None:
             raise UsageError(f"--gpus {setup.gpus}: only {len(found)} GPU(s) here")
     if setup.precision == "fp16" and setup.device == "cpu":
         raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
+    for impl in impls:
+        if setup.precision not in impl.framework.precisions:
+            raise UsageError(f"--precision {setup.precision}: {impl.label} trains in "
+                             f"{', '.join(impl.framework.precisions)} only; choices: {', '.join(impl.framework.precisions)}")
+        if setup.compile and not impl.framework.compiles:
+            raise UsageError(f"--compile: {impl.label} has no compiled mode (its code is compiled ahead of time)")
     parallel.check(setup, impls)

@@ -92,8 +92,12 @@ def open_implementation(job: dict, events: Events) -> Opened:
     if not isinstance(trainer, Trainer):
         raise TypeError(f"{impl.label}: build() returned a {type(trainer).__name__}, which does not subclass "
                         "harness.protocol.Trainer (the contract: required methods, and defaults for the optional ones)")
-    return Opened(impl, spec, options, runtime, trainer, versions, int(trainer.param_count()),
-                  {"import_s": import_s, "build_s": build_s})
+    timing = {"import_s": import_s, "build_s": build_s}
+    compiled = trainer.info.get("compile") or {}
+    if compiled.get("seconds") is not None:  # code compiled for this run (C++): start-up, not import
+        timing["compile_s"] = compiled["seconds"]
+        timing[f"{compiled.get('phase', 'build')}_s"] -= compiled["seconds"]
+    return Opened(impl, spec, options, runtime, trainer, versions, int(trainer.param_count()), timing)
 
 
 def mode_function(mode: str):

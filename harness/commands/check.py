@@ -13,8 +13,9 @@ import sys
 def add_arguments(p) -> None:
     from harness.cli_options import positive_float, positive_int
     from harness.protocol import DEVICES, PRECISIONS
+    from harness.specs import MODELS
 
-    p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
+    p.add_argument("--model", required=True, help=", ".join(MODELS))
     p.add_argument("--lang", help="only this language (default: every language)")
     p.add_argument("--framework", help="only this framework (the reference always runs)")
     p.add_argument("--backend", help="only this Keras backend")

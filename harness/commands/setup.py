@@ -6,6 +6,7 @@
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
+    --cpp         the C++ toolchain of the C++ frameworks' rows (g++, ninja; Python's headers if missing)
     --all         everything above
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_
 
 
 def add_arguments(p) -> None:
-    for flag in ("frameworks", "legacy", "r", "julia", "all"):
+    for flag in ("frameworks", "legacy", "r", "julia", "cpp", "all"):
         p.add_argument(f"--{flag}", action="store_true")
 
 
@@ -73,6 +74,18 @@ def python_frameworks() -> tuple[list[str], list[str]]:
     return [f.extra for f in rows], [p for f in rows for p in f.debian]
 
 
+def cpp_debian_packages() -> list[str]:
+    """The C++ frameworks' Debian packages (registry rows), and Python's headers if this
+    interpreter (which .venv is made from) has none."""
+    import sysconfig
+
+    from harness.registry import FRAMEWORKS
+
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    packages = [p for f in FRAMEWORKS if f.lang == "cpp" for p in f.debian]
+    return packages + ([] if headers.exists() else ["python3-dev"])
+
+
 def main(args) -> int:
     everything = args.all
     extras, debian = ["pytorch", "test"], []
@@ -87,6 +100,7 @@ def main(args) -> int:
 
     # One apt-get for all Debian packages; R must exist before rpy2 builds against it.
     debian += (install_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
+    debian += cpp_debian_packages() if everything or args.cpp else []
     if debian:
         install_r.install_system(debian)
     setup_main(extras)
