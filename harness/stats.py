@@ -5,9 +5,11 @@ epoch, pooled over runs (as asv pools its samples over processes); `n` counts th
 counts the runs. Epoch 0 (warm-up, compilation) and start-up are reported apart, one value per run.
 
 Spread. Median, quartiles and IQR by linear interpolation (numpy's default). The 95 % interval for
-the median is distribution-free: the order statistics (x_(j), x_(n+1-j)) with the largest j whose
-binomial(n, 1/2) coverage 1 - 2 P(B <= j-1) is still >= 95 %; its exact coverage is given. It
-needs n >= 6 samples; below that it is left empty (NaN) rather than made up. Pooled epochs of one
+the median is distribution-free, scipy.stats.quantile_test's: the order statistics
+(x_(j), x_(n+1-j)) with the largest j whose binomial(n, 1/2) coverage 1 - 2 P(B <= j-1) is still
+>= 95 %; its exact coverage is given. It needs n >= 6 samples; below that it is left empty (NaN)
+rather than made up. A ratio of two rows' medians (x PyTorch) gets a bootstrap interval
+(scipy.stats.bootstrap, percentile method), also only from 6 samples a side. Pooled epochs of one
 process are not fully independent, so read it as the spread of this machine's samples, with the
 run-to-run part visible in the IQR.
 
@@ -25,23 +27,48 @@ ROW_KEYS = ("lang", "framework", "backend", "model", "device", "gpus", "nodes", 
             "data", "samples", "batch_size")
 ACCURACY_TOLERANCE = 0.05  # absolute, i.e. 5 points of test accuracy
 LEVEL = 0.95
+MIN_CI = 6  # fewer samples than this give no 95 % interval for a median (the smallest with one: n = 6)
 
 
 def median_ci(values, level: float = LEVEL) -> tuple[float, float, float]:
-    """Distribution-free interval for the median: (low, high, exact coverage); NaNs when n is too small."""
-    x = np.sort(np.asarray(values, dtype=float))
+    """Distribution-free interval for the median: (low, high, exact coverage); NaNs when n is too small.
+
+    The interval is scipy.stats.quantile_test(...).confidence_interval(): the order statistics
+    (x_(j), x_(n+1-j)) with j = binom(n, 1/2).ppf((1 - level) / 2), the largest j whose coverage
+    P(j <= B <= n - j), B ~ binomial(n, 1/2), is still >= level. That coverage is returned as well."""
+    from scipy.stats import binom, quantile_test
+
+    x = np.asarray(values, dtype=float)
     n = len(x)
-    best = None
-    for j in range(1, n // 2 + 1):  # interval (x_(j), x_(n+1-j)), 1-based
-        coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(j)) / 2.0 ** n
-        if coverage >= level:
-            best = (j, coverage)
-        else:
-            break
-    if best is None:
+    if n == 0:
         return math.nan, math.nan, math.nan
-    j, coverage = best
-    return float(x[j - 1]), float(x[n - j]), coverage
+    ci = quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(level)
+    if math.isnan(ci.low) or math.isnan(ci.high):
+        return math.nan, math.nan, math.nan
+    j = int(binom(n, 0.5).ppf((1 - level) / 2))  # the rank scipy took for the lower end (1-based)
+    coverage = float(binom.cdf(n - j, n, 0.5) - binom.cdf(j - 1, n, 0.5))
+    return float(ci.low), float(ci.high), coverage
+
+
+def ratio_ci(new, base, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Interval for median(new) / median(base) (e.g. a row's seconds per epoch over PyTorch's):
+    scipy.stats.bootstrap over the two independent samples (percentile method, 2,000 resamples,
+    seeded so a report is reproducible). NaNs when either side has fewer than MIN_CI samples."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    if min(len(a), len(b)) < MIN_CI:
+        return math.nan, math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: the ratio is what it is
+        r = float(np.median(a) / np.median(b))
+        return r, r
+
+    def ratio(x, y, axis=-1):
+        return np.median(x, axis=axis) / np.median(y, axis=axis)
+
+    res = bootstrap((a, b), ratio, n_resamples=2000, confidence_level=level, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def describe(values) -> dict:

@@ -109,6 +109,32 @@ def test_median_interval_covers_the_true_median_about_95_percent():
     assert 0.94 <= hits / 2000 <= 0.995  # exact coverage for n=25 is 95.7 %, whatever the distribution
 
 
+def test_median_interval_is_scipys_quantile_test_interval():
+    from scipy.stats import quantile_test
+
+    x = np.random.default_rng(1).lognormal(0, 0.5, 17)
+    ci = quantile_test(x, q=1.0, p=0.5).confidence_interval(0.95)
+    assert stats.median_ci(x)[:2] == (ci.low, ci.high)
+
+
+def test_ratio_interval_covers_the_true_ratio_about_95_percent():
+    """median(new) / median(base) for two samples whose true medians differ by 1.3x."""
+    rng = np.random.default_rng(2)
+    trials, hits = 300, 0
+    for _ in range(trials):
+        base = np.exp(rng.normal(0, 0.1, 20))  # true median 1
+        new = 1.3 * np.exp(rng.normal(0, 0.1, 20))  # true median 1.3
+        low, high = stats.ratio_ci(new, base)
+        assert low <= np.median(new) / np.median(base) <= high
+        hits += low <= 1.3 <= high
+    assert 0.88 <= hits / trials <= 0.995  # a percentile bootstrap of medians runs a little short at n = 20
+
+
+def test_ratio_interval_needs_six_samples_a_side():
+    assert all(math.isnan(v) for v in stats.ratio_ci([1.0] * 5, [1.0] * 10))
+    assert stats.ratio_ci([2.0] * 6, [1.0] * 6) == (2.0, 2.0)
+
+
 def test_summarize_separates_warmup_pools_steady_epochs_and_checks_accuracy():
     recs = [record(seconds=(9.0, 1.0, 1.2, 1.1), repeat=0, accuracy=0.80),
             record(seconds=(8.0, 1.3, 1.0, 1.4), repeat=1, accuracy=0.82),
