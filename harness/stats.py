@@ -135,6 +135,7 @@ def summarize(frame, keys=ROW_KEYS):
             "startup_s": _median(start), "build_s": _median(runs["build_s"]),
             "test_accuracy": _median(runs["test_accuracy"]),
             "accuracy_min": float(runs["test_accuracy"].min()), "accuracy_max": float(runs["test_accuracy"].max()),
+            **load(runs),
         })
     out = pd.DataFrame(rows)
     parity_keys = ["model", "data", "samples"]
@@ -142,7 +143,55 @@ def summarize(frame, keys=ROW_KEYS):
     out["accuracy_reference"] = reference
     out["accuracy_parity"] = (out["test_accuracy"] - reference).abs() <= ACCURACY_TOLERANCE
     out["scaling_efficiency"] = scaling_efficiency(out, [k for k in keys if k not in ("gpus", "nodes", "batch_size")])
+    same = [k for k in keys if k not in IMPLEMENTATION_KEYS]
+    out = out.join(against_reference(out, steady_samples(ok, keys), keys, same))
     return out
+
+
+def load(runs) -> dict:
+    """The machine's load around a row's runs: the highest 1-minute load average seen before a run,
+    the core count, and `loaded` when that load exceeded the cores (other work competed for them)."""
+    before = runs["load_1m"].dropna() if "load_1m" in runs else ()
+    cores = runs["cores"].dropna() if "cores" in runs else ()
+    load_max = float(before.max()) if len(before) else math.nan
+    n_cores = int(cores.iloc[0]) if len(cores) else None
+    return {"load_max": load_max, "load_median": float(before.median()) if len(before) else math.nan,
+            "cores": n_cores, "loaded": bool(n_cores and load_max > n_cores)}
+
+
+# what makes two rows different implementations of the same measurement
+IMPLEMENTATION_KEYS = ("lang", "framework", "backend", "compile", "framework_version")
+REFERENCE = {"lang": "python", "framework": "pytorch", "compile": False}  # the "x PyTorch" column's row
+
+
+def against_reference(summary, samples: dict, keys, same: list[str]):
+    """x_pytorch: PyTorch's median seconds per epoch over this row's (above 1: faster than PyTorch),
+    with its 95 % bootstrap interval (ratio_ci), against the PyTorch row with the same `same` values
+    (machine, setup, model, data, batch...). NaN where there is no such row."""
+    import pandas as pd
+
+    def ident(r):
+        return tuple(None if isinstance(r[k], float) and math.isnan(r[k]) else r[k] for k in same)
+
+    refs = {}
+    for _, r in summary.iterrows():
+        if all(r[k] == v for k, v in REFERENCE.items()) and not isinstance(r.get("backend"), str):
+            refs.setdefault(ident(r), tuple(r[k] for k in keys))
+    out = []
+    for _, r in summary.iterrows():
+        ref = refs.get(ident(r))
+        mine = tuple(r[k] for k in keys)
+        if ref is None:
+            out.append((math.nan, math.nan, math.nan))
+            continue
+        row_s, ref_s = samples.get(_clean(mine)), samples.get(_clean(ref))
+        if row_s is None or ref_s is None or not len(row_s) or not len(ref_s):
+            out.append((math.nan, math.nan, math.nan))
+            continue
+        # speed ratio = median(ref s/epoch) / median(row s/epoch): ratio_ci of (ref, row)
+        low, high = ratio_ci(ref_s, row_s)
+        out.append((float(np.median(ref_s) / np.median(row_s)), low, high))
+    return pd.DataFrame(out, index=summary.index, columns=["x_pytorch", "x_pytorch_low", "x_pytorch_high"])
 
 
 def replicas(rows):

@@ -23,9 +23,21 @@ TEST_DEBIAN_PACKAGES = ["chromium"]  # the report test opens the HTML page in he
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
 
 
+FLAGS = {
+    "frameworks": "also every Python framework of .venv (the registry rows' pyproject extras and Debian packages) "
+                  "and the report tools",
+    "legacy": "also .venv-legacy: numpy 1.23.5 with MXNet, Chainer and PyTensor (reached only through workers)",
+    "r": "also R from Debian, a reticulate that is safe inside rpy2 (.r-lib/), and rpy2 in .venv",
+    "julia": "also juliacall in .venv, then Julia and its packages through juliapkg (needs julialang.org)",
+    "all": "everything above, and Chromium for the report's browser test (what CI runs)",
+}
+
+
 def add_arguments(p) -> None:
-    for flag in ("frameworks", "legacy", "r", "julia", "all"):
-        p.add_argument(f"--{flag}", action="store_true")
+    p.description = (p.description or "") + " Without a flag: .venv with the harness, PyTorch (CPU wheel) and " \
+        "the test tools. Idempotent: run it again to add more."
+    for flag, text in FLAGS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=text)
 
 
 def say(text: str) -> None:
