@@ -89,6 +89,9 @@ def _clean(key) -> tuple:
     return tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in key)
 
 
+clean_key = _clean
+
+
 def groups(frame, keys=ROW_KEYS):
     """(clean key tuple, sub-frame) per group, missing values kept as their own group."""
     for key, g in frame.groupby(list(keys), dropna=False, sort=False):
@@ -131,6 +134,7 @@ def summarize(frame, keys=ROW_KEYS):
             "median_s": s["median"], "q1_s": s["q1"], "q3_s": s["q3"], "iqr_s": s["iqr"],
             "ci_low_s": s["ci_low"], "ci_high_s": s["ci_high"], "ci_level": s["ci_level"],
             "median_eps": eps["median"], "q1_eps": eps["q1"], "q3_eps": eps["q3"],
+            "ci_low_eps": eps["ci_low"], "ci_high_eps": eps["ci_high"],
             "first_epoch_s": _median(g[g["warmup"].astype(bool)]["seconds"]),
             "startup_s": _median(start), "build_s": _median(runs["build_s"]),
             "test_accuracy": _median(runs["test_accuracy"]),
@@ -187,6 +191,9 @@ def against_reference(summary, samples: dict, keys, same: list[str]):
         row_s, ref_s = samples.get(_clean(mine)), samples.get(_clean(ref))
         if row_s is None or ref_s is None or not len(row_s) or not len(ref_s):
             out.append((math.nan, math.nan, math.nan))
+            continue
+        if mine == ref:  # the reference itself: 1 by definition, no interval
+            out.append((1.0, math.nan, math.nan))
             continue
         # speed ratio = median(ref s/epoch) / median(row s/epoch): ratio_ci of (ref, row)
         low, high = ratio_ci(ref_s, row_s)

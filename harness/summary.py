@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 
-from harness.registry import BACKEND_NAMES, display_name
+from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
 
 COLUMNS = {
     "median_s": "s/epoch",
@@ -44,6 +44,9 @@ MEANINGS = {
     "n": "steady epochs pooled / runs",
     "loaded": "⚑: the 1-minute load average before a run exceeded the machine's cores",
 }
+
+
+COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")  # a workload: a report's column
 
 
 def num(v) -> str:
@@ -198,3 +201,37 @@ def text(records: list[dict]) -> str:
         if r["status"] not in ("ok", "replica"):
             lines.append(f"failed {r['impl']['label']} r{r['config']['repeat']}: {r['error']}")
     return "\n".join(lines)
+
+
+# ---- names and order shared by the report and its page --------------------------------------
+
+def colour(lang: str) -> str:
+    return LANGUAGES[lang].colour if lang in LANGUAGES else "grey"
+
+
+def order(r) -> tuple:
+    """Rows in registry order: language, framework, backend, compiled last."""
+    from harness.registry import FRAMEWORKS, LANGS
+
+    fws = [f.name for f in FRAMEWORKS]
+    backends = {f.name: list(f.backends) for f in FRAMEWORKS}.get(r["framework"], [])
+    backend = none_if_missing(r.get("backend"))
+    return (LANGS.index(r["lang"]) if r["lang"] in LANGS else 9,
+            fws.index(r["framework"]) if r["framework"] in fws else 99,
+            backends.index(backend) if backend in backends else 99, bool(r.get("compile")), str(r.get("version")))
+
+
+def framework_name(r) -> str:
+    """A row's framework without its version, e.g. 'Keras (JAX)', 'R Keras (TF)': the page's filter."""
+    name = display_name(r["lang"], r["framework"])
+    if none_if_missing(r.get("backend")):
+        name += f" ({BACKEND_NAMES.get(r['backend'], r['backend'])})"
+    return name + (", compiled" if r.get("compile") else "")
+
+
+def column_label(col: tuple, columns: list[tuple]) -> str:
+    model, data, samples, batch, image = col
+    same_model = [c for c in columns if c[0] == model]
+    if len(same_model) == 1:
+        return model
+    return f"{model} ({data}, {samples:,}" + (f", {image}px" if model == "resnet50" else "") + ")"
