@@ -215,3 +215,97 @@ def test_report_command_writes_the_page_and_prints_the_table(store, tmp_path, ca
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no run records" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_sections_never_pool_two_commits_or_two_environments(tmp_path):
+    """The same machine and setup at two commits, and at one commit under two Pythons: four sections,
+    each titled so that none reads like another; the history follows the rows across the commits."""
+    from harness.reporting import build
+
+    for commit, t, version in (("aaaa", 1.0, "2.12.0"), ("bbbb", 0.8, "2.13.0")):
+        for python in ("3.11.7", "3.12.1"):
+            env = {**ENV, "python": python, "git": {"commit": commit + "0" * 36, "dirty": False}}
+            for repeat in range(2):
+                results.save(record(env=env, seconds=(2, t, t, t), version=version, repeat=repeat,
+                                    started=f"2026-01-0{1 + (commit == 'bbbb')}T00:00:00+00:00"), tmp_path / "s")
+    md, sections = build([tmp_path / "s"], tmp_path / "out")
+    titles = [s.title for s in sections]
+    assert len(titles) == 4 and len(set(titles)) == 4
+    assert sorted(s.key["commit_key"] for s in sections) == ["aaaa00000000"] * 2 + ["bbbb00000000"] * 2
+    assert titles[0].endswith("commit bbbb00000000 · machine feedface, environment " + sections[0].key["sysenv"])
+    assert all(len(s.summary) == 1 and s.summary["n"].iloc[0] == 6 for s in sections)  # 2 runs, never 4 or 8
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "History: cnn (synthetic, 2,048 examples, batch 64)" in page and "2.12.0" in page and "2.13.0" in page
+
+
+def test_loaded_rows_are_flagged(tmp_path):
+    from harness.reporting import build
+
+    for repeat in range(2):
+        busy = record(framework="jax", version="0.10", repeat=repeat)
+        busy["load_average"] = {"before": [12.0, 9.0, 8.0]}  # 12 on 8 cores
+        results.save(busy, tmp_path / "s")
+        results.save(record(repeat=repeat), tmp_path / "s")
+    md, sections = build([tmp_path / "s"], tmp_path / "out")
+    assert "| JAX (Flax) 0.10 | 1.00 (1.00–1.00), n 6/2 ⚑ |" in md and "| PyTorch 2.13.0 | 1.00 (1.00–1.00), n 6/2 |" in md
+    assert "⚑ 1 row(s) measured above 8: other work competed for the cores" in md
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert page.count('class="loaded"') == 1 and "JAX (Flax) 0.10 ⚑" in page
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_summary_exports(report, store, tmp_path, fmt, capsys):
+    import pandas as pd
+
+    from harness.cli import main
+
+    assert main(["report", str(store), "--out", str(tmp_path), "--format", fmt]) == 0
+    printed = capsys.readouterr()
+    path = tmp_path / f"summary.{fmt}"
+    frame = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](path)
+    if fmt != "parquet":
+        assert printed.out == path.read_text()
+    assert not (tmp_path / "index.html").exists()
+    out, md, sections = report
+    assert len(frame) == sum(len(s.summary) for s in sections)  # one row per implementation x workload x section
+    torch = frame[(frame.framework == "pytorch") & (frame.model == "cnn")].iloc[0]
+    ref = sections[0].summary.set_index(["framework", "model"]).loc[("pytorch", "cnn")]
+    assert torch["median_s_per_epoch"] == pytest.approx(ref["median_s"])
+    assert (torch["ci_low_s_per_epoch"], torch["ci_high_s_per_epoch"]) == (
+        pytest.approx(ref["ci_low_s"]), pytest.approx(ref["ci_high_s"]))
+    assert torch["n"] == 9 and torch["runs"] == 3 and torch["x_pytorch"] == 1.0
+    assert torch["throughput_unit"] == "images/s" and torch["throughput"] == pytest.approx(ref["median_eps"])
+    tf = frame[(frame.framework == "tensorflow") & (frame.model == "rnn")].iloc[0]
+    assert tf["throughput_unit"] == "tokens/s" and tf["x_pytorch_ci_low"] < tf["x_pytorch"] < tf["x_pytorch_ci_high"]
+    assert set(frame["commit"]) == {"0123456789ab"} and "section" in frame and "loaded" in frame
+
+
+def test_mlflow_logs_every_run_once_to_a_local_file_store(store, tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    from harness.cli import main
+
+    uri = tmp_path / "mlruns"
+    assert main(["report", str(store / "cpu"), "--out", str(tmp_path / "r"), "--format", "csv", "--quiet",
+                 "--mlflow", str(uri)]) == 0
+    total = len(results.read_records([store / "cpu"]))
+    assert f"mlflow: {total} run(s) logged to {uri}" in capsys.readouterr().err
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri.as_uri())
+    experiment = client.get_experiment_by_name("dl-rosetta")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) == total
+    run = next(r for r in runs if r.data.params["framework"] == "pytorch" and r.data.params["model"] == "cnn")
+    assert run.data.params["epochs"] == "4" and run.data.params["version.pytorch"] == "2.13.0"
+    assert run.data.tags["commit"] == "0123456789ab" and run.data.tags["machine"] == "feedfacecafe"
+    assert run.data.metrics["first_epoch_s"] == pytest.approx(5.0)
+    history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"environment.json", "command.txt"} <= artifacts
+    failed = [r for r in runs if r.data.tags["dl_rosetta.status"] == "failed"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    # a second report logs nothing new
+    assert main(["report", str(store / "cpu"), "--out", str(tmp_path / "r"), "--format", "csv", "--quiet",
+                 "--mlflow", str(uri)]) == 0
+    assert f"mlflow: 0 run(s) logged to {uri} (experiment dl-rosetta), {total} already there" in capsys.readouterr().err
