@@ -2,7 +2,7 @@
 
     (no flag)     .venv with the harness, PyTorch and the test tools
     --frameworks  + every Python framework of .venv (the registry rows' extras and Debian packages), and
-                  the report tools
+                  the report tools (matplotlib, plotly, pyarrow, MLflow)
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
@@ -25,7 +25,7 @@ LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_
 
 FLAGS = {
     "frameworks": "also every Python framework of .venv (the registry rows' pyproject extras and Debian packages) "
-                  "and the report tools",
+                  "and the report tools (matplotlib, plotly, pyarrow, MLflow)",
     "legacy": "also .venv-legacy: numpy 1.23.5 with MXNet, Chainer and PyTensor (reached only through workers)",
     "r": "also R from Debian, a reticulate that is safe inside rpy2 (.r-lib/), and rpy2 in .venv",
     "julia": "also juliacall in .venv, then Julia and its packages through juliapkg (needs julialang.org)",
@@ -89,7 +89,7 @@ def main(args) -> int:
     extras, debian = ["pytorch", "test"], []
     if everything or args.frameworks:
         more, debian = python_frameworks()
-        extras += [e for e in more if e not in extras] + ["report"]
+        extras += [e for e in more if e not in extras] + ["report", "mlflow"]
     if everything or args.r:
         extras.append("r")
     if everything or args.julia:
