@@ -122,7 +122,7 @@ def test_bare_invocation_prints_help_and_starts_nothing(data_cache):
               "suite, report, compare (did you mean 'list'?)"),
     (["list", "--formt", "json"], "error: unrecognized arguments: --formt json (did you mean --format?)"),
     (["--fram", "pytorch"], "error: unrecognized arguments: --fram pytorch"),  # no abbreviations
-    (["report", "--form", "csv"], "error: unrecognized arguments: --form csv (did you mean --format?)"),
+    (["report", "--form", "csv"], "error: unrecognized arguments: --form (did you mean --format?)"),
     (["compare", "a", "b", "--alpha", "5"], "error: argument --alpha: 5 is out of range: give a level between 0 and 1"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, message, capsys):
