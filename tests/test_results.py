@@ -159,3 +159,23 @@ def test_summarize_separates_warmup_pools_steady_epochs_and_checks_accuracy():
 
 def pd_isnan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def test_terminal_summary_names_units_and_the_reports_start_up():
+    """The run/suite table: rich, units in the headers, start-up = spawn + import + build (as the report)."""
+    from harness import summary
+
+    recs = [record(seconds=(9.0, 1.0, 1.2, 1.1), repeat=i) for i in range(2)]
+    recs += [record(framework="jax", version="0.10", model="rnn", seconds=(4.0, 0.5, 0.5, 0.5), repeat=i)
+             for i in range(2)]
+    recs.append(record(framework="mxnet", status="failed"))
+    text = summary.text(recs)
+    header = text.splitlines()[0]
+    for column in ("implementation", "s/epoch (95 % CI)", "images/s", "tokens/s", "× PyTorch (95 % CI)",
+                   "first epoch s", "start-up s", "test acc", "n epochs/runs"):
+        assert column in header, column
+    torch = next(line for line in text.splitlines() if line.startswith("PyTorch 2.13.0"))
+    assert "1.10 (1.00–1.20)" in torch and " 2.00 " in torch and "6/2" in torch  # start-up 0.1 + 1.5 + 0.4
+    jax = next(line for line in text.splitlines() if line.startswith("JAX (Flax) 0.10"))
+    assert f"{2048 // 64 * 64 / 0.5 * 150:,.0f}" in jax  # tokens/s = sequences/s x 150
+    assert "failed python/mxnet/cnn r0: RuntimeError: boom" in text and "error" not in header
