@@ -48,8 +48,9 @@ function apply() {
     if (el.data) Plotly.restyle(el, {visible: visible});
     el.closest("figure").hidden = !visible.some(Boolean);
   }
-  document.querySelectorAll("section[data-meta]").forEach(s => {
-    s.hidden = !matches(JSON.parse(s.dataset.meta), false) && Boolean(state.setup || state.commit);
+  document.querySelectorAll("section[data-meta]").forEach(s => {  // a section: its setup and commit
+    const m = JSON.parse(s.dataset.meta);
+    s.hidden = (state.setup && m.setup !== state.setup) || (state.commit && m.commit !== state.commit);
   });
   document.getElementById("shown").textContent = `${shown} of ${total} rows`;
   document.body.dataset.shownRows = shown;
