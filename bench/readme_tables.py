@@ -5,8 +5,8 @@ the x PyTorch ratio with its interval, and the load during the measurement.
     .venv/bin/python bench/readme_tables.py bench/results/<machine>-readme [--readme README.md]
 
 Takes the newest report section of the store (one machine, machine environment, commit and setup:
-never a pool of several), refuses it when a row has fewer than --min-repeats runs (default 5) or
-when it holds no PyTorch row, writes the report's PNG beside the store (<store>/report/) and
+never a pool of several), refuses it when a row has fewer than --min-repeats runs (default 5), when
+it holds no PyTorch row, or when its commit is "+dirty" (uncommitted changes; --allow-dirty), writes the report's PNG beside the store (<store>/report/) and
 replaces the README's block between the `readme-tables` markers. Rows measured while the load
 average exceeded the cores are flagged (⚑) and counted in the block's first line; --max-loaded
 (default 0) refuses a headline with more of them.
@@ -38,9 +38,8 @@ def block(section, png: str, store: str) -> str:
     lines = [
         f"{BEGIN}: python bench/readme_tables.py {store}; do not edit by hand -->",
         f"{section.setup} on {section.hardware}; {env.get('OS', '?')}, Python {env.get('Python', '?')}, commit "
-        f"{section.key['commit_key']}; {'; '.join(section.workloads)}; {runs} interleaved runs per row "
-        f"({env.get('Runs', '')}). The machine's {section.load}"
-        + (f"; {loaded} row(s) flagged ⚑ were measured above the core count." if loaded else ", no row above it."),
+        f"{section.key['commit_key']}; {'; '.join(section.workloads)}; {runs} interleaved runs per row, "
+        f"{env.get('Runs', '')}. The machine's {section.load}" + ("." if loaded else ", no row above the cores."),
         "",
         section.overview.markdown(),
         "",
@@ -53,7 +52,7 @@ def block(section, png: str, store: str) -> str:
     return "\n".join(lines)
 
 
-def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int = 0) -> str:
+def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int = 0, allow_dirty: bool = False) -> str:
     from harness.reporting import build
 
     out = store / "report"
@@ -69,6 +68,9 @@ def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int 
                          f"({', '.join(sorted(set(few['label'])))}): run the suite with --repeats {min_repeats}")
     if not ((s["framework"] == "pytorch") & (s["lang"] == "python")).any():
         raise UsageError(f"{newest.title}: no PyTorch row, so no × PyTorch column")
+    if str(newest.key["commit_key"]).endswith("+dirty") and not allow_dirty:
+        raise UsageError(f"{newest.title}: measured from a tree with uncommitted changes; measure a commit "
+                         "(or --allow-dirty)")
     if int(s["loaded"].sum()) > max_loaded:
         raise UsageError(f"{newest.title}: {int(s['loaded'].sum())} row(s) measured while the load exceeded the "
                          f"cores (more than --max-loaded {max_loaded}): measure again on a quiet machine")
@@ -90,9 +92,10 @@ def main(argv=None) -> int:
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="default: the checkout's README.md")
     p.add_argument("--min-repeats", type=int, default=5, help="fewest runs a row may have (default: 5)")
     p.add_argument("--max-loaded", type=int, default=0, help="most rows measured above the core count (default: 0)")
+    p.add_argument("--allow-dirty", action="store_true", help="accept runs of a tree with uncommitted changes")
     args = p.parse_args(argv)
     try:
-        regenerate(args.store, args.readme, args.min_repeats, args.max_loaded)
+        regenerate(args.store, args.readme, args.min_repeats, args.max_loaded, args.allow_dirty)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

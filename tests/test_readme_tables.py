@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import REPO
-from fake_records import record
+from fake_records import ENV, record
 from harness import results
 from harness.errors import UsageError
 
@@ -28,12 +28,13 @@ More text.
 """
 
 
-def store(root, repeats=5, loaded=(), frameworks=("pytorch", "tensorflow")):
+def store(root, repeats=5, loaded=(), frameworks=("pytorch", "tensorflow"), dirty=False):
+    env = {**ENV, "git": {**ENV["git"], "dirty": dirty}}
     for repeat in range(repeats):
         for fw, t in zip(frameworks, (1.0, 0.8)):
             for model in ("cnn", "rnn"):
                 r = record(framework=fw, model=model, seconds=(3, t * (1 + 0.01 * repeat), t * (1 - 0.01 * repeat)),
-                           repeat=repeat, version="2.13.0" if fw == "pytorch" else "2.21.0")
+                           repeat=repeat, version="2.13.0" if fw == "pytorch" else "2.21.0", env=env)
                 if fw in loaded:
                     r["load_average"] = {"before": [9.0, 9.0, 9.0]}  # 9 on 8 cores
                 results.save(r, root)
@@ -60,6 +61,7 @@ def test_the_block_carries_intervals_n_ratio_and_load(tmp_path):
     ({"repeats": 4}, "row(s) with fewer than 5 runs"),
     ({"frameworks": ("tensorflow", "jax")}, "no PyTorch row"),
     ({"loaded": ("tensorflow",)}, "measured while the load exceeded the cores"),
+    ({"dirty": True}, "measured from a tree with uncommitted changes"),
 ])
 def test_the_block_is_refused_for_a_store_that_cannot_be_a_headline(tmp_path, kwargs, message):
     readme = tmp_path / "README.md"
