@@ -18,6 +18,7 @@ the median accuracy of all rows; a row further away than `ACCURACY_TOLERANCE` is
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def median_ci(values, level: float = LEVEL) -> tuple[float, float, float]:
     The interval is scipy.stats.quantile_test(...).confidence_interval(): the order statistics
     (x_(j), x_(n+1-j)) with j = binom(n, 1/2).ppf((1 - level) / 2), the largest j whose coverage
     P(j <= B <= n - j), B ~ binomial(n, 1/2), is still >= level. That coverage is returned as well."""
-    from scipy.stats import binom, quantile_test
+    from scipy.stats import quantile_test
 
     x = np.asarray(values, dtype=float)
     n = len(x)
@@ -45,9 +46,16 @@ def median_ci(values, level: float = LEVEL) -> tuple[float, float, float]:
     ci = quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(level)
     if math.isnan(ci.low) or math.isnan(ci.high):
         return math.nan, math.nan, math.nan
-    j = int(binom(n, 0.5).ppf((1 - level) / 2))  # the rank scipy took for the lower end (1-based)
-    coverage = float(binom.cdf(n - j, n, 0.5) - binom.cdf(j - 1, n, 0.5))
-    return float(ci.low), float(ci.high), coverage
+    return float(ci.low), float(ci.high), _coverage(n, level)
+
+
+@functools.lru_cache(maxsize=None)
+def _coverage(n: int, level: float) -> float:
+    """The exact coverage of scipy's pair (x_(j), x_(n+1-j)): P(j <= B <= n - j), B ~ binomial(n, 1/2)."""
+    from scipy.stats import binom
+
+    j = int(binom(n, 0.5).ppf((1 - level) / 2))  # the rank scipy takes for the lower end (1-based)
+    return float(binom.cdf(n - j, n, 0.5) - binom.cdf(j - 1, n, 0.5))
 
 
 def ratio_ci(new, base, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:

@@ -105,8 +105,8 @@ def test_median_interval_is_the_order_statistic_interval(n):
 
 def test_median_interval_covers_the_true_median_about_95_percent():
     rng = np.random.default_rng(0)
-    hits = sum(lo <= 0 <= hi for lo, hi, _ in (stats.median_ci(rng.standard_cauchy(25)) for _ in range(2000)))
-    assert 0.94 <= hits / 2000 <= 0.995  # exact coverage for n=25 is 95.7 %, whatever the distribution
+    hits = sum(lo <= 0 <= hi for lo, hi, _ in (stats.median_ci(rng.standard_cauchy(25)) for _ in range(1000)))
+    assert 0.94 <= hits / 1000 <= 0.975  # exact coverage for n=25 is 95.7 %, whatever the distribution
 
 
 def test_median_interval_is_scipys_quantile_test_interval():
