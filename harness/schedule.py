@@ -39,12 +39,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import resources
 from harness.errors import UsageError
 from harness.requests import RunRequest
 
 PLAN_ENV = "DL_ROSETTA_PLAN"  # the planned run this process answers (harness.slurm's batch job sets it)
 
-SUITES_DIR = Path(__file__).resolve().parents[1] / "bench" / "suites"
+SUITES_DIR = resources.suites_dir()  # bench/suites/ in a checkout, harness/suites/ when installed
 TOP_KEYS = {"description", "repeats", "models", "implementations", "options", "setups"}
 # chosen by the suite itself, never by its options
 SUITE_CONTROLLED = {"lang", "framework", "backend", "model", "out", "format", "quiet", "repeats", "resume"}
@@ -177,7 +178,7 @@ def find(name_or_path: str) -> Path:
     if named.exists():
         return named
     known = sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
-    raise UsageError(f"no suite file {name_or_path!r}; choices: {', '.join(known)} (in bench/suites/) or a path")
+    raise UsageError(f"no suite file {name_or_path!r}; choices: {', '.join(known)} (in {resources.display(SUITES_DIR)}/) or a path")
 
 
 def _table(value, where: str) -> dict:

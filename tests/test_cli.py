@@ -42,7 +42,7 @@ def test_table_format_and_results_load(data_cache, tmp_path):
     proc = harness("--framework", "pytorch", "--model", "rnn", *TINY, "--repeats", "2", "--out", str(tmp_path),
                    cache=data_cache)
     assert proc.returncode == 0, proc.stderr
-    assert "python/pytorch/rnn" in proc.stdout and "s/epoch" in proc.stdout
+    assert "PyTorch" in proc.stdout and "s/epoch" in proc.stdout and "tokens/s" in proc.stdout
     from harness import results
 
     frame = results.load(tmp_path)
@@ -109,3 +109,63 @@ def test_missing_data_without_network_is_a_clear_error(tmp_path):
 def test_default_verb_is_run_and_help_lists_verbs(data_cache):
     proc = harness("--help", cache=data_cache)
     assert proc.returncode == 0 and "list" in proc.stdout and "run" in proc.stdout
+
+
+def test_bare_invocation_prints_help_and_starts_nothing(data_cache):
+    proc = harness(cache=data_cache)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage:") and "verbs:" in proc.stdout
+    assert "examples:" in proc.stdout and "exit codes:" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lst"], "error: invalid choice: 'lst' is not a verb; choose from run, list, setup, weights, predict, check, "
+              "suite, report, compare (did you mean 'list'?)"),
+    (["list", "--formt", "json"], "error: unrecognized arguments: --formt json (did you mean --format?)"),
+    (["--fram", "pytorch"], "error: unrecognized arguments: --fram pytorch"),  # no abbreviations
+    (["report", "--form", "csv"], "error: unrecognized arguments: --form (did you mean --format?)"),
+    (["compare", "a", "b", "--alpha", "5"], "error: argument --alpha: 5 is out of range: give a level between 0 and 1"),
+])
+def test_usage_errors_are_one_line_exit_2(argv, message, capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_version(capsys):
+    from harness import __version__
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"dl-rosetta {__version__}")
+
+
+def test_every_verb_has_examples_exit_codes_and_described_formats():
+    from harness.cli import VERBS, build_parser
+
+    parser = build_parser("dl-rosetta")
+    assert parser.allow_abbrev is False
+    for verb, p in parser.verbs.items():
+        assert p.allow_abbrev is False, verb
+        text = p.format_help()
+        assert "examples:\n  dl-rosetta " in text or verb == "setup", verb
+        assert "exit codes: 0 success" in text, verb
+        for action in p._actions:
+            if verb in ("setup", "list", "report", "compare"):
+                assert action.help, f"{verb} {action.option_strings or action.dest} has no help"
+            if "--format" in action.option_strings:
+                for choice in action.choices:  # every format says what it gives
+                    assert f"{choice}:" in action.help, (verb, choice, action.help)
+    assert set(VERBS) == set(parser.verbs)
+
+
+def test_check_help_names_the_checks_it_has():
+    from harness.cli import VERBS, build_parser
+    from harness.equivalence import CHECKS
+
+    checks_help = next(a.help for a in build_parser().verbs["check"]._actions if "--checks" in a.option_strings)
+    for check in CHECKS:
+        assert check in VERBS["check"] and check in checks_help

@@ -135,3 +135,53 @@ def test_nothing_in_common_is_a_usage_error(tmp_path, data_cache, compare):
     assert proc.returncode == 2 and proc.stderr.startswith("error: BASE and NEW have no row in common")
     proc, _ = compare(tmp_path / "a", tmp_path / "nowhere")
     assert proc.returncode == 2 and "NEW: no results at" in proc.stderr
+
+
+def test_rows_warn_when_their_sides_are_not_comparable(tmp_path, compare):
+    """Another machine, a framework upgrade, other epochs, a loaded machine: each named on its row."""
+    other = {**ENV, "machine_id": "0ther0machine", "cpu": "Other CPU", "cores": 2}
+    base, new = tmp_path / "base", tmp_path / "new"
+    for i in range(3):
+        results.save(record(framework="pytorch", repeat=i), base)
+        results.save(record(framework="pytorch", repeat=i, env=other), new)  # another machine
+        results.save(record(framework="jax", version="0.10", repeat=i), base)
+        results.save(record(framework="jax", version="0.11", repeat=i), new)  # an upgrade
+        results.save(record(framework="mxnet", version="1.9.1", repeat=i), base)
+        results.save(record(framework="mxnet", version="1.9.1", seconds=(2.0, 1.0, 1.0), repeat=i), new)
+        loaded = record(framework="tensorflow", version="2.21", repeat=i)
+        loaded["load_average"] = {"before": [9.5, 9.0, 8.0]}  # 9.5 on 8 cores
+        results.save(loaded, new)
+        results.save(record(framework="tensorflow", version="2.21", repeat=i), base)
+    proc, out = compare(base, new)
+    warned = {r["framework"]: r["warnings"] for r in out["rows"]}
+    assert len(warned["pytorch"]) == 1 and warned["pytorch"][0].startswith(
+        "machine differs: BASE Test CPU 9000 x8 (feedfacecafe), NEW Other CPU x2 (0ther0machine)")
+    assert warned["jax"] == ["framework version differs: 0.10 -> 0.11"]
+    assert warned["mxnet"] == ["epochs per run differ: 4 -> 3"]
+    assert warned["tensorflow"] == ["NEW measured on a loaded machine (load 9.5 on 8 cores)"]
+    # the same records on both sides: nothing to warn about
+    proc, out = compare(base, base)
+    assert all(r["warnings"] == [] for r in out["rows"])
+
+
+def test_only_changed_hides_same_and_one_sided_rows(tmp_path, compare, capsys):
+    base, new = tmp_path / "base", tmp_path / "new"
+    for i in range(3):
+        results.save(record(framework="pytorch", seconds=(3, 1.0, 1.01, 0.99, 1.0), repeat=i), base)
+        results.save(record(framework="pytorch", seconds=(3, 1.0, 1.01, 0.99, 1.0), repeat=i), new)
+        results.save(record(framework="jax", version="0.10", seconds=(3, 1.0, 1.01, 0.99, 1.0), repeat=i), base)
+        results.save(record(framework="jax", version="0.10", seconds=(3, 1.5, 1.52, 1.49, 1.5), repeat=i), new)
+        results.save(record(framework="mxnet", version="1.9.1", repeat=i), base)  # missing in NEW
+    proc, out = compare(base, new, "--only-changed")
+    assert [r["framework"] for r in out["rows"]] == ["jax"] and out["hidden"] == 2 and proc.returncode == 1
+    proc, out = compare(base, new)
+    assert {r["framework"]: r["verdict"] for r in out["rows"]} == {
+        "pytorch": "same", "jax": "slower", "mxnet": "missing in NEW"}
+    # the table form says what it hid
+    from harness.cli import main
+
+    capsys.readouterr()
+    assert main(["compare", str(base), str(new), "--only-changed"]) == 1
+    printed = capsys.readouterr()
+    assert "JAX" in printed.out or "python/jax/cnn" in printed.out
+    assert "python/pytorch/cnn" not in printed.out and "2 of 3 rows hidden" in printed.err

@@ -212,7 +212,7 @@ def test_suite_killed_midway_resumes_with_every_sample_once(data_cache, tmp_path
     report = harness("report", str(out), "--out", str(tmp_path / "report"), cache=data_cache)
     assert report.returncode == 0, report.stderr[-3000:]
     table = (tmp_path / "report" / "table.md").read_text()
-    assert "| Framework | cnn | rnn |" in table and table.count("(2/2)") == 6  # 3 implementations x 2 models
+    assert "| Framework | cnn s/epoch" in table and table.count(", n 2/2") == 6  # 3 implementations x 2 models
     assert list((tmp_path / "report").glob("bars-*.png")) and (tmp_path / "report" / "index.html").exists()
 
 
@@ -226,4 +226,4 @@ def test_run_resume_runs_only_what_is_missing(data_cache, tmp_path):
     index = results.index(tmp_path)
     assert len(index) == 2 and sorted(index["plan_repeat"]) == [0, 1]
     assert first < {p.name for p in tmp_path.glob("*.json")}  # the first record is kept, one is added
-    assert re.search(r"python/pytorch/rnn\s+cpu x1 fp32\s+2\s", proc.stdout), proc.stdout  # one row, both runs
+    assert re.search(r"^PyTorch \S+( ⚑)?\s+rnn\s+cpu ×1 fp32\s.*\s2/2$", proc.stdout, re.M), proc.stdout  # one row, both runs

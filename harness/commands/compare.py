@@ -9,6 +9,12 @@ few for the test ever to reach --alpha (e.g. 3 against 3: smallest p = 0.1), the
 decides, and the row says so. A row whose every NEW run failed regresses too.
 BASE and NEW are results folders or record files; --base-commit/--new-commit pick two commits
 out of one store.
+
+Each row warns when its two sides differ in what should be equal for a fair comparison: the
+machine, the environment digest (hardware, OS, Python and package versions; a framework upgrade
+is named), or the epochs per run; and when either side was measured on a loaded machine (the
+1-minute load average before a run above the core count). `--only-changed` hides the rows that
+are the same and the rows present on one side only.
 """
 from __future__ import annotations
 
@@ -28,15 +34,30 @@ def fraction(text: str) -> float:
     return value
 
 
+def level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a level between 0 and 1, e.g. 0.05") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a level between 0 and 1, e.g. 0.05")
+    return value
+
+
 def add_arguments(p) -> None:
     p.add_argument("base", help="results folder or record file of the baseline")
     p.add_argument("new", help="results folder or record file to check against it")
     p.add_argument("--threshold", type=fraction, default=0.10,
                    help="slower by more than this is a regression: 0.1 or 10%% (default: 10%%)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default: 0.05)")
+    p.add_argument("--alpha", type=level, default=0.05, help="significance level of the test, between 0 and 1 "
+                   "(default: 0.05)")
     p.add_argument("--base-commit", help="only BASE runs of this commit (prefix)")
     p.add_argument("--new-commit", help="only NEW runs of this commit (prefix)")
-    p.add_argument("--format", default="table", choices=("table", "json"))
+    p.add_argument("--only-changed", action="store_true", help="hide rows that are the same and rows present on "
+                   "one side only")
+    p.add_argument("--format", default="table", choices=("table", "json"),
+                   help="table: one line per row with its verdict and warnings; json: every row with ratio, p, "
+                        "samples and warnings, and the regression count (default: %(default)s)")
 
 
 def min_p_value(n1: int, n2: int) -> float:
@@ -67,6 +88,7 @@ def compare(base_frame, new_frame, base_index, new_index, threshold: float = 0.1
         return {k: set(g["status"]) for k, g in stats.groups(index, stats.ROW_KEYS)}
 
     new_status = statuses(new_index)
+    sides = {name: _sides(index) for name, index in (("base", base_index), ("new", new_index))}
     label = {}
     for frame in (base_index, new_index):
         if not frame.empty:
@@ -91,8 +113,56 @@ def compare(base_frame, new_frame, base_index, new_index, threshold: float = 0.1
             ratio = mn / mb
             row.update(base_s=mb, new_s=mn, ratio=ratio, change=ratio - 1, p=p, decidable=decidable,
                        verdict=verdict(ratio, p, decidable, threshold, alpha))
+        row["warnings"] = warnings(sides["base"].get(key), sides["new"].get(key))
         rows.append(row)
     return rows
+
+
+def _sides(index) -> dict:
+    """{row key: the facts of that side's runs} for the warnings."""
+    if index.empty:
+        return {}
+    from harness import stats
+
+    out = {}
+    for k, g in stats.groups(index, stats.ROW_KEYS):
+        load = g["load_1m"].dropna() if "load_1m" in g else ()
+        cores = g["cores"].dropna() if "cores" in g else ()
+        out[k] = {"machine": set(g["machine"].dropna()), "env": set(g["env"].dropna()),
+                  "epochs": set(g["epochs"].dropna().astype(int)),
+                  "version": set(g["framework_version"].dropna()),
+                  "hardware": set((g["cpu"].fillna("?") + " x" + g["cores"].astype(str)).dropna()),
+                  "loaded": bool(len(load) and len(cores) and load.max() > cores.iloc[0]),
+                  "load": float(load.max()) if len(load) else None, "cores": int(cores.iloc[0]) if len(cores) else None}
+    return out
+
+
+def warnings(base: dict | None, new: dict | None) -> list[str]:
+    """Why this row's two sides may not be comparable (empty when they are, or one side is absent)."""
+    out = []
+    if base and new:
+        if base["machine"] != new["machine"]:
+            out.append(f"machine differs: BASE {', '.join(sorted(base['hardware']))} "
+                       f"({', '.join(sorted(base['machine']))}), NEW {', '.join(sorted(new['hardware']))} "
+                       f"({', '.join(sorted(new['machine']))})")
+        if base["version"] != new["version"]:
+            out.append(f"framework version differs: {', '.join(sorted(base['version']))} -> "
+                       f"{', '.join(sorted(new['version']))}")
+        elif base["env"] != new["env"] and base["machine"] == new["machine"]:  # another machine has its own
+            out.append(f"environment differs (digest {', '.join(sorted(base['env']))} -> "
+                       f"{', '.join(sorted(new['env']))}: hardware, OS, Python or package versions)")
+        if base["epochs"] != new["epochs"]:
+            out.append(f"epochs per run differ: {'/'.join(map(str, sorted(base['epochs'])))} -> "
+                       f"{'/'.join(map(str, sorted(new['epochs'])))}")
+    for name, side in (("BASE", base), ("NEW", new)):
+        if side and side["loaded"]:
+            out.append(f"{name} measured on a loaded machine (load {side['load']:.1f} on {side['cores']} cores)")
+    return out
+
+
+def changed(row: dict) -> bool:
+    """A row --only-changed keeps: a verdict other than 'same', on both sides (or failed in NEW)."""
+    return row["verdict"] not in ("same", "missing in NEW", "new row (not in BASE)")
 
 
 def regressions(rows) -> list[dict]:
@@ -101,7 +171,6 @@ def regressions(rows) -> list[dict]:
 
 def main(args) -> int:
     from harness import results
-    from harness.summary import num
     from harness.errors import UsageError
 
     try:
@@ -122,24 +191,42 @@ def main(args) -> int:
         raise UsageError(f"BASE and NEW have no row in common (rows: implementation, model, setup, samples, batch); "
                          f"BASE: {args.base}, NEW: {args.new}")
     bad = regressions(rows)
+    shown = [r for r in rows if changed(r)] if args.only_changed else rows
     if args.format == "json":
-        print(json.dumps({"threshold": args.threshold, "alpha": args.alpha, "rows": rows,
-                          "regressions": len(bad)}, indent=1, default=str))
+        print(json.dumps({"threshold": args.threshold, "alpha": args.alpha, "rows": shown,
+                          "hidden": len(rows) - len(shown), "regressions": len(bad)}, indent=1, default=str))
     else:
-        import pandas as pd
-
-        table = pd.DataFrame([{
-            "implementation": r["label"], "setup": r["setup"], "samples": r["samples"],
-            "BASE s/epoch": num(r.get("base_s")), "NEW s/epoch": num(r.get("new_s")),
-            "ratio": f"{r['ratio']:.3f}" if "ratio" in r else "–",
-            "change": f"{r['change']:+.1%}" if "change" in r else "–",
-            "p (Mann-Whitney)": (f"{r['p']:.3g}" + ("" if r["decidable"] else " (n too small)")) if "p" in r else "–",
-            "n BASE/NEW": f"{r['n_base']}/{r['n_new']}", "verdict": r["verdict"]} for r in rows])
-        print(table.to_string(index=False))
+        print(table(shown))
         limit = f"{args.threshold:.0%}"
+        if args.only_changed:
+            print(f"\n{len(rows) - len(shown)} of {len(rows)} rows hidden (same, or on one side only)", file=sys.stderr)
+        warned = sum(bool(r["warnings"]) for r in shown)
+        if warned:
+            print(f"{warned} row(s) with warnings (!): their sides may not be comparable", file=sys.stderr)
         if bad:
             print(f"\n{len(bad)} row(s) regressed beyond {limit}: " + ", ".join(r["label"] for r in bad),
                   file=sys.stderr)
         else:
             print(f"\nno row slower beyond {limit} (alpha {args.alpha})", file=sys.stderr)
     return 1 if bad else 0
+
+
+def table(rows) -> str:
+    """The rows as a terminal table; each row's warnings are listed under it, by implementation."""
+    from rich import box
+    from rich.table import Table
+
+    from harness.summary import num, render, row
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("implementation", "setup", "samples", "BASE s/epoch", "NEW s/epoch", "NEW/BASE", "change",
+                   "p (Mann-Whitney)", "n BASE/NEW", "verdict"):
+        t.add_column(column, justify="left" if column in ("implementation", "setup", "verdict") else "right",
+                     no_wrap=column == "implementation")
+    for r in rows:
+        t.add_row(*row(r["label"], r["setup"], r["samples"], num(r.get("base_s")), num(r.get("new_s")),
+                       f"{r['ratio']:.3f}" if "ratio" in r else "–", f"{r['change']:+.1%}" if "change" in r else "–",
+                       (f"{r['p']:.3g}" + ("" if r["decidable"] else " (n too small)")) if "p" in r else "–",
+                       f"{r['n_base']}/{r['n_new']}", r["verdict"] + (" !" if r["warnings"] else "")))
+    notes = [f"! {r['label']} ({r['setup']}): {w}" for r in rows for w in r["warnings"]]
+    return render(t) + ("\n\n" + "\n".join(notes) if notes else "")

@@ -1,11 +1,13 @@
-"""`python -m harness list`: every registered implementation and whether it can run here."""
+"""`python -m harness list`: every registered implementation, its setups, and whether it can run here (and\nwhy not, with the fix, where it cannot)."""
 from __future__ import annotations
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--lang", help="only this language")
-    p.add_argument("--model", help="only this model")
-    p.add_argument("--format", default="table", choices=("table", "json"))
+    p.add_argument("--lang", help="only this language: python, r or julia")
+    p.add_argument("--model", help="only this model: cnn, resnet50 or rnn")
+    p.add_argument("--format", default="table", choices=("table", "json"),
+                   help="table: a table that fits the terminal; json: one JSON object per implementation "
+                        "(default: %(default)s)")
 
 
 def rows(lang=None, model=None) -> list[dict]:
@@ -25,13 +27,25 @@ def rows(lang=None, model=None) -> list[dict]:
 def main(args) -> int:
     import json
 
+    from rich import box
+    from rich.table import Table
+
+    from harness.summary import render, row
+
     table = rows(args.lang, args.model)
     if args.format == "json":
         print(json.dumps(table, indent=1))
         return 0
-    columns = list(table[0]) if table else []
-    widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in columns[:-1]}  # the reason runs free
-    print("  ".join(c.ljust(widths.get(c, 0)) for c in columns).rstrip())
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("implementation", "models", "env", "setups", "runs here"):
+        t.add_column(column, overflow="fold", ratio=3 if column == "runs here" else None,
+                     no_wrap=column in ("implementation", "env"))
+    grouped = {}  # one line per framework[backend] whose models share env, setups and answer
     for r in table:
-        print("  ".join(str(r[c]).ljust(widths.get(c, 0)) for c in columns).rstrip())
+        label = f"{r['lang']}/{r['framework']}" + (f"[{r['backend']}]" if r["backend"] else "")
+        answer = "yes" if r["runnable"] == "yes" else f"no: {r['reason']}"
+        grouped.setdefault((label, r["env"], r["setups"], answer), []).append(r["model"])
+    for (label, env, setups, answer), models in grouped.items():
+        t.add_row(*row(label, " ".join(models), env, setups, answer))
+    print(render(t, fit=True))
     return 0

@@ -2,7 +2,7 @@
 
     (no flag)     .venv with the harness, PyTorch and the test tools
     --frameworks  + every Python framework of .venv (the registry rows' extras and Debian packages), and
-                  the report tools
+                  the report tools (matplotlib, plotly, pyarrow, MLflow)
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
@@ -25,9 +25,22 @@ TEST_DEBIAN_PACKAGES = ["chromium", "slurmctld", "slurmd", "slurm-client", "mung
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
 
 
+FLAGS = {
+    "frameworks": "also every Python framework of .venv (the registry rows' pyproject extras and Debian packages) "
+                  "and the report tools (matplotlib, plotly, pyarrow, MLflow)",
+    "legacy": "also .venv-legacy: numpy 1.23.5 with MXNet, Chainer and PyTensor (reached only through workers)",
+    "r": "also R from Debian, a reticulate that is safe inside rpy2 (.r-lib/), and rpy2 in .venv",
+    "julia": "also juliacall in .venv, then Julia and its packages through juliapkg (needs julialang.org)",
+    "cpp": "also the C++ frameworks' toolchain from Debian (g++, ninja; Python's headers if missing)",
+    "all": "everything above, and Chromium for the report's browser test (what CI runs)",
+}
+
+
 def add_arguments(p) -> None:
-    for flag in ("frameworks", "legacy", "r", "julia", "cpp", "all"):
-        p.add_argument(f"--{flag}", action="store_true")
+    p.description = (p.description or "") + " Without a flag: .venv with the harness, PyTorch (CPU wheel) and " \
+        "the test tools. Idempotent: run it again to add more."
+    for flag, text in FLAGS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=text)
 
 
 def say(text: str) -> None:
@@ -91,7 +104,7 @@ def main(args) -> int:
     extras, debian = ["pytorch", "test"], []
     if everything or args.frameworks:
         more, debian = python_frameworks()
-        extras += [e for e in more if e not in extras] + ["report"]
+        extras += [e for e in more if e not in extras] + ["report", "mlflow"]
     if everything or args.r:
         extras.append("r")
     if everything or args.julia:

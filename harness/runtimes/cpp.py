@@ -56,7 +56,9 @@ class CompileError(RuntimeError):
 
 
 def models_root() -> Path:
-    return Path(os.environ.get(MODELS_VAR) or REPO / "cpp_models")
+    from harness import resources
+
+    return Path(os.environ.get(MODELS_VAR) or resources.package_dir("cpp_models"))
 
 
 def cache_root() -> Path:

@@ -35,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from harness import registry
+from harness import resources
 from harness.interpreters import REPO, missing_modules
 from harness.protocol import Trainer, check_weights
 
 # Each Julia framework's package, as its registry row gives it (harness.registry.JuliaPackage).
 FRAMEWORKS = {f.name: f.package for f in registry.FRAMEWORKS if f.lang == "julia"}
 
-MODELS_DIR = REPO / "julia_models"
+MODELS_DIR = resources.package_dir("julia_models")
 JULIA_MIN = "1.10.3"  # juliacall 0.9.x's own juliapkg.json requires Julia ^1.10.3
 # PythonCall PR #758 (GC re-entrancy in _pyjl_dealloc, a crash with Julia threads) was merged after
 # the 0.9.34 release; juliacall and PythonCall share version numbers. Below this, Julia starts with
@@ -139,7 +140,7 @@ def _julia_on_machine(framework: str) -> tuple[str, str, bool] | None:
 def _reason(framework: str) -> str | None:
     if _installed(framework):
         return None
-    pkgs = deps_file(framework).relative_to(REPO)
+    pkgs = resources.display(deps_file(framework))
     note = FRAMEWORKS[framework].note
     found = _julia_on_machine(framework)
     if found is None:
@@ -154,7 +155,7 @@ def _reason(framework: str) -> str | None:
 
 
 def availability(impl) -> str | None:
-    path = REPO / impl.entry
+    path = resources.source(impl.entry)
     if not path.exists():
         return f"not implemented: {impl.entry} does not exist"
     if missing_modules(impl.framework.env, ("juliacall",)):
@@ -277,7 +278,7 @@ def install(frameworks=tuple(FRAMEWORKS)) -> int:
     for fw in frameworks:
         code = (f"from harness.runtimes import julia; julia.configure({fw!r}); import juliapkg; juliapkg.resolve(); "
                 f"from juliacall import Main as jl; jl.seval('using {FRAMEWORKS[fw].name}')")
-        print(f"[julia] installing Julia and the packages of {deps_file(fw).relative_to(REPO)} into {project(fw)}",
+        print(f"[julia] installing Julia and the packages of {resources.display(deps_file(fw))} into {project(fw)}",
               file=sys.stderr, flush=True)
         if subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode != 0:
             failed.append(fw)

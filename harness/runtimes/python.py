@@ -5,14 +5,15 @@ import importlib
 import os
 
 from harness import parallel
-from harness.interpreters import REPO, missing_modules
+from harness import resources
+from harness.interpreters import missing_modules
 
 
 def availability(impl) -> str | None:
     fw = impl.framework
-    path = REPO / (impl.entry.replace(".", "/") + ".py")
+    path = resources.source(impl.entry)
     if not path.exists():
-        return f"not implemented: {path.relative_to(REPO)} does not exist"
+        return f"not implemented: {resources.display(path)} does not exist"
     missing = missing_modules(fw.env, fw.modules)
     if missing is None:
         return f"the {fw.env} environment is missing: {fw.install}"

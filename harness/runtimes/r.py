@@ -24,6 +24,7 @@ import time
 import types
 from pathlib import Path
 
+from harness import resources
 from harness.interpreters import REPO, missing_modules
 from harness.protocol import Trainer, check_weights
 
@@ -49,7 +50,7 @@ def _reticulate_version() -> str | None:
 
 def availability(impl) -> str | None:
     fix = impl.framework.install
-    path = REPO / impl.entry
+    path = resources.source(impl.entry)
     if not path.exists():
         return f"not implemented: {impl.entry} does not exist"
     if shutil.which("R") is None:
@@ -70,7 +71,7 @@ def availability(impl) -> str | None:
 
 
 # --------------------------------------------------------------------------- inside the worker
-GLUE = REPO / "r_models" / "dl_rosetta.R"  # the R side of this bridge
+GLUE = resources.source("r_models/dl_rosetta.R")  # the R side of this bridge
 
 _SESSION: dict = {}  # facts about the R session started in this process
 
@@ -192,7 +193,7 @@ def import_framework(impl, options) -> dict:
 
 
 def build(impl, spec, options):
-    entry = REPO / impl.entry
+    entry = resources.source(impl.entry)
     shared = entry.parent / "train.R"  # a framework's shared training loop, sourced first
     return load([shared, entry] if shared.exists() else [entry], spec, options)
 
