@@ -144,6 +144,12 @@ def _uniform_bounds(init: str) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def _normal_params(init: str) -> tuple[float, float]:
+    """normal(mean,std), e.g. the transformer's "normal(0,0.02)"."""
+    mean, std = init[len("normal("):init.index(")")].split(",")
+    return float(mean), float(std)
+
+
 def init_law(w) -> tuple[str, float, float]:
     """(family, low/-bound or mean, std) of a spec weight's initialiser, canonical layout."""
     fan_in, fan_out = _fans(w.shape) if len(w.shape) >= 2 else (0, 0)
@@ -152,6 +158,8 @@ def init_law(w) -> tuple[str, float, float]:
         return "uniform", bound, bound / math.sqrt(3)
     if w.init.startswith("he_normal_fan_out"):
         return "normal", 0.0, math.sqrt(2.0 / fan_out)
+    if w.init.startswith("normal("):
+        return ("normal", *_normal_params(w.init))
     if w.init.startswith("uniform("):
         a, b = _uniform_bounds(w.init)
         return "uniform", (b - a) / 2, (b - a) / math.sqrt(12)
@@ -171,7 +179,7 @@ def probe_weights(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
         if family == "uniform":
             x = rng.uniform(-a, a, w.shape)
         elif family == "normal":
-            x = rng.normal(0.0, std, w.shape)
+            x = rng.normal(a, std, w.shape)
         elif family == "orthogonal":
             q, r = np.linalg.qr(rng.normal(size=w.shape))
             x = q * np.sign(np.diag(r))
@@ -234,8 +242,10 @@ def check_init(spec: ModelSpec, weights: dict) -> Check:
             dev = float(np.abs(gram - np.eye(len(gram))).max())
             bad = dev > 1e-4
         else:
-            center = _uniform_bounds(w.init) if w.init.startswith("uniform(") else (0.0, 0.0)
-            mid = (center[0] + center[1]) / 2
+            if w.init.startswith("uniform("):
+                mid = sum(_uniform_bounds(w.init)) / 2
+            else:
+                mid = bound if w.init.startswith("normal(") else 0.0  # a normal family's mean
             dev = abs(a.std() / std - 1)
             # the sample std of n draws has relative error ~ sqrt((kurtosis-1)/(4n)) <= 0.71/sqrt(n)
             bad = dev > 6 * 0.71 / math.sqrt(a.size) + 1e-3 or abs(a.mean() - mid) > 6 * std / math.sqrt(a.size)
