@@ -9,15 +9,15 @@ def add_arguments(p) -> None:
 
     add_implementation(p)
     p.add_argument("--weights", required=True, help="canonical weights (.npz, keys and layouts of the spec)")
-    p.add_argument("--input", required=True, help=".npy: (N,3,32,32) float32 images or (N,150) integer token ids")
-    p.add_argument("--out", required=True, help="the .npy file to write: (N, classes) float32 logits")
+    p.add_argument("--input", required=True, help=".npy: (N,3,32,32) float32 images, (N,150) integer token ids "
+                   "(rnn) or (N,256) bytes (transformer)")
+    p.add_argument("--out", required=True, help="the .npy file to write: float32 logits, (N, classes) or, for the "
+                   "transformer, (N, 256, 256): a next-byte distribution per position")
 
 
 def read_input(path: str, spec):
     """Validate an input array against the model's spec; returns (array, problem or None)."""
     import numpy as np
-
-    from harness.specs import VOCAB
 
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -29,8 +29,9 @@ def read_input(path: str, spec):
     if spec.input_dtype == "int64":
         if x.dtype.kind not in "iu":
             return None, f"--input {path}: dtype {x.dtype}, {spec.name} takes integer token ids"
-        if x.size and (x.min() < 0 or x.max() >= VOCAB):
-            return None, f"--input {path}: token ids must lie in [0, {VOCAB}), found [{x.min()}, {x.max()}]"
+        vocab = spec.arch.vocab
+        if x.size and (x.min() < 0 or x.max() >= vocab):
+            return None, f"--input {path}: token ids must lie in [0, {vocab}), found [{x.min()}, {x.max()}]"
         return x, None
     if x.dtype != np.float32:
         return None, f"--input {path}: dtype {x.dtype}, {spec.name} takes float32 images"
