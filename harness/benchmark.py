@@ -126,12 +126,14 @@ def measure_peak(trainer, impl, options, versions: dict, data_folder: str) -> di
     (<cache>/peaks); on a GPU with the vendor's datasheet peak. Never fails the run: a broken
     measurement is recorded as such and leaves MFU empty."""
     from harness import environment, peak
+    from harness.protocol import Trainer
 
+    own = type(trainer).matmul_peak is not Trainer.matmul_peak  # else numpy's BLAS, the protocol's default
     device = (trainer.info.get("setup") or {}).get("devices", [options.device])[0]
     if options.device == "cpu":
         device = f"cpu: {environment.cpu_model()}"
     try:
-        out = peak.measured(trainer, options.precision, device, impl.name, versions, Path(data_folder).parents[1])
+        out = peak.measured(trainer, options.precision, device, impl.name, versions, Path(data_folder).parents[1], own)
     except Exception as e:  # noqa: BLE001 - MFU is extra; the benchmark stands without it
         out = {"flops_per_s": None, "error": f"{type(e).__name__}: {e}", "device": device}
     if options.device != "cpu":

@@ -93,11 +93,10 @@ def _key(facts: dict) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measured(trainer, precision: str, device: str, framework: str, versions: dict, cache_root: Path | None) -> dict:
-    """The peak for this run: from the cache, or measured now (and cached)."""
-    from harness.protocol import Trainer
-
-    own = type(trainer).matmul_peak is not Trainer.matmul_peak
+def measured(trainer, precision: str, device: str, framework: str, versions: dict, cache_root: Path | None,
+             own: bool = True) -> dict:
+    """The peak for this run: from the cache, or measured now (and cached). own: the trainer
+    measures in its framework (False: it has the protocol's numpy default)."""
     threads = trainer.info.get("threads") if own else blas_threads()
     facts = {"machine": machine_id(), "framework": framework if own else "numpy",
              "versions": versions if own else {"numpy": versions.get("numpy")}, "device": device,

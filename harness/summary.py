@@ -25,6 +25,12 @@ def num(v) -> str:
     return f"{v:.3f}"
 
 
+def percent(v) -> str:
+    """A share as a percentage for a table (MFU): '12.3 %', '–' for none."""
+    v = none_if_missing(v)
+    return "–" if v is None else f"{num(100 * v)} %"
+
+
 def none_if_missing(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
@@ -59,7 +65,8 @@ def format_summary(summary):
                      "runs": r["runs"], "n": r["n"], "s/epoch": num(r["median_s"]), "IQR": num(r["iqr_s"]),
                      "95% CI": f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])}" if none_if_missing(r["ci_level"])
                      else "n<6",
-                     "examples/s": num(r["median_eps"]), "first epoch s": num(r["first_epoch_s"]),
+                     "examples/s": num(r["median_eps"]), "tokens/s": num(r.get("median_tokens_per_s")),
+                     "MFU": percent(r.get("mfu")), "first epoch s": num(r["first_epoch_s"]),
                      "start-up s": num(r["startup_s"]), "test acc": accuracy_cell(r)})
     return pd.DataFrame(rows)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
 from harness.summary import accuracy_cell as _acc
+from harness.summary import percent
 from harness.summary import none_if_missing as _none
 from harness.summary import num, row_name
 
@@ -172,23 +173,26 @@ def build_sections(frame, summary, index=None) -> list:
                 row.append(text)
             overview.rows.append(row)
         details = Table(["Implementation", "Model", "s/epoch", "95 % CI (coverage)", "IQR", "examples/s", "n/runs",
-                         "failed runs", "first epoch s", "start-up s", "test accuracy"], [], ["l", "l"] + ["r"] * 9)
+                         "failed runs", "first epoch s", "start-up s", "test accuracy", "MFU"], [],
+                        ["l", "l"] + ["r"] * 10)
         for c, label in zip(columns, col_labels):
             for name in names:
                 r, nfail = cells.get((name, c)), str(failed.get((name, c), 0))
                 if r is None:
                     if nfail != "0":
-                        details.rows.append([name, label] + ["–"] * 5 + [nfail] + ["–"] * 3)
+                        details.rows.append([name, label] + ["–"] * 5 + [nfail] + ["–"] * 4)
                     continue
                 ci = (f"{num(r['ci_low_s'])}–{num(r['ci_high_s'])} ({r['ci_level']:.1%})"
                       if _none(r["ci_level"]) else "n < 6")
                 eps = num(r["median_eps"])
+                if _none(r.get("median_tokens_per_s")) is not None:  # the transformer: tokens/s too
+                    eps += f" ({num(r['median_tokens_per_s'])} tokens/s)"
                 n = r["gpus"] * r["nodes"]  # replicas
                 if n > 1 and _none(r.get("scaling_efficiency")) is not None:
                     eps += f" ({r['scaling_efficiency']:.0%} of {n}× one device)"
                 details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), eps,
                                      f"{r['n']}/{r['runs']}", nfail, num(r["first_epoch_s"]), num(r["startup_s"]),
-                                     _acc(r)])
+                                     _acc(r), percent(r.get("mfu"))])
         workloads = []
         for c, label in zip(columns, col_labels):
             model, data, samples, batch, image = c
