@@ -1,6 +1,7 @@
 """The transformer's spec, data, optimiser and FLOP count (the generic tests run it like every model)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -12,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, harness, harness_json
 from harness import data, equivalence
 from harness.data import cache, shakespeare, synthetic, text
 from harness.errors import UsageError
@@ -184,3 +185,154 @@ def test_synthetic_text_is_learnable_and_prefix_stable():
     assert len(np.unique(seq)) == synthetic.TEXT_ALPHABET and entropy < 1.2 < math.log(256)
     test_x, _ = synthetic.text(50, 0, stream=synthetic.TEST_SEED_OFFSET, context=64)
     assert not (test_x == x[:50]).all()
+
+
+# --------------------------------------------------------------------------- the optimiser, in numpy
+def adamw_clipped(spec, weights: dict, grads: list[dict]) -> dict:
+    """The spec's optimiser (harness.specs.Optimizer's docstring) in numpy float64, one step per
+    gradient dict: global-norm clipping, decoupled decay on Weight.decay tensors, Adam."""
+    opt = spec.optimizer
+    decays = {w.key for w in spec.weights if w.decay}
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    m = {k: np.zeros_like(v) for k, v in w.items()}
+    v2 = {k: np.zeros_like(v) for k, v in w.items()}
+    for t, g in enumerate(grads, start=1):
+        norm = math.sqrt(sum(float((x.astype(np.float64) ** 2).sum()) for x in g.values()))
+        c = min(1.0, opt.clip_norm / (norm + opt.clip_eps))
+        for k in w:
+            gk = g[k].astype(np.float64) * c
+            if k in decays:
+                w[k] *= 1 - opt.lr * opt.weight_decay
+            m[k] = opt.beta1 * m[k] + (1 - opt.beta1) * gk
+            v2[k] = opt.beta2 * v2[k] + (1 - opt.beta2) * gk**2
+            denom = np.sqrt(v2[k]) / math.sqrt(1 - opt.beta2**t) + opt.eps
+            w[k] -= opt.lr / (1 - opt.beta1**t) * m[k] / denom
+    return w
+
+
+def test_the_pytorch_step_is_the_specs_adamw_with_global_clipping():
+    """Two PyTorch training steps equal the spec's formulas in numpy, with clipping engaged and
+    tensors both decayed and not. The threshold is lowered to 0.25 here, below the gradient norm of
+    these random bytes (about 0.65 at the test size), so that clipping's factor shows."""
+    torch = pytest.importorskip("torch")
+    from harness.protocol import Batches, RunOptions
+    from python_models.pytorch import transformer
+
+    spec = SPECS["transformer"]
+    spec = dataclasses.replace(spec, optimizer=dataclasses.replace(spec.optimizer, clip_norm=0.25))
+    probe = equivalence.probe_weights(spec, 0)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (8, spec.arch.context))
+    y = rng.integers(0, 256, (8, spec.arch.context))
+    trainer = transformer.build(spec, RunOptions(dropout=False))
+    trainer.set_weights(probe)
+    trainer.fit_data(x, y)
+    probe_model = transformer.GPT(spec.arch, 0.0)
+    weights, grads, norms = probe, [], []
+    for step, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7]), start=1):
+        # the gradient at the weights numpy reached, computed by autograd on a separate model
+        probe_model.load_state_dict({k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in weights.items()})
+        probe_model.zero_grad()
+        logits = probe_model(torch.as_tensor(x[rows]))
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.as_tensor(y[rows]).flatten()).backward()
+        grads.append({k: p.grad.numpy().copy() for k, p in probe_model.named_parameters()})
+        norms.append(math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads[-1].values())))
+        weights = adamw_clipped(spec, probe, grads)
+        trainer.train_epoch(Batches(np.asarray([rows])))
+        got = trainer.get_weights()
+        for k, want in weights.items():
+            step_size = np.abs(want - (probe[k] if step == 1 else prev[k])).max()
+            assert np.abs(got[k] - want).max() <= 1e-3 * step_size + 1e-7, (k, step)
+        prev = weights
+    assert min(norms) > 2 * spec.optimizer.clip_norm, "clipping engaged: the test sees its factor"
+
+
+# --------------------------------------------------------------------------- FLOPs and the peak
+def test_flops_follow_the_published_counts():
+    from harness import flops
+    from harness.specs import CNN, RESNET50, RNN
+
+    n = FULL.counted_params() - 256 * 384  # without the positional embedding
+    assert flops.transformer_per_token(FULL) == 6 * n + 12 * 6 * 256 * 384 == 71_553_024
+    assert flops.per_example(FULL) == 256 * 71_553_024
+    # ResNet-50 at 224 px with its 1000-class head: the published 4.09 G multiply-adds
+    assert flops.resnet50_macs(dataclasses.replace(RESNET50, num_classes=1000), 224) == pytest.approx(4.089e9, rel=1e-3)
+    assert flops.per_example(RESNET50, 224) == 6 * flops.resnet50_macs(RESNET50, 224) > flops.per_example(RESNET50)
+    convs = 32 * 32 * (50 * 3 + 50 * 50) * 9 + 16 * 16 * (100 * 50 + 100 * 100) * 9
+    assert flops.per_example(CNN) == 6 * (convs + 6400 * 512 + 512 * 10)
+    assert flops.per_example(RNN) == 6 * (150 * 3 * 100 * (125 + 100) + 100 * 2)
+
+
+def test_datasheet_peaks_match_the_right_part():
+    from harness import peak
+
+    assert peak.datasheet("NVIDIA H200", "bf16")["flops_per_s"] == pytest.approx(989.4e12)
+    assert peak.datasheet("NVIDIA H100 80GB HBM3", "fp32")["flops_per_s"] == pytest.approx(66.9e12)
+    assert peak.datasheet("NVIDIA H100 PCIe", "bf16")["flops_per_s"] == pytest.approx(756.5e12)
+    assert peak.datasheet("NVIDIA A100-SXM4-80GB", "bf16")["part"] == "A100"
+    assert peak.datasheet("NVIDIA A10", "fp32")["part"] == "A10"
+    assert peak.datasheet("NVIDIA V100-SXM2-16GB", "bf16") is None and peak.datasheet("cpu", "fp32") is None
+
+
+def test_the_peak_is_measured_once_per_machine_and_declared(tmp_path, monkeypatch):
+    from harness import peak
+    from harness.protocol import Trainer
+
+    class Default(Trainer):  # the protocol's default: numpy's BLAS
+        info = {}
+        fit_data = train_epoch = predict = get_weights = set_weights = param_count = None
+
+    monkeypatch.setattr(peak, "SECONDS", 0.05)
+    first = peak.measured(Default(), "fp32", "cpu: test", "somefw", {"numpy": "1"}, tmp_path, own=False)
+    assert first["flops_per_s"] > 0 and not first["cached"] and "numpy BLAS" in first["measured_by"]
+    again = peak.measured(Default(), "fp32", "cpu: test", "somefw", {"numpy": "1"}, tmp_path, own=False)
+    assert again["cached"] and again["flops_per_s"] == first["flops_per_s"]
+    assert peak.measured(Default(), "bf16", "cpu: test", "somefw", {}, tmp_path, own=False)["flops_per_s"] is None
+
+
+def test_a_record_carries_flops_tokens_and_mfu(data_cache, tmp_path):
+    from harness import runtimes
+    from harness.equivalence import reference_impl
+
+    if runtimes.availability(reference_impl("transformer")):
+        pytest.skip(runtimes.availability(reference_impl("transformer")))
+    proc, record = harness_json("--framework", "pytorch", "--model", "transformer", "--data", "synthetic",
+                                "--samples", "128", "--epochs", "2", "--quiet", "--out", str(tmp_path), cache=data_cache)
+    assert proc.returncode == 0, record.get("error")
+    spec = SPECS["transformer"]
+    f = record["flops"]
+    assert record["flops_per_example"] == f["per_example"] == spec.arch.context * f["per_token"]
+    assert record["timing"]["steady_tokens_per_s"] == pytest.approx(record["timing"]["steady_examples_per_s"] * 64)
+    assert f["achieved_per_s"] == pytest.approx(f["per_example"] * record["timing"]["steady_examples_per_s"])
+    assert 0 < f["mfu"] == pytest.approx(f["achieved_per_s"] / f["peak"]["flops_per_s"])
+    assert f["peak"]["measured_by"] == "pytorch matmul" and f["peak"]["threads"] >= 1
+    m = record["metrics"]
+    assert m["test_predictions"] == m["test_examples"] * spec.arch.context
+    assert m["test_bits_per_byte"] == pytest.approx(m["test_loss"] / math.log(2))
+    from harness import results, stats, summary
+
+    table = summary.format_summary(stats.summarize(results.to_frame([record])))
+    assert table["MFU"].iloc[0].endswith("%") and table["tokens/s"].iloc[0] != "–"
+
+
+def test_weights_and_predict_give_logits_per_position(data_cache, tmp_path):
+    from harness import runtimes
+    from harness.equivalence import reference_impl
+
+    if runtimes.availability(reference_impl("transformer")):
+        pytest.skip(runtimes.availability(reference_impl("transformer")))
+    spec = SPECS["transformer"]
+    w = tmp_path / "w.npz"
+    proc = harness("weights", "--framework", "pytorch", "--model", "transformer", "--out", str(w), cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(0).integers(0, 256, (3, spec.arch.context)).astype(np.uint8)  # bytes are ids
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "logits.npy"
+    proc = harness("predict", "--framework", "pytorch", "--model", "transformer", "--weights", str(w),
+                   "--input", str(tmp_path / "x.npy"), "--out", str(out), cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(out).shape == spec.logits_shape(3) == (3, spec.arch.context, 256)
+    np.save(tmp_path / "big.npy", np.full((2, spec.arch.context), 256, np.int64))
+    proc = harness("predict", "--framework", "pytorch", "--model", "transformer", "--weights", str(w),
+                   "--input", str(tmp_path / "big.npy"), "--out", str(out), cache=data_cache)
+    assert proc.returncode == 2 and "token ids must lie in [0, 256)" in proc.stderr
