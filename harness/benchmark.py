@@ -5,6 +5,7 @@ launch the worker, assemble the record from its events, save it to the store.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import resource
@@ -20,7 +21,7 @@ from harness import environment, launch, results
 from harness.data.cache import open_prepared
 from harness.model_input import model_input
 from harness.protocol import Batches, epoch_batches
-from harness.specs import get_spec
+from harness.specs import EVAL_BATCH, get_spec
 
 
 # --------------------------------------------------------------------------- worker side
@@ -52,6 +53,35 @@ def timed_epochs(trainer, n: int, batch_size: int, seed: int, count: int, events
     return rows
 
 
+EVAL_FLOATS = 1 << 24  # logits held at once while the test set is scored (64 MiB of float32)
+
+
+def test_metrics(trainer, spec, x_test, y_test) -> dict:
+    """Eval-mode logits of the test set, scored in chunks (the transformer's (N, T, 256) logits of a
+    large text would not fit at once): accuracy and mean cross-entropy over every prediction (every
+    example of a classifier, every position of a next-byte model), and bits per byte for the latter."""
+    per_example = math.prod(spec.target_shape) * spec.num_classes
+    chunk = EVAL_BATCH * max(1, EVAL_FLOATS // (EVAL_BATCH * per_example))
+    y_test = np.asarray(y_test)
+    correct = nll = 0.0
+    for i in range(0, len(x_test), chunk):
+        logits = np.asarray(trainer.predict(x_test[i:i + chunk]))
+        want = spec.logits_shape(len(x_test[i:i + chunk]))
+        if logits.shape != want:
+            raise ValueError(f"predict returned logits of shape {logits.shape}; the {spec.name} spec's are {want}")
+        y = y_test[i:i + chunk]
+        correct += float((logits.argmax(axis=-1) == y).sum())
+        z = logits.astype(np.float64)
+        top = z.max(axis=-1, keepdims=True)
+        log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]
+        nll += float((log_norm - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]).sum())
+    predictions = max(1, y_test.size)
+    out = {"test_accuracy": correct / predictions, "test_loss": nll / predictions, "test_examples": int(len(x_test))}
+    if spec.sequence:  # byte tokens: a nat per byte is 1/ln 2 bits per byte
+        out.update(test_bits_per_byte=out["test_loss"] / math.log(2), test_predictions=int(y_test.size))
+    return out
+
+
 def run_train(job: dict, opened, events) -> dict:
     """The `train` worker mode: hand over the data, time the epochs, evaluate on the test set."""
     impl, spec, options, trainer, timing = opened.impl, opened.spec, opened.options, opened.trainer, opened.timing
@@ -72,22 +102,43 @@ def run_train(job: dict, opened, events) -> dict:
 
     events.send("phase", name="eval")
     t = time.monotonic()
-    logits = np.asarray(trainer.predict(x_test))
+    metrics = test_metrics(trainer, spec, x_test, data["y_test"])
     timing["eval_s"] = time.monotonic() - t
-    accuracy = float((logits.argmax(axis=1) == np.asarray(data["y_test"])).mean())
 
     peak_device = trainer.peak_device_memory()
+    events.send("phase", name="peak")
+    matmul_peak = measure_peak(trainer, impl, options, opened.versions, job["data"]["folder"])
     return {
         "timing": timing,
         "epochs": epochs,
-        "metrics": {"final_loss": epochs[-1]["loss"] if epochs else None, "test_accuracy": accuracy,
-                    "test_examples": int(len(logits))},
+        "metrics": {"final_loss": epochs[-1]["loss"] if epochs else None, **metrics},
         "memory": {"peak_rss_bytes": peak_rss_bytes(), "peak_device_bytes": peak_device},
         "versions": opened.versions,
         "info": trainer.info,
         "param_count": opened.param_count,
         "layout": layout,
+        "peak": matmul_peak,
     }
+
+
+def measure_peak(trainer, impl, options, versions: dict, data_folder: str) -> dict:
+    """The device's measured matmul peak for this run (harness.peak), cached beside the data
+    (<cache>/peaks); on a GPU with the vendor's datasheet peak. Never fails the run: a broken
+    measurement is recorded as such and leaves MFU empty."""
+    from harness import environment, peak
+    from harness.protocol import Trainer
+
+    own = type(trainer).matmul_peak is not Trainer.matmul_peak  # else numpy's BLAS, the protocol's default
+    device = (trainer.info.get("setup") or {}).get("devices", [options.device])[0]
+    if options.device == "cpu":
+        device = f"cpu: {environment.cpu_model()}"
+    try:
+        out = peak.measured(trainer, options.precision, device, impl.name, versions, Path(data_folder).parents[1], own)
+    except Exception as e:  # noqa: BLE001 - MFU is extra; the benchmark stands without it
+        out = {"flops_per_s": None, "error": f"{type(e).__name__}: {e}", "device": device}
+    if options.device != "cpu":
+        out["datasheet"] = peak.datasheet(device, options.precision)
+    return out
 
 
 # --------------------------------------------------------------------------- parent side
@@ -106,15 +157,40 @@ def new_run_id(impl, repeat: int) -> str:
     return f"{stamp}-{label}-r{repeat}-{uuid.uuid4().hex[:6]}"
 
 
-def timing_summary(epochs: list[dict]) -> dict:
-    """First epoch (warm-up, compilation) apart; steady state = median of the later epochs."""
+def timing_summary(epochs: list[dict], tokens_per_example: int | None = None) -> dict:
+    """First epoch (warm-up, compilation) apart; steady state = median of the later epochs.
+    A next-token model also gets tokens/s (examples/s x positions per example)."""
     out = {"first_epoch_s": epochs[0]["seconds"] if epochs else None,
            "steady_s_per_epoch": None, "steady_examples_per_s": None, "steady_epochs": max(0, len(epochs) - 1)}
+    if tokens_per_example:
+        out["steady_tokens_per_s"] = None
     steady = epochs[1:]
     if steady:
         seconds = statistics.median(e["seconds"] for e in steady)
         out["steady_s_per_epoch"] = seconds
         out["steady_examples_per_s"] = steady[0]["examples"] / seconds
+        if tokens_per_example:
+            out["steady_tokens_per_s"] = out["steady_examples_per_s"] * tokens_per_example
+    return out
+
+
+def flops_record(spec, options, timing: dict, peak: dict | None) -> dict:
+    """FLOPs per example (harness.flops), the steady rate they give, and MFU: achieved FLOP/s over
+    the measured peak of every replica together (and over the datasheet's on a GPU)."""
+    from harness import flops
+
+    out = flops.describe(spec, options.image_size)
+    replicas = options.gpus * options.nodes
+    eps = timing.get("steady_examples_per_s")
+    achieved = out["per_example"] * eps if eps else None
+    per_device = (peak or {}).get("flops_per_s")
+    sheet = ((peak or {}).get("datasheet") or {}).get("flops_per_s")
+    out.update(achieved_per_s=achieved, replicas=replicas,
+               peak_per_s=per_device * replicas if per_device else None,
+               mfu=achieved / (per_device * replicas) if achieved and per_device else None,
+               datasheet_peak_per_s=sheet * replicas if sheet else None,
+               mfu_datasheet=achieved / (sheet * replicas) if achieved and sheet else None,
+               peak=peak)
     return out
 
 
@@ -149,7 +225,7 @@ def execute(impl, request, prepared, repeat: int, command: str, progress, plan: 
         "config": {"data": prepared.name, "n_train": prepared.n_train,
                    "n_test": prepared.manifest["arrays"]["x_test"]["shape"][0], "epochs": epochs,
                    "batch_size": batch_size, "repeat": repeat, "timeout_s": request.timeout, **options.to_dict()},
-        "timing": {**res.get("timing", {}), **timing_summary(epoch_rows), "wall_s": wall},
+        "timing": {**res.get("timing", {}), **timing_summary(epoch_rows, spec.tokens_per_example), "wall_s": wall},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "epochs": epoch_rows,
         "metrics": res.get("metrics", {}),
@@ -157,6 +233,7 @@ def execute(impl, request, prepared, repeat: int, command: str, progress, plan: 
         "param_count": res.get("param_count"),
         "spec_param_count": spec.param_count,
         "layout": res.get("layout"),
+        "flops_per_example": None,  # filled below: harness.flops
         "info": res.get("info", {}),
         "versions": versions,
         "data_manifest": prepared.manifest,
@@ -164,6 +241,8 @@ def execute(impl, request, prepared, repeat: int, command: str, progress, plan: 
         "command": command,
         "plan": plan,
     }
+    record["flops"] = flops_record(spec, options, record["timing"], res.get("peak"))
+    record["flops_per_example"] = record["flops"]["per_example"]
     if outcome.status == "replica":  # node R > 0 of a multi-node run: node 0 writes the record
         return record
     if outcome.status != "ok":

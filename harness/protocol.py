@@ -52,8 +52,8 @@ class Trainer(Protocol):
 
     @abstractmethod
     def fit_data(self, x, y) -> None:
-        """Untimed: take the training arrays (x in the declared layout, y int64 labels); may copy
-        them to the device."""
+        """Untimed: take the training arrays (x in the declared layout; y int64: class labels (N,),
+        or the transformer's next-byte targets (N, T), spec.target_shape); may copy them to the device."""
 
     @abstractmethod
     def train_epoch(self, batches: Batches):
@@ -62,7 +62,8 @@ class Trainer(Protocol):
 
     @abstractmethod
     def predict(self, x):
-        """Eval-mode logits (N, classes), float32, host memory, in batches of harness.specs.EVAL_BATCH."""
+        """Eval-mode logits, float32, host memory, in batches of harness.specs.EVAL_BATCH: (N, classes),
+        or (N, T, vocab) for a next-token model (spec.logits_shape(N))."""
 
     @abstractmethod
     def get_weights(self) -> dict:
@@ -83,6 +84,15 @@ class Trainer(Protocol):
     def peak_device_memory(self) -> int | None:
         """Peak bytes allocated on the device (the most of any replica), None where unknown."""
         return None
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """Peak FLOP/s of a dense matrix product in this implementation's framework, on its device,
+        at `precision` ("fp32", "bf16", "fp16") and its thread count (what MFU divides by; the
+        harness caches it per machine, harness.peak). Put the thread count in info["threads"].
+        Default: numpy's BLAS in float32 (None for reduced precisions), declared as such in the record."""
+        from harness.peak import numpy_matmul_peak
+
+        return numpy_matmul_peak(precision)
 
     def data_digest(self, name: str) -> str | None:
         """SHA-256 (hex) of the bytes of the training array fit_data received ("x" or "y"), computed

@@ -151,6 +151,10 @@ def _flat(record: dict) -> dict:
         "startup_s": timing.get("startup_s"), "import_s": timing.get("import_s"), "build_s": timing.get("build_s"),
         "first_epoch_s": timing.get("first_epoch_s"), "steady_s_per_epoch": timing.get("steady_s_per_epoch"),
         "test_accuracy": metrics.get("test_accuracy"), "final_loss": metrics.get("final_loss"),
+        "test_loss": metrics.get("test_loss"), "test_bits_per_byte": metrics.get("test_bits_per_byte"),
+        "flops_per_example": record.get("flops_per_example"),
+        "tokens_per_example": (record.get("flops") or {}).get("tokens_per_example"),
+        "peak_flops_per_s": (record.get("flops") or {}).get("peak_per_s"),  # every replica's together
         "framework_version": impl.get("version"),
         "cpu": env.get("cpu"), "cores": env.get("cores"), "memory_bytes": env.get("memory_bytes"),
         "python": env.get("python"), "platform": env.get("platform"),

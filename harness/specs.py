@@ -7,6 +7,8 @@ stacked (reset, update, new)); implementations convert to and from it themselves
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field
 from math import prod
 
@@ -15,12 +17,25 @@ EVAL_BATCH = 256  # examples per eval-mode forward pass (predict), in every lang
 
 @dataclass(frozen=True)
 class Optimizer:
-    name: str  # "sgd" | "adam"
+    """The optimiser, in PyTorch's form (torch.optim.SGD / Adam / AdamW and clip_grad_norm_).
+
+    adamw, per step t (from 1) and tensor w with gradient g (after clipping):
+        w <- w * (1 - lr * weight_decay)          only tensors whose Weight.decay is True
+        m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
+        w <- w - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    clip_norm (global gradient-norm clipping, torch.nn.utils.clip_grad_norm_): before the step,
+        norm = sqrt(sum over every gradient tensor of sum(g^2));  c = clip_norm / (norm + clip_eps);
+        if c < 1, every gradient is multiplied by c (one factor for all tensors)."""
+
+    name: str  # "sgd" | "adam" | "adamw"
     lr: float
     momentum: float = 0.0  # SGD, PyTorch's form: v = m*v + g; w -= lr*v
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    weight_decay: float = 0.0  # adamw: decoupled, on the tensors whose Weight.decay is True
+    clip_norm: float | None = None  # global gradient-norm clipping threshold; None: no clipping
+    clip_eps: float = 1e-6  # the clipping factor is clip_norm / (norm + clip_eps), as PyTorch computes it
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,8 @@ class Weight:
     key: str
     shape: tuple[int, ...]
     trainable: bool = True  # BatchNorm running statistics are buffers, not parameters
-    init: str = ""  # initialiser family, e.g. "glorot_uniform", "zeros", "he_normal_fan_out"
+    init: str = ""  # initialiser family, e.g. "glorot_uniform", "zeros", "he_normal_fan_out", "normal(0,0.02)"
+    decay: bool = False  # AdamW's weight decay applies to it (matrices and embeddings; not biases or LayerNorm)
 
 
 # --------------------------------------------------------------------------- architectures
@@ -79,21 +95,72 @@ class GRUArch:
 
 
 @dataclass(frozen=True)
+class TransformerArch:
+    """A character-level GPT (nanoGPT's Shakespeare model, byte vocabulary): pre-LayerNorm blocks
+    x = x + drop(proj(attn(ln1(x)))); x = x + drop(mlp.proj(gelu(mlp.fc(ln2(x))))), then ln_f and
+    logits = x @ tok_emb.weight^T (the output projection is the token embedding, no bias)."""
+
+    vocab: int = 256  # bytes: any text is data, no tokenizer
+    context: int = 256  # positions per window; a window of context + 1 bytes gives x and y
+    layers: int = 6
+    heads: int = 6
+    width: int = 384  # the residual stream; each head is width / heads wide
+    mlp_ratio: int = 4  # the MLP's hidden width is mlp_ratio * width
+    dropout: float = 0.2  # on the attention probabilities, after the attention projection, after the MLP
+    ln_eps: float = 1e-5
+    tied: bool = True  # the output projection is tok_emb.weight
+    init_std: float = 0.02  # normal(0, init_std): every Linear weight and both embeddings
+
+    @property
+    def head_width(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_ratio * self.width
+
+    @property
+    def residual_std(self) -> float:
+        """normal(0, init_std / sqrt(2 * layers)) for the two projections writing into the residual
+        stream (attn.proj, mlp.proj), as GPT-2 and nanoGPT scale them."""
+        return self.init_std / math.sqrt(2 * self.layers)
+
+    def derived(self) -> dict:
+        return {"head_width": self.head_width, "mlp_width": self.mlp_width, "residual_std": self.residual_std}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     dataset: str  # the built-in data set the model trains on: "cifar10" | "imdb"
     input_shape: tuple[int, ...]  # one example, NCHW for images: (3, 32, 32); tokens: (150,)
     input_dtype: str  # dtype of the prepared arrays: "float32" images, "int64" token ids
-    num_classes: int
+    num_classes: int  # logits per prediction: classes, or the vocabulary of a next-token model
     epochs: int
     batch_size: int
     optimizer: Optimizer
     param_count: int
     layers: tuple[str, ...]
     weights: tuple[Weight, ...]
-    arch: CNNArch | ResNetArch | GRUArch  # the model's own constants
+    arch: CNNArch | ResNetArch | GRUArch | TransformerArch  # the model's own constants
     notes: tuple[str, ...] = field(default=())
     eval_batch: int = EVAL_BATCH
+    # One example's target: () a class label (y is (N,), logits (N, classes)); (T,) a next-token
+    # target per position (y is (N, T), logits (N, T, num_classes), the loss the mean over every position).
+    target_shape: tuple[int, ...] = ()
+
+    @property
+    def sequence(self) -> bool:
+        """A next-token model: targets and logits per position."""
+        return bool(self.target_shape)
+
+    @property
+    def tokens_per_example(self) -> int | None:
+        """Predicted positions per example (the transformer's context); None for a classifier."""
+        return prod(self.target_shape) if self.target_shape else None
+
+    def logits_shape(self, n: int) -> tuple[int, ...]:
+        return (n, *self.target_shape, self.num_classes)
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {w.key: w.shape for w in self.weights}
@@ -107,8 +174,9 @@ class ModelSpec:
         follows from them, e.g. ResNet-50's block list) at the top level."""
         out = {k: v for k, v in asdict(self).items() if k not in ("weights", "layers", "notes", "arch")}
         out["input_shape"] = list(self.input_shape)
-        out["weights"] = [{"key": w.key, "shape": list(w.shape), "trainable": w.trainable, "init": w.init}
-                          for w in self.weights]
+        out["target_shape"] = list(self.target_shape)
+        out["weights"] = [{"key": w.key, "shape": list(w.shape), "trainable": w.trainable, "init": w.init,
+                           "decay": w.decay} for w in self.weights]
         out["weight_keys"] = [w.key for w in self.weights]
         arch = {k: _lists(v) for k, v in asdict(self.arch).items()}
         clash = set(arch) & set(out)
@@ -257,7 +325,92 @@ RNN = ModelSpec(
     ),
 )
 
-SPECS: dict[str, ModelSpec] = {s.name: s for s in (CNN, RESNET50, RNN)}
+# --------------------------------------------------------------------------- transformer
+TRANSFORMER_PARAMS = 10_844_160  # the full size; a test size counts its own weight table
+# The test-only size (tests/conftest.py sets it for CI): every layer type, 2 blocks of several
+# heads, a context and width small enough that every implementation trains it in seconds on one
+# core. The full-size 2-block model (width 384, context 256) measured 23-25 s per batch of 64 on
+# one core of the shared 2-core test machine, too slow for a run per implementation in CI.
+SIZE_VARIABLE = "DL_ROSETTA_TRANSFORMER_SIZE"
+TRANSFORMER_SIZES = {"full": TransformerArch(), "test": TransformerArch(layers=2, heads=4, width=64, context=64)}
+
+
+def _normal(std: float) -> str:
+    return f"normal(0,{std!r})"
+
+
+def _transformer_weights(arch: TransformerArch) -> tuple[Weight, ...]:
+    """PyTorch's layout: Linear weights (out, in); q, k, v packed as one (3*width, width) matrix in
+    that order, each part's rows head after head (head h is rows h*head_width .. (h+1)*head_width)."""
+    c, std = arch.width, _normal(arch.init_std)
+
+    def linear(key, fin, fout, init):
+        return [Weight(f"{key}.weight", (fout, fin), init=init, decay=True), Weight(f"{key}.bias", (fout,), init="zeros")]
+
+    def layer_norm(key):
+        return [Weight(f"{key}.weight", (c,), init="ones"), Weight(f"{key}.bias", (c,), init="zeros")]
+
+    w = [Weight("tok_emb.weight", (arch.vocab, c), init=std, decay=True),
+         Weight("pos_emb.weight", (arch.context, c), init=std, decay=True)]
+    for i in range(arch.layers):
+        b = f"blocks.{i}"
+        w += layer_norm(f"{b}.ln1") + linear(f"{b}.attn.qkv", c, 3 * c, std)
+        w += linear(f"{b}.attn.proj", c, c, _normal(arch.residual_std))
+        w += layer_norm(f"{b}.ln2") + linear(f"{b}.mlp.fc", c, arch.mlp_width, std)
+        w += linear(f"{b}.mlp.proj", arch.mlp_width, c, _normal(arch.residual_std))
+    return tuple(w + layer_norm("ln_f"))
+
+
+def transformer_spec(arch: TransformerArch) -> ModelSpec:
+    weights = _transformer_weights(arch)
+    full = arch == TRANSFORMER_SIZES["full"]
+    return ModelSpec(
+        name="transformer",
+        dataset="shakespeare",
+        input_shape=(arch.context,),
+        input_dtype="int64",
+        num_classes=arch.vocab,
+        target_shape=(arch.context,),
+        epochs=10,
+        batch_size=64,
+        optimizer=Optimizer("adamw", lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, clip_norm=1.0),
+        param_count=TRANSFORMER_PARAMS if full else sum(prod(w.shape) for w in weights),
+        layers=(
+            f"tok_emb: embedding {arch.vocab} x {arch.width}; pos_emb: learned positions {arch.context} x {arch.width}; "
+            "x = tok_emb[tokens] + pos_emb[0..T-1]",
+            f"blocks.0..{arch.layers - 1} (pre-LayerNorm): x = x + attn(ln1(x)); x = x + mlp(ln2(x))",
+            f"attn: qkv Linear {arch.width}->{3 * arch.width} (q, k, v), {arch.heads} heads of {arch.head_width}, causal "
+            f"softmax(q k^T / sqrt({arch.head_width})) -> dropout {arch.dropout} -> @ v -> proj Linear "
+            f"{arch.width}->{arch.width} -> dropout {arch.dropout}",
+            f"mlp: fc Linear {arch.width}->{arch.mlp_width} -> GELU (exact, erf) -> proj Linear "
+            f"{arch.mlp_width}->{arch.width} -> dropout {arch.dropout}",
+            f"ln_f: LayerNorm({arch.width}, eps {arch.ln_eps:g}); logits = x @ tok_emb.weight^T (tied, no bias)",
+        ),
+        weights=weights,
+        arch=arch,
+        notes=(
+            "Byte-level tokens (vocabulary 256). x is a window's first context bytes, y the same window shifted by one; "
+            "the loss is the mean next-byte cross-entropy over every position.",
+            f"Init: normal(0, {arch.init_std:g}) for every Linear weight and both embeddings, zero biases, LayerNorm "
+            f"weight 1 / bias 0, normal(0, {arch.init_std:g}/sqrt(2*{arch.layers})) for attn.proj and mlp.proj.",
+            "AdamW (decoupled weight decay 0.1 on matrices and embeddings only: Weight.decay), global gradient-norm "
+            "clipping at 1.0 as torch.nn.utils.clip_grad_norm_ computes it, lr 1e-3 constant, betas (0.9, 0.99), eps 1e-8.",
+            "Dropout (attention probabilities, after the attention projection, after the MLP) is off in eval mode and "
+            "for the equivalence checks' training steps.",
+        ),
+    )
+
+
+def _transformer_size() -> TransformerArch:
+    size = os.environ.get(SIZE_VARIABLE, "full")
+    if size not in TRANSFORMER_SIZES:
+        raise ValueError(f"{SIZE_VARIABLE}={size!r}; choices: {', '.join(TRANSFORMER_SIZES)}")
+    return TRANSFORMER_SIZES[size]
+
+
+TRANSFORMER = transformer_spec(_transformer_size())
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (CNN, RESNET50, RNN, TRANSFORMER)}
 MODELS = tuple(SPECS)
 
 

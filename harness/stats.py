@@ -146,6 +146,7 @@ def summarize(frame, keys=ROW_KEYS):
             "first_epoch_s": _median(g[g["warmup"].astype(bool)]["seconds"]),
             "startup_s": _median(start), "build_s": _median(runs["build_s"]),
             "test_accuracy": _median(runs["test_accuracy"]),
+            **throughput(eps["median"], runs),
             "accuracy_min": float(runs["test_accuracy"].min()), "accuracy_max": float(runs["test_accuracy"].max()),
             **load(runs),
         })
@@ -207,6 +208,19 @@ def against_reference(summary, samples: dict, keys, same: list[str]):
         low, high = ratio_ci(ref_s, row_s)
         out.append((float(np.median(ref_s) / np.median(row_s)), low, high))
     return pd.DataFrame(out, index=summary.index, columns=["x_pytorch", "x_pytorch_low", "x_pytorch_high"])
+
+
+def throughput(median_eps: float, runs) -> dict:
+    """Tokens/s (models with tokens per example: the transformer) and MFU (achieved FLOP/s over the
+    measured matmul peak of every replica, harness.peak) at the median steady examples/s."""
+    def first(col):
+        values = runs[col].dropna() if col in runs else []
+        return float(values.iloc[0]) if len(values) else math.nan
+
+    tokens, flops, peak = first("tokens_per_example"), first("flops_per_example"), first("peak_flops_per_s")
+    return {"median_tokens_per_s": median_eps * tokens, "flops_per_example": flops,
+            "achieved_flops_per_s": median_eps * flops, "mfu": median_eps * flops / peak,
+            "test_bits_per_byte": _median(runs["test_bits_per_byte"]) if "test_bits_per_byte" in runs else math.nan}
 
 
 def replicas(rows):

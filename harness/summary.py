@@ -26,6 +26,7 @@ COLUMNS = {
     "median_s": "s/epoch",
     "ci": "95 % CI of s/epoch",
     "x_pytorch": "× PyTorch",
+    "mfu": "MFU",
     "first_epoch_s": "first epoch s",
     "startup_s": "start-up s",
     "test_accuracy": "test acc",
@@ -38,6 +39,8 @@ MEANINGS = {
                   "for sequence models",
     "x_pytorch": "PyTorch's median s/epoch over this row's, same machine, setup and work (above 1: faster than "
                  "PyTorch), with its 95 % bootstrap interval",
+    "mfu": "model FLOPs utilisation: FLOPs per example (forward + backward, from the spec) x examples/s over "
+           "the device's measured dense matmul peak in the same framework, precision and threads",
     "first_epoch_s": "the first epoch (warm-up, compilation), median over runs",
     "startup_s": "process spawn + framework import + model build, median over runs",
     "test_accuracy": "test accuracy, a parity check (⚠: more than 5 points from the median of that model's rows)",
@@ -61,6 +64,12 @@ def num(v) -> str:
     if a >= 1:
         return f"{v:.2f}"
     return f"{v:.3f}"
+
+
+def percent(v) -> str:
+    """A share as a percentage for a table (MFU): '12.3 %', '–' for none."""
+    v = none_if_missing(v)
+    return "–" if v is None else f"{num(100 * v)} %"
 
 
 def none_if_missing(v):
@@ -169,8 +178,8 @@ def table(summary):
     t.add_column(f"{COLUMNS['median_s']} (95 % CI)", justify="right")
     for unit in units:
         t.add_column(unit, justify="right")
-    shown = [k for k in ("x_pytorch", "first_epoch_s", "startup_s", "test_accuracy", "n")
-             if k != "x_pytorch" or summary["x_pytorch"].notna().any()]
+    shown = [k for k in ("x_pytorch", "mfu", "first_epoch_s", "startup_s", "test_accuracy", "n")
+             if k not in ("x_pytorch", "mfu") or (k in summary and summary[k].notna().any())]
     for key in shown:
         t.add_column(COLUMNS[key] + (" (95 % CI)" if key == "x_pytorch" else ""), justify="right")
     for _, r in summary.iterrows():
@@ -179,7 +188,7 @@ def table(summary):
         cells = [row_name(r) + (" ⚑" if r.get("loaded") else ""), r["model"], setup_name(r),
                  num(r["median_s"]) + (f" ({ci})" if ci != "n < 6" else " (n < 6)")]
         cells += [num(r["median_eps"] * factor) if u == unit else "" for u in units]
-        values = {"x_pytorch": ratio_cell(r), "first_epoch_s": num(r["first_epoch_s"]),
+        values = {"x_pytorch": ratio_cell(r), "mfu": percent(r.get("mfu")), "first_epoch_s": num(r["first_epoch_s"]),
                   "startup_s": num(r["startup_s"]), "test_accuracy": accuracy_cell(r), "n": f"{r['n']}/{r['runs']}"}
         t.add_row(*row(*cells, *(values[k] for k in shown)))
     return t

@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 # check behaviour, not speed; benchmarks never run under these settings. Set a variable to override.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
     os.environ.setdefault(_var, "1")
+# The transformer at its test-only size (harness.specs.TRANSFORMER_SIZES["test"]: 2 blocks, width 64,
+# context 64) in this process and every harness and worker process the tests start.
+os.environ.setdefault("DL_ROSETTA_TRANSFORMER_SIZE", "test")
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
 

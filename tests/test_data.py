@@ -203,7 +203,8 @@ def test_user_npz_missing_keys_and_tokens_range(tmp_path):
 
 @pytest.mark.parametrize("name, samples, message", [
     ("imdb", None, "model cnn trains on cifar10, not imdb"),
-    ("mnist", None, "unknown data 'mnist'; choices: cifar10, imdb, synthetic or a FILE.npz"),
+    ("mnist", None, "unknown data 'mnist'; choices: cifar10, imdb, shakespeare, synthetic, a FILE.npz or "
+                  "(transformer) a FILE.txt"),
     ("synthetic", 10, "--samples 10 is below the batch size 64"),
     ("nowhere.npz", None, "does not exist"),
 ])

@@ -34,5 +34,6 @@ def test_tiny_synthetic_run(impl, data_cache, tmp_path):
     assert [e["epoch"] for e in record["epochs"]] == list(range(epochs))
     assert all(e["seconds"] > 0 and e["examples_per_s"] > 0 for e in record["epochs"])
     assert record["impl"]["version"], "the record names the framework's version"
+    assert record["flops_per_example"] > 0 and record["flops"]["mfu"] > 0, "FLOPs and MFU in every record"
     if impl.model == "cnn":
         assert record["metrics"]["test_accuracy"] > 0.3, "10 classes: chance is 0.1"

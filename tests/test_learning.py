@@ -1,6 +1,8 @@
 """The PyTorch reference implementations learn: 3 epochs on synthetic data beat chance clearly."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from conftest import harness_json
@@ -19,3 +21,16 @@ def test_pytorch_beats_chance(model, samples, floor, data_cache, tmp_path):
     losses = [e["loss"] for e in record["epochs"]]
     assert losses[-1] < losses[0]
     assert record["metrics"]["test_accuracy"] > floor  # chance: 0.1 (10 classes), 0.5 (2 classes)
+
+
+def test_transformer_learns_the_synthetic_chain(data_cache, tmp_path):
+    """24 steps at the test-only size: the test loss falls well below a uniform guess (ln 256 nats
+    per byte) and next-byte accuracy is many times chance (1/256)."""
+    proc, record = harness_json("--framework", "pytorch", "--model", "transformer", "--data", "synthetic",
+                                "--samples", "512", "--epochs", "3", "--quiet", "--out", str(tmp_path),
+                                cache=data_cache)
+    assert proc.returncode == 0, record.get("error")
+    losses = [e["loss"] for e in record["epochs"]]
+    assert losses[-1] < losses[0]
+    assert record["metrics"]["test_loss"] < 0.8 * math.log(256)
+    assert record["metrics"]["test_accuracy"] > 5 / 256

@@ -37,6 +37,14 @@ VARIANTS = {
                                            "variance, as Keras' BatchNormalization keeps it"),
     "rnn-keras-gate-order": Variant("rnn", "logits", "GRU gates mapped as Keras stacks them (update, reset, new)"),
     "rnn-keras-adam-eps": Variant("rnn", "steps", "Keras' default Adam epsilon 1e-7"),
+    "transformer-gelu-tanh": Variant("transformer", "steps", "GELU's tanh approximation (Keras' and JAX's "
+                                     "approximate=True) instead of the exact erf form"),
+    "transformer-decay-layernorm": Variant("transformer", "steps", "weight decay on every tensor, LayerNorm and "
+                                           "biases included (AdamW's default groups)"),
+    "transformer-clip-per-tensor": Variant("transformer", "steps", "gradient clipping per tensor "
+                                           "(clipnorm, optax.clip_by_block_rms-like) instead of one global norm"),
+    "transformer-mask-off-by-one": Variant("transformer", "logits", "a causal mask that lets each position see "
+                                           "the next one"),
 }
 
 
@@ -135,7 +143,51 @@ def build(name: str, spec, options):
         for group in trainer.optimizer.param_groups:
             group["eps"] = 1e-7
         return trainer
+    if name.startswith("transformer-"):
+        return _transformer(name, spec, options)
     raise KeyError(name)
+
+
+def _transformer(name: str, spec, options):
+    import torch
+    import torch.nn.functional as F
+
+    from python_models.pytorch import transformer
+    from python_models.pytorch.trainer import TorchTrainer
+
+    model = transformer.GPT(spec.arch, spec.arch.dropout if options.dropout else 0.0)
+    if name == "transformer-gelu-tanh":
+        class TanhMLP(transformer.MLP):
+            def forward(self, x):
+                return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+        for block in model.blocks:
+            block.mlp.__class__ = TanhMLP
+    if name == "transformer-mask-off-by-one":
+        class PeekingAttention(transformer.CausalSelfAttention):
+            def forward(self, x):
+                n, t, c = x.shape
+                q, k, v = (p.view(n, t, self.heads, c // self.heads).transpose(1, 2) for p in self.qkv(x).split(c, 2))
+                sees = torch.ones(t, t, dtype=torch.bool, device=x.device).tril(diagonal=1)  # j <= i + 1
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=sees,
+                                                   dropout_p=self.dropout if self.training else 0.0)
+                return self.drop(self.proj(y.transpose(1, 2).reshape(n, t, c)))
+
+        for block in model.blocks:
+            block.attn.__class__ = PeekingAttention
+    if name == "transformer-clip-per-tensor":
+        class PerTensor(TorchTrainer):
+            def _clip(self):
+                for p in self.model.parameters():
+                    torch.nn.utils.clip_grad_norm_([p], self.clip_norm)
+
+        return PerTensor(model, spec, options)
+    trainer = TorchTrainer(model, spec, options)
+    if name == "transformer-decay-layernorm":
+        opt = spec.optimizer
+        trainer.optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps,
+                                              weight_decay=opt.weight_decay)
+    return trainer
 
 
 def install(name: str) -> None:

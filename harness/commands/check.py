@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--samples", type=positive_int, help="synthetic training examples for check 5 "
-                   "(default: cnn 512, resnet50 128, rnn 512)")
+                   "(default: cnn 512, resnet50 128, rnn 512, transformer 256)")
     p.add_argument("--data-dir", help="data cache (default: $DL_ROSETTA_DATA or ~/.cache/dl-rosetta)")
     p.add_argument("--keep", help="keep the weights, logits and worker logs in this folder")
     p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds per worker (default: 1800)")
@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-TRANSFER_SAMPLES = {"cnn": 512, "resnet50": 128, "rnn": 512}
+TRANSFER_SAMPLES = {"cnn": 512, "resnet50": 128, "rnn": 512, "transformer": 256}
 
 
 def main(args) -> int:

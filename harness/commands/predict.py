@@ -9,8 +9,10 @@ def add_arguments(p) -> None:
 
     add_implementation(p)
     p.add_argument("--weights", required=True, help="canonical weights (.npz, keys and layouts of the spec)")
-    p.add_argument("--input", required=True, help=".npy: (N,3,32,32) float32 images or (N,150) integer token ids")
-    p.add_argument("--out", required=True, help="the .npy file to write: (N, classes) float32 logits")
+    p.add_argument("--input", required=True, help=".npy: (N,3,32,32) float32 images, (N,150) integer token ids "
+                   "(rnn) or (N,256) bytes (transformer)")
+    p.add_argument("--out", required=True, help="the .npy file to write: float32 logits, (N, classes) or, for the "
+                   "transformer, (N, 256, 256): a next-byte distribution per position")
 
 
 def read_input(path: str, spec):

@@ -66,8 +66,43 @@ def tokens(n: int, seed: int, stream: int = 0, num_classes: int = 2):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def make(kind: str, n_train: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
-    gen = images if kind == "images" else tokens
+TEXT_ALPHABET = 32  # byte values the chain uses (printable ASCII): a model learns this first (ln 32 = 3.47 nats)
+TEXT_BRANCHING = 3  # successors of each pair of bytes: about 0.83 nats per byte for a model that learns the pairs
+
+
+def text(n: int, seed: int, stream: int = 0, context: int = 256):
+    """(n, context) int64 x and y (x shifted by one), each window a run of context + 1 bytes of a
+    sparse order-2 Markov chain: the byte after (a, b) is one of TEXT_BRANCHING successors of that
+    pair, with weights drawn once (Dirichlet(1)). A uniform guess costs ln 256 = 5.55 nats per
+    byte; the alphabet alone brings it to 3.47, the pairs (attention to the previous byte) to about
+    0.83. The chain (alphabet, successors, weights) is the same for every stream: train and test
+    windows come from one distribution."""
+    g = np.random.default_rng([seed, 11])
+    alphabet = np.sort(g.choice(np.arange(32, 127), TEXT_ALPHABET, replace=False))
+    successors = g.integers(0, TEXT_ALPHABET, (TEXT_ALPHABET, TEXT_ALPHABET, TEXT_BRANCHING))
+    cumulative = g.dirichlet(np.ones(TEXT_BRANCHING), (TEXT_ALPHABET, TEXT_ALPHABET)).cumsum(-1)
+
+    def make(rng, k):
+        seq = np.empty((k, context + 1), dtype=np.int64)
+        a, b = rng.integers(0, TEXT_ALPHABET, k), rng.integers(0, TEXT_ALPHABET, k)
+        seq[:, 0], seq[:, 1] = a, b
+        for t in range(2, context + 1):
+            pick = (rng.random(k)[:, None] > cumulative[a, b]).sum(-1).clip(max=TEXT_BRANCHING - 1)
+            a, b = b, successors[a, b, pick]
+            seq[:, t] = b
+        w = alphabet[seq].astype(np.int64)
+        return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
+
+    parts = _blocks(n, seed, stream, make)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def make(kind: str, n_train: int, n_test: int, seed: int, context: int | None = None) -> dict[str, np.ndarray]:
+    """kind: "images" (CIFAR-10's shapes), "tokens" (IMDB's), "text" (next-byte windows of `context`)."""
+    if kind == "text":
+        gen = lambda n, s, stream=0: text(n, s, stream, context)  # noqa: E731
+    else:
+        gen = images if kind == "images" else tokens
     x_train, y_train = gen(n_train, seed)
     x_test, y_test = gen(n_test, seed, stream=TEST_SEED_OFFSET)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

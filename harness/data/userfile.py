@@ -35,13 +35,17 @@ def _check_x(name: str, x: np.ndarray, spec: ModelSpec, path: Path) -> np.ndarra
 
 
 def _check_y(name: str, y: np.ndarray, n: int, spec: ModelSpec, path: Path) -> np.ndarray:
-    if y.shape != (n,):
-        raise UsageError(f"{path}: {name} has shape {y.shape}, expected ({n},) to match its x")
+    """Class labels (N,), or a next-token model's targets (N, T): one per position, ids of its vocabulary."""
+    want = (n, *spec.target_shape)
+    if y.shape != want:
+        raise UsageError(f"{path}: {name} has shape {y.shape}, expected {want} to match its x"
+                         + (" (a next-token target per position)" if spec.sequence else ""))
     if not np.issubdtype(y.dtype, np.integer):
-        raise UsageError(f"{path}: {name} has dtype {y.dtype}; labels must be integers")
+        raise UsageError(f"{path}: {name} has dtype {y.dtype}; {'targets' if spec.sequence else 'labels'} must be integers")
     if y.size and (y.min() < 0 or y.max() >= spec.num_classes):
+        what = "targets" if spec.sequence else "labels"
         raise UsageError(
-            f"{path}: {name} labels span [{y.min()}, {y.max()}]; model {spec.name} has classes 0..{spec.num_classes - 1}"
+            f"{path}: {name} {what} span [{y.min()}, {y.max()}]; model {spec.name} has classes 0..{spec.num_classes - 1}"
         )
     return y.astype(np.int64)
 

@@ -1,4 +1,8 @@
-"""The PyTorch training loop shared by the three PyTorch models: the harness protocol in torch."""
+"""The PyTorch training loop shared by the PyTorch models: the harness protocol in torch.
+
+One loss for every model: the mean cross-entropy over every prediction, i.e. over the examples of
+a classifier ((N, classes) logits, (N,) labels) and over every position of the transformer
+((N, T, vocab) logits, (N, T) next-byte targets)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,10 +17,27 @@ from harness.specs import EVAL_BATCH
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def make_optimizer(params, opt):
+def make_optimizer(model: torch.nn.Module, spec, rename: dict[str, str] | None = None):
+    """The spec's optimiser over the model's parameters. AdamW gets two parameter groups: the
+    tensors the spec decays (Weight.decay: matrices and embeddings) and the rest (biases, LayerNorm)."""
+    opt = spec.optimizer
     if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum)
-    return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum)
+    if opt.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+    decays = {w.key for w in spec.weights if w.decay}
+    rename = rename or {}
+    groups = {True: [], False: []}
+    for name, p in model.named_parameters():  # a tied tensor once, under its first name
+        groups[rename.get(name, name) in decays].append(p)
+    return torch.optim.AdamW([{"params": groups[True], "weight_decay": opt.weight_decay},
+                              {"params": groups[False], "weight_decay": 0.0}],
+                             lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+
+
+def loss_fn(logits, targets):
+    """Mean cross-entropy over every prediction: (N, C) with (N,), or (N, T, V) with (N, T)."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten())
 
 
 def make_trainer(model: torch.nn.Module, spec, options, **kw):
@@ -54,7 +75,9 @@ class TorchTrainer(Trainer):
         self.rename = rename or {}  # torch key -> canonical key
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.optimizer = make_optimizer(self.model.parameters(), spec.optimizer)
+        self.optimizer = make_optimizer(self.model, spec, self.rename)
+        # global gradient-norm clipping (clip_grad_norm_'s own eps is the spec's 1e-6)
+        self.clip_norm = spec.optimizer.clip_norm
         self.amp = AMP_DTYPES.get(options.precision)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         if self.device.type == "cuda":
@@ -67,6 +90,7 @@ class TorchTrainer(Trainer):
                           "data_on_device": True},
             "deviations": [],
             "setup": setup_info(options),
+            "threads": torch.get_num_threads(),  # intra-op threads: the training's and the matmul peak's
         }
 
     def param_count(self) -> int:
@@ -92,17 +116,24 @@ class TorchTrainer(Trainer):
             idx = torch.from_numpy(idx).to(self.device, non_blocking=True)
             xb, yb = self._inputs(self.x[idx]), self.y[idx]
             with self._autocast():
-                loss = F.cross_entropy(self.forward(xb), yb)
+                loss = loss_fn(self.forward(xb), yb)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is None:
                 loss.backward()
+                self._clip()
                 self.optimizer.step()
             else:
                 self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
+                self._clip()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             losses.append(loss.detach())
         return torch.stack(losses).float().cpu().numpy()  # .cpu() waits for the device
+
+    def _clip(self) -> None:
+        if self.clip_norm is not None:  # one norm over every gradient, one factor for all of them
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
 
     @torch.no_grad()
     def predict(self, x) -> np.ndarray:
@@ -131,3 +162,18 @@ class TorchTrainer(Trainer):
             return None
         self.info["setup"]["peak_bytes_per_device"] = [torch.cuda.max_memory_allocated()]
         return torch.cuda.max_memory_allocated()
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """torch.matmul of two n x n matrices on the run's device, in the run's precision and threads."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        n = GPU_N if self.device.type == "cuda" else CPU_N
+        dtype = AMP_DTYPES.get(precision, torch.float32)
+        a, b = (torch.randn(n, n, device=self.device, dtype=dtype) for _ in range(2))
+
+        def run():
+            a @ b
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return best_rate(run, 2.0 * n**3)
