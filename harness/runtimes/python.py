@@ -27,7 +27,7 @@ def import_framework(impl, options) -> dict:
     versions = {}
     for name in impl.framework.modules:
         mod = importlib.import_module(name)
-        versions[name] = getattr(mod, "__version__", None)
+        versions[name] = getattr(mod, "__version__", None) or _installed_version(name)
     if impl.name == "keras":
         versions[impl.backend] = getattr(importlib.import_module(impl.backend), "__version__", None)
     import numpy
@@ -35,6 +35,16 @@ def import_framework(impl, options) -> dict:
     versions["numpy"] = numpy.__version__
     parallel.join_nodes(impl, options)  # --nodes K: before the framework touches a device
     return versions
+
+
+def _installed_version(name: str) -> str | None:
+    """The installed distribution's version, for a module without __version__ (tinygrad)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def build(impl, spec, options):
