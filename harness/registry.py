@@ -32,6 +32,7 @@ FRAMEWORKS: tuple[Framework, ...] = (
     Framework("python", "mxnet", "legacy", ("mxnet",), "python3 -m harness setup --legacy"),
     Framework("python", "chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy"),
     Framework("python", "pytensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy"),
+    Framework("python", "tinygrad", "main", ("tinygrad",), "pip install -e '.[tinygrad]'"),
     Framework("python", "cntk", "main", ("cntk",), "",
               retired="CNTK's last release (2.7, 2019) ships wheels for Python <= 3.6 only"),
     Framework("python", "caffe2", "main", ("caffe2",), "",
