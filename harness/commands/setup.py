@@ -1,7 +1,7 @@
 """`python3 -m harness setup`: create the environments, idempotently, with the standard library only.
 
     (no flag)     .venv with the harness, PyTorch and the test tools
-    --frameworks  + TensorFlow, Keras 3, JAX/Flax/Optax, and the report tools
+    --frameworks  + TensorFlow, Keras 3, JAX/Flax/Optax, tinygrad (with Debian's clang), and the report tools
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
@@ -19,6 +19,7 @@ MAIN = REPO / ".venv"
 LEGACY = REPO / ".venv-legacy"
 LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
 TEST_DEBIAN_PACKAGES = ["chromium"]  # the report test opens the HTML page in headless Chromium
+FRAMEWORK_DEBIAN_PACKAGES = ["clang"]  # tinygrad's CPU backend compiles every kernel with clang
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
 
 
@@ -67,7 +68,7 @@ def main(args) -> int:
     everything = args.all
     extras = ["pytorch", "test"]
     if everything or args.frameworks:
-        extras += ["tensorflow", "keras", "jax", "report"]
+        extras += ["tensorflow", "keras", "jax", "tinygrad", "report"]
     if everything or args.r:
         extras.append("r")
     if everything or args.julia:
@@ -76,6 +77,7 @@ def main(args) -> int:
 
     # One apt-get for all Debian packages; R must exist before rpy2 builds against it.
     debian = (setup_r.DEBIAN_PACKAGES if everything or args.r else []) + (TEST_DEBIAN_PACKAGES if everything else [])
+    debian += FRAMEWORK_DEBIAN_PACKAGES if everything or args.frameworks else []
     if debian:
         setup_r.install_system(debian)
     setup_main(extras)
