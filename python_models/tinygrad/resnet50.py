@@ -12,11 +12,19 @@ from tinygrad import Tensor, nn
 from python_models.tinygrad.trainer import TinygradTrainer, conv, he_normal_fan_out, linear, start
 
 
+def batchnorm(arch, c: int) -> nn.BatchNorm:
+    return nn.BatchNorm(c, eps=arch.bn_eps, momentum=arch.bn_momentum)
+
+
+def layer(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0):
+    """A convolution without bias, He-normal (fan-out) initialised."""
+    return conv(cin, cout, k, stride, padding, bias=False, init=he_normal_fan_out)
+
+
 class Bottleneck:
     def __init__(self, arch, cin: int, width: int, stride: int, downsample: bool):
         cout = width * arch.expansion
-        bn = lambda c: nn.BatchNorm(c, eps=arch.bn_eps, momentum=arch.bn_momentum)  # noqa: E731
-        layer = lambda i, o, k, s=1, p=0: conv(i, o, k, s, p, bias=False, init=he_normal_fan_out)  # noqa: E731
+        bn = lambda c: batchnorm(arch, c)
         self.conv1, self.bn1 = layer(cin, width, 1), bn(width)
         self.conv2, self.bn2 = layer(width, width, 3, stride, 1), bn(width)  # v1.5: the stride is on the 3x3
         self.conv3, self.bn3 = layer(width, cout, 1), bn(cout)
@@ -33,8 +41,7 @@ class Bottleneck:
 
 class ResNet50:
     def __init__(self, arch, num_classes: int):
-        self.conv1 = conv(3, arch.stem, 7, stride=2, padding=3, bias=False, init=he_normal_fan_out)
-        self.bn1 = nn.BatchNorm(arch.stem, eps=arch.bn_eps, momentum=arch.bn_momentum)
+        self.conv1, self.bn1 = layer(3, arch.stem, 7, stride=2, padding=3), batchnorm(arch, arch.stem)
         stages: dict[str, list] = {}
         for prefix, cin, width, stride, down in arch.blocks():
             stages.setdefault(prefix.split(".")[0], []).append(Bottleneck(arch, cin, width, stride, down))

@@ -12,11 +12,11 @@ from tinygrad import Context, Tensor, nn
 from python_models.tinygrad.trainer import TinygradTrainer, glorot_uniform, linear, start
 
 DEVIATIONS = (
-    "no fused GRU kernel (tinygrad has no recurrent layer): the reset-after GRU is written from tensor ops, "
-    "its 150 steps unrolled into the captured TinyJit graph (no loop construct), the input projection of "
-    "all steps hoisted into one matmul",
-    "weight_hh's orthogonal initialisation is drawn with numpy's QR (seeded by --seed): tinygrad has no "
-    "orthogonal initialiser",
+    ("no fused GRU kernel (tinygrad has no recurrent layer): the reset-after GRU is written from tensor ops, "
+     "its 150 steps unrolled into the captured TinyJit graph (no loop construct), the input projection of "
+     "all steps hoisted into one matmul"),
+    ("weight_hh's orthogonal initialisation is drawn with numpy's QR (seeded by --seed): tinygrad has no "
+     "orthogonal initialiser"),
 )
 
 
