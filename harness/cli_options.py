@@ -63,7 +63,7 @@ def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn")
     p.add_argument("--framework", help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, pytensor, flux, knet "
                    "(default: every framework of --lang)")
     p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch (default: each)")
-    p.add_argument("--model", default=model_default, help="cnn, resnet50 or rnn (default: %(default)s)")
+    p.add_argument("--model", default=model_default, help="cnn, resnet50, rnn or transformer (default: %(default)s)")
 
 
 def add_device_setup(p: argparse.ArgumentParser) -> None:
@@ -91,9 +91,10 @@ def add_device_setup(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of `run` (and of a suite entry)."""
     add_selection(p)
-    p.add_argument("--epochs", type=positive_int, help="default: the spec's (cnn 10, resnet50 10, rnn 3)")
+    p.add_argument("--epochs", type=positive_int, help="default: the spec's (cnn 10, resnet50 10, rnn 3, transformer 10)")
     p.add_argument("--batch-size", type=positive_int, help="default: the spec's (64)")
-    p.add_argument("--data", help="cifar10, imdb, synthetic or FILE.npz (default: the model's data set)")
+    p.add_argument("--data", help="cifar10, imdb, shakespeare, synthetic, FILE.npz or (transformer) FILE.txt "
+                   "(default: the model's data set)")
     p.add_argument("--samples", type=positive_int, help="use the first N training examples")
     p.add_argument("--repeats", type=positive_int, default=1, help="fresh worker processes per implementation")
     add_device_setup(p)
@@ -111,7 +112,7 @@ def add_implementation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, "
                    "pytensor, flux, knet")
     p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch")
-    p.add_argument("--model", required=True, help="cnn, resnet50 or rnn")
+    p.add_argument("--model", required=True, help="cnn, resnet50, rnn or transformer")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds for the worker (default: 1800)")
 
