@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import tempfile
-from dataclasses import replace
 
 import numpy as np
 import torch

@@ -76,7 +76,7 @@ def test_metrics(trainer, spec, x_test, y_test) -> dict:
         log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]
         nll += float((log_norm - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]).sum())
     predictions = max(1, y_test.size)
-    out = {"test_accuracy": correct / predictions, "test_loss": nll / predictions, "test_examples": int(len(x_test))}
+    out = {"test_accuracy": correct / predictions, "test_loss": nll / predictions, "test_examples": len(x_test)}
     if spec.sequence:  # byte tokens: a nat per byte is 1/ln 2 bits per byte
         out.update(test_bits_per_byte=out["test_loss"] / math.log(2), test_predictions=int(y_test.size))
     return out

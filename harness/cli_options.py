@@ -103,9 +103,10 @@ def add_device_setup(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of `run` (and of a suite entry)."""
     add_selection(p)
-    p.add_argument("--epochs", type=positive_int, help="default: the spec's (cnn 10, resnet50 10, rnn 3)")
+    p.add_argument("--epochs", type=positive_int, help="default: the spec's (cnn 10, resnet50 10, rnn 3, transformer 10)")
     p.add_argument("--batch-size", type=positive_int, help="default: the spec's (64)")
-    p.add_argument("--data", help="cifar10, imdb, synthetic or FILE.npz (default: the model's data set)")
+    p.add_argument("--data", help="cifar10, imdb, shakespeare, synthetic, FILE.npz or (transformer) FILE.txt "
+                   "(default: the model's data set)")
     p.add_argument("--samples", type=positive_int, help="use the first N training examples")
     p.add_argument("--repeats", type=positive_int, default=1, help="fresh worker processes per implementation")
     add_device_setup(p)

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, harness, harness_json
+from conftest import REPO, harness
+
 from harness import data, equivalence
 from harness.data import cache, shakespeare, synthetic, text
 from harness.errors import UsageError
@@ -43,7 +44,7 @@ def test_the_tests_run_the_test_size_and_its_count_follows():
 def test_unknown_size_is_refused_naming_the_choices():
     env = dict(os.environ, **{SIZE_VARIABLE: "huge"})
     proc = subprocess.run([sys.executable, "-c", "import harness.specs"], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "choices: full, test" in proc.stderr
 
 
@@ -229,6 +230,7 @@ def test_the_pytorch_step_is_the_specs_adamw_with_global_clipping():
     trainer.fit_data(x, y)
     probe_model = transformer.GPT(spec.arch, 0.0)
     weights, grads, norms = probe, [], []
+    before = probe
     for step, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7]), start=1):
         # the gradient at the weights numpy reached, computed by autograd on a separate model
         probe_model.load_state_dict({k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in weights.items()})
@@ -241,9 +243,9 @@ def test_the_pytorch_step_is_the_specs_adamw_with_global_clipping():
         trainer.train_epoch(Batches(np.asarray([rows])))
         got = trainer.get_weights()
         for k, want in weights.items():
-            step_size = np.abs(want - (probe[k] if step == 1 else prev[k])).max()
+            step_size = np.abs(want - before[k]).max()
             assert np.abs(got[k] - want).max() <= 1e-3 * step_size + 1e-7, (k, step)
-        prev = weights
+        before = weights
     assert min(norms) > 2 * spec.optimizer.clip_norm, "clipping engaged: the test sees its factor"
 
 
@@ -279,7 +281,9 @@ def test_the_peak_is_measured_once_per_machine_and_declared(tmp_path, monkeypatc
     from harness.protocol import Trainer
 
     class Default(Trainer):  # the protocol's default: numpy's BLAS
-        info = {}
+        def __init__(self):
+            self.info = {}
+
         fit_data = train_epoch = predict = get_weights = set_weights = param_count = None
 
     monkeypatch.setattr(peak, "SECONDS", 0.05)
@@ -288,33 +292,6 @@ def test_the_peak_is_measured_once_per_machine_and_declared(tmp_path, monkeypatc
     again = peak.measured(Default(), "fp32", "cpu: test", "somefw", {"numpy": "1"}, tmp_path, own=False)
     assert again["cached"] and again["flops_per_s"] == first["flops_per_s"]
     assert peak.measured(Default(), "bf16", "cpu: test", "somefw", {}, tmp_path, own=False)["flops_per_s"] is None
-
-
-def test_a_record_carries_flops_tokens_and_mfu(data_cache, tmp_path):
-    from harness import runtimes
-    from harness.equivalence import reference_impl
-
-    if runtimes.availability(reference_impl("transformer")):
-        pytest.skip(runtimes.availability(reference_impl("transformer")))
-    proc, record = harness_json("--framework", "pytorch", "--model", "transformer", "--data", "synthetic",
-                                "--samples", "128", "--epochs", "2", "--quiet", "--out", str(tmp_path), cache=data_cache)
-    assert proc.returncode == 0, record.get("error")
-    spec = SPECS["transformer"]
-    f = record["flops"]
-    assert record["flops_per_example"] == f["per_example"] == spec.arch.context * f["per_token"]
-    assert record["timing"]["steady_tokens_per_s"] == pytest.approx(record["timing"]["steady_examples_per_s"] * 64)
-    assert f["achieved_per_s"] == pytest.approx(f["per_example"] * record["timing"]["steady_examples_per_s"])
-    assert 0 < f["mfu"] == pytest.approx(f["achieved_per_s"] / f["peak"]["flops_per_s"])
-    assert f["peak"]["measured_by"] == "pytorch matmul" and f["peak"]["threads"] >= 1
-    m = record["metrics"]
-    assert m["test_predictions"] == m["test_examples"] * spec.arch.context
-    assert m["test_bits_per_byte"] == pytest.approx(m["test_loss"] / math.log(2))
-    from harness import results, stats, summary
-
-    row = stats.summarize(results.to_frame([record])).iloc[0]
-    assert row["mfu"] > 0 and row["median_tokens_per_s"] > 0
-    text = summary.text([record])
-    assert "MFU" in text and "tokens/s" in text and "%" in text
 
 
 def test_weights_and_predict_give_logits_per_position(data_cache, tmp_path):

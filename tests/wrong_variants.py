@@ -45,6 +45,8 @@ VARIANTS = {
                                            "(clipnorm, optax.clip_by_block_rms-like) instead of one global norm"),
     "transformer-mask-off-by-one": Variant("transformer", "logits", "a causal mask that lets each position see "
                                            "the next one"),
+    "transformer-dropout-always": Variant("transformer", "steps", "dropout kept on when the harness turns it off "
+                                          "(RunOptions.dropout False) for the check-3 steps"),
 }
 
 
@@ -155,7 +157,7 @@ def _transformer(name: str, spec, options):
     from python_models.pytorch import transformer
     from python_models.pytorch.trainer import TorchTrainer
 
-    model = transformer.GPT(spec.arch, spec.arch.dropout if options.dropout else 0.0)
+    model = transformer.GPT(spec.arch, spec.arch.dropout if options.dropout or name.endswith("-always") else 0.0)
     if name == "transformer-gelu-tanh":
         class TanhMLP(transformer.MLP):
             def forward(self, x):

@@ -99,10 +99,10 @@ def text(n: int, seed: int, stream: int = 0, context: int = 256):
 
 def make(kind: str, n_train: int, n_test: int, seed: int, context: int | None = None) -> dict[str, np.ndarray]:
     """kind: "images" (CIFAR-10's shapes), "tokens" (IMDB's), "text" (next-byte windows of `context`)."""
-    if kind == "text":
-        gen = lambda n, s, stream=0: text(n, s, stream, context)  # noqa: E731
-    else:
-        gen = images if kind == "images" else tokens
+    def windows(n, s, stream=0):
+        return text(n, s, stream, context)
+
+    gen = {"images": images, "tokens": tokens, "text": windows}[kind]
     x_train, y_train = gen(n_train, seed)
     x_test, y_test = gen(n_test, seed, stream=TEST_SEED_OFFSET)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
