@@ -20,6 +20,11 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_N
 # The transformer at its test-only size (harness.specs.TRANSFORMER_SIZES["test"]: 2 blocks, width 64,
 # context 64) in this process and every harness and worker process the tests start.
 os.environ.setdefault("DL_ROSETTA_TRANSFORMER_SIZE", "test")
+# pytest-xdist's workers inherit the controller's terminal size as $COLUMNS/$LINES; the summary
+# table takes $COLUMNS as the width to wrap to, so tables printed under -n 2 were squeezed to 80
+# columns and the tests reading them failed only in CI. The tests read the width a pipe gets.
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
 
