@@ -76,6 +76,7 @@ class Framework:
     install: str  # the fix shown when a module is missing
     extra: str | None = None  # the pyproject.toml extra that installs it into .venv (`setup --frameworks`)
     debian: tuple[str, ...] = ()  # Debian packages it needs beside its Python packages (`setup` installs them)
+    executables: tuple[str, ...] = ()  # programs it runs (checked on PATH without importing anything)
     backends: tuple[str | None, ...] = (None,)
     backend_variable: str | None = None  # environment variable that picks the backend, set per worker
     multi_device: tuple[tuple[str | None, MultiDevice], ...] = ()  # (backend, engine) pairs
@@ -117,6 +118,8 @@ FRAMEWORKS: tuple[Framework, ...] = (
               multi_device=((None, MultiDevice("Gluon contexts + kvstore 'device'", "Gluon kvstore")),)),
     Framework("python", "chainer", "Chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy"),
     Framework("python", "pytensor", "PyTensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy"),
+    Framework("python", "tinygrad", "tinygrad", "main", ("tinygrad",), "pip install -e '.[tinygrad]'",
+              extra="tinygrad", debian=("clang",), executables=("clang",), precisions=("fp32",)),
     Framework("python", "cntk", "CNTK", "main", ("cntk",), "",
               retired="CNTK's last release (2.7, 2019) ships wheels for Python <= 3.6 only"),
     Framework("python", "caffe2", "Caffe2", "main", ("caffe2",), "",

@@ -37,6 +37,7 @@ from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
 from harness.summary import (COLUMN_KEYS, MEANINGS, ci_cell, colour, column_label, interval, num, order, ratio_cell,
                              row_name, throughput)
 from harness.summary import accuracy_cell as _acc
+from harness.summary import percent
 from harness.summary import none_if_missing as _none
 
 # a section: one machine, one machine environment, one commit, one device setup
@@ -226,15 +227,15 @@ def build_sections(frame, summary, index=None, records=None) -> list:
                 row += [text, num(r["median_eps"] * factor), ratio_cell(r)]
             overview.rows.append(row)
 
-        details = Table(["Implementation", "Model", "s/epoch", "95 % CI (coverage)", "IQR", "throughput",
+        details = Table(["Implementation", "Model", "s/epoch", "95 % CI (coverage)", "IQR", "throughput", "MFU",
                          "n/runs", "failed runs", "first epoch s", "start-up s", "test accuracy", "load (max)"], [],
-                        ["l", "l"] + ["r"] * 10)
+                        ["l", "l"] + ["r"] * 11)
         for c, label in zip(columns, col_labels):
             for name in names:
                 r, nfail = cells.get((name, c)), str(failed.get((name, c), 0))
                 if r is None:
                     if nfail != "0":
-                        details.rows.append([name, label] + ["–"] * 5 + [nfail] + ["–"] * 4)
+                        details.rows.append([name, label] + ["–"] * 6 + [nfail] + ["–"] * 4)
                     continue
                 ci = (f"{interval(r['ci_low_s'], r['ci_high_s'])} ({r['ci_level']:.1%})"
                       if _none(r["ci_level"]) else "n < 6")
@@ -243,7 +244,7 @@ def build_sections(frame, summary, index=None, records=None) -> list:
                 n = r["gpus"] * r["nodes"]  # replicas
                 if n > 1 and _none(r.get("scaling_efficiency")) is not None:
                     eps += f" ({r['scaling_efficiency']:.0%} of {n}× one device)"
-                details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), eps,
+                details.rows.append([name, label, num(r["median_s"]), ci, num(r["iqr_s"]), eps, percent(r.get("mfu")),
                                      f"{r['n']}/{r['runs']}", nfail, num(r["first_epoch_s"]), num(r["startup_s"]),
                                      _acc(r), f"{num(r['load_max'])}" + (" ⚑" if r["loaded"] else "")])
         workloads = []

@@ -4,8 +4,8 @@
     repeats = 3                              # optional (default 1); --repeats overrides
     models = ["cnn"]                         # --model overrides; or per-model options:
                                              #   [models.cnn] samples = 512
-    implementations = [                      # lang/framework[backend]; no backend = every backend
-        "python/pytorch",
+    implementations = [                      # lang/framework[backend]; no backend = every backend;
+        "python/pytorch",                    #   "python/*" = every framework of the language
         "python/keras",
         { impl = "python/pytorch", compile = true },   # per-implementation options
     ]
@@ -49,7 +49,9 @@ SUITES_DIR = resources.suites_dir()  # bench/suites/ in a checkout, harness/suit
 TOP_KEYS = {"description", "repeats", "models", "implementations", "options", "setups"}
 # chosen by the suite itself, never by its options
 SUITE_CONTROLLED = {"lang", "framework", "backend", "model", "out", "format", "quiet", "repeats", "resume"}
-LABEL = re.compile(r"^(?:(?P<lang>[a-z]+)/)?(?P<framework>[a-z0-9_-]+)(?:\[(?P<backend>[a-z0-9_-]+)\])?$")
+# lang/framework[backend]; lang/* is every framework of the language (and every backend), so a
+# suite that names a whole language picks up a framework added later
+LABEL = re.compile(r"^(?:(?P<lang>[a-z]+)/)?(?P<framework>[a-z0-9_-]+|\*)(?:\[(?P<backend>[a-z0-9_-]+)\])?$")
 
 
 def option_argv(options: dict, where: str) -> list[str]:
@@ -244,11 +246,13 @@ def load(name_or_path: str, models: list[str] | None = None, overrides: dict | N
                 where = f"{path}: implementation {label!r}"
                 match = LABEL.match(label) if isinstance(label, str) else None
                 if not match:
-                    raise UsageError(f"{where}: write it as lang/framework or lang/framework[backend], "
+                    raise UsageError(f"{where}: write it as lang/framework, lang/framework[backend] or lang/*, "
                                      "e.g. python/keras[jax]")
                 lang = match["lang"] or "python"
                 try:
-                    impls = select(lang, match["framework"], match["backend"], model, include_retired=True)
+                    every = match["framework"] == "*"
+                    impls = select(lang, None if every else match["framework"], match["backend"], model,
+                                   include_retired=not every)
                 except UsageError as e:
                     raise UsageError(f"{where}: {e}") from None
                 merged = {**options, **model_options.get(model, {}), **setup, **own, **(overrides or {})}

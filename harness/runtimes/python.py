@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 
-from harness import parallel
-from harness import resources
+from harness import parallel, resources
 from harness.interpreters import missing_modules
 
 
@@ -19,6 +19,10 @@ def availability(impl) -> str | None:
         return f"the {fw.env} environment is missing: {fw.install}"
     if missing:
         return f"{', '.join(missing)} not installed in the {fw.env} environment: {fw.install}"
+    absent = [e for e in fw.executables if shutil.which(e) is None]
+    if absent:
+        return (f"{', '.join(absent)} not found on PATH: python3 -m harness setup --frameworks "
+                f"(installs Debian's {', '.join(fw.debian)})")
     return None
 
 

@@ -1,0 +1,184 @@
+"""The tinygrad training loop shared by the three models: the harness protocol with a TinyJit step.
+
+tinygrad is lazy: operations build a graph, and `realize()` schedules it into kernels, renders them
+as C (clang on CPU) and runs them. `TinyJit`, as tinygrad's documentation recommends for a
+training step, runs the step once eagerly, captures the kernels of its second call, and from the
+third call on replays them with only the input buffers swapped: no graph building, scheduling or
+compiling per step. Compiled kernels are also kept in tinygrad's disk cache (`CACHEDB`, by default
+~/.cache/tinygrad/cache.db), so a later process compiles nothing it has compiled before.
+
+Models are plain classes whose attribute names are the canonical keys (`nn.state.get_state_dict`
+gives "layer1.0.bn1.running_var" for a list of blocks), and tinygrad is NCHW with PyTorch's
+(out, in, kh, kw) and (out, in) layouts, so the canonical weight mapping is the identity.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
+from tinygrad.helpers import CACHEDB, CACHELEVEL, DEV, getenv
+from tinygrad.nn.state import get_parameters, get_state_dict
+
+from harness.protocol import setup_record
+from harness.specs import EVAL_BATCH
+
+DEVICES = {"cpu": "CPU", "cuda": "CUDA"}  # --device -> tinygrad's device (CUDA: libcuda + NVRTC)
+
+
+def start(options) -> str:
+    """Select the device and seed tinygrad's generator (weights and dropout masks); call first in build."""
+    if options.precision != "fp32":
+        raise ValueError(f"python/tinygrad trains in fp32 only; --precision {options.precision} would need "
+                         "mixed-precision casts and loss scaling that this loop does not do")
+    if options.device == "cpu" and shutil.which(getenv("CC", "clang")) is None:
+        raise RuntimeError("tinygrad's CPU backend compiles its kernels with clang, which is not installed: "
+                           "apt-get install clang (or python3 -m harness setup --frameworks)")
+    DEV.value = DEVICES[options.device]
+    Tensor.manual_seed(options.seed)
+    return Device.DEFAULT
+
+
+# ---------------------------------------------------------------- initialisers, as the spec names them
+# tinygrad's own Tensor.glorot_uniform takes fan_out = shape[0] (not out*kh*kw) and kaiming_normal
+# takes fan_in, so the spec's families are written out from Tensor.uniform / Tensor.normal.
+def fans(shape) -> tuple[int, int]:
+    """(fan_in, fan_out) as PyTorch computes them for an (out, in, *kernel) weight."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def glorot_uniform(*shape) -> Tensor:
+    fan_in, fan_out = fans(shape)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return Tensor.uniform(*shape, low=-bound, high=bound)
+
+
+def he_normal_fan_out(*shape) -> Tensor:
+    return Tensor.normal(*shape, mean=0.0, std=math.sqrt(2.0 / fans(shape)[1]))
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True, init=glorot_uniform):
+    """nn.Conv2d with the spec's initialiser (zero bias); padding is symmetric, as PyTorch's."""
+    layer = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=bias)
+    layer.weight = init(cout, cin, k, k)
+    if bias:
+        layer.bias = Tensor.zeros(cout)
+    return layer
+
+
+def linear(fin: int, fout: int) -> nn.Linear:
+    """nn.Linear, Glorot-uniform weight (out, in) and zero bias."""
+    layer = nn.Linear(fin, fout)
+    layer.weight, layer.bias = glorot_uniform(fout, fin), Tensor.zeros(fout)
+    return layer
+
+
+def make_optimizer(params: list[Tensor], opt):
+    if opt.name == "sgd":
+        # tinygrad's SGD (classic=False): b = m*b + g; w -= lr*b, PyTorch's momentum form.
+        return nn.optim.SGD(params, lr=opt.lr, momentum=opt.momentum)
+    # m_hat / (sqrt(v_hat) + eps), eps outside the root, as torch.optim.Adam.
+    return nn.optim.Adam(params, lr=opt.lr, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+
+
+def as_input(a) -> np.ndarray:
+    """Images as float32, token ids as int32 (tinygrad's default int; ids < 30,000)."""
+    a = np.asarray(a)
+    return np.ascontiguousarray(a, dtype=np.int32 if a.dtype.kind in "iu" else np.float32)
+
+
+class TinygradTrainer:
+    """Trains a model object (a callable from a batch to logits) whose state-dict keys are canonical."""
+
+    def __init__(self, model, spec, options, deviations: tuple[str, ...] = (), fast_path: dict | None = None):
+        self.model, self.spec = model, spec
+        state = {k: v for k, v in get_state_dict(model).items() if not k.endswith("num_batches_tracked")}
+        if set(state) != set(spec.weight_shapes()):
+            raise ValueError(f"the tinygrad {spec.name} model's state keys differ from the spec's: "
+                             f"{sorted(set(state) ^ set(spec.weight_shapes()))[:5]}")
+        self.state = state  # canonical key -> the model's Tensor (updated in place by every step)
+        # get_parameters lists BatchNorm's running statistics too: the optimiser keeps those as
+        # buffers and realizes them with each step; only is_param tensors get updates.
+        self.optimizer = make_optimizer(get_parameters(model), spec.optimizer)
+        Tensor.realize(*state.values())
+        self.device = Device.DEFAULT
+        self._step = TinyJit(self._train_step)
+        self._forward = TinyJit(self._eval_forward)
+        renderer = Device[self.device].renderer
+        self.info = {
+            "layout": "NCHW",  # tinygrad's convolution layout, and the canonical one
+            "fast_path": {"tinyjit": "train step and eval forward (captured on the 2nd call, replayed after)",
+                          "device": self.device, "renderer": type(renderer).__name__,
+                          "compiler": type(renderer.compiler).__name__,
+                          "kernel_cache": CACHEDB if CACHELEVEL.value > 0 else "off",
+                          "data_on_device": True, "batch_gather": "inside the jitted step",
+                          "winograd": "WINO=1: 3x3 stride-1 convolutions as Winograd F(4x4,3x3), tinygrad's option "
+                                      "(3.4x faster cnn steps on CPU than its direct convolution)",
+                          "compile_flag": "ignored: the step is always TinyJit-captured", **(fast_path or {})},
+            "deviations": list(deviations),
+            "setup": setup_record(options, devices=[self.device]),
+        }
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in get_parameters(self.model) if p.is_param)
+
+    def _train_step(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        # TRAINING: dropout on, BatchNorm on batch statistics (and updating its running ones)
+        with Context(TRAINING=1, WINO=1):
+            self.optimizer.zero_grad()
+            loss = self.model(x[idx]).sparse_categorical_crossentropy(y[idx]).backward()
+            # One realize for the loss and the update: realized after optimizer.step(), the lazy loss
+            # would be computed from the updated weights.
+            Tensor.realize(loss, *self.optimizer.schedule_step())
+        return loss
+
+    def _eval_forward(self, x: Tensor) -> Tensor:
+        with Context(TRAINING=0, WINO=1):  # eval mode: no dropout, BatchNorm on its running statistics
+            return self.model(x).realize()
+
+    def fit_data(self, x, y) -> None:
+        # One copy into device memory before the clock; each step gathers its batch there. x and y
+        # are arguments of the jitted step (not captured constants), so new data needs no new capture.
+        x, y = Tensor(as_input(x)).realize(), Tensor(np.asarray(y, dtype=np.int32)).realize()
+        if getattr(self, "x", None) is not None and (self.x.shape, self.y.shape) != (x.shape, y.shape):
+            self._step.reset()  # the captured step is specific to the input shapes
+        self.x, self.y = x, y
+
+    def train_epoch(self, batches) -> np.ndarray:
+        losses = []
+        for row in batches:
+            loss = self._step(self.x, self.y, Tensor(np.asarray(row, dtype=np.int32)))
+            losses.append(loss.clone().realize())  # the jit reuses its output buffer at the next step
+        return np.array([v.item() for v in losses], dtype=np.float32)  # .item() waits for the device
+
+    def predict(self, x) -> np.ndarray:
+        # The last partial batch is zero-padded to EVAL_BATCH so one captured forward serves all.
+        out = []
+        for i in range(0, len(x), EVAL_BATCH):
+            xb = np.asarray(x[i:i + EVAL_BATCH])
+            n = len(xb)
+            if n < EVAL_BATCH:
+                xb = np.concatenate([xb, np.zeros((EVAL_BATCH - n, *xb.shape[1:]), xb.dtype)])
+            out.append(self._forward(Tensor(as_input(xb))).numpy()[:n].copy())
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(t.numpy(), dtype=np.float32) for k, t in self.state.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        missing, unexpected = set(self.state) - set(weights), set(weights) - set(self.state)
+        if missing or unexpected:
+            raise ValueError(f"canonical {self.spec.name} weights: missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}")
+        for key, t in self.state.items():
+            value = np.asarray(weights[key], dtype=np.float32)
+            if value.shape != t.shape:
+                raise ValueError(f"{key}: shape {value.shape}, the model's is {t.shape}")
+            # assign writes into the tensor's own buffer, the one the captured step reads
+            t.assign(Tensor(np.ascontiguousarray(value), device=t.device, dtype=dtypes.float32))
+        Tensor.realize(*self.state.values())
+
+    def peak_device_memory(self) -> int | None:
+        return None  # CPU: the harness records the process's peak RSS
