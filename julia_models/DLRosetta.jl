@@ -5,7 +5,8 @@
 # with the spec as plain data (harness.specs.ModelSpec.as_data). Every array arrives zero-copy
 # from numpy, already in Julia's order: julia_models/handoff.py is the one place that turns
 # C-order (N,3,32,32) images into column-major (32,32,3,N) = WHCN, and that shifts labels,
-# token ids and batch indices to 1-based (OFFSET).
+# token ids and batch indices to 1-based (OFFSET). The transformer's (N, T) windows and
+# next-byte targets arrive as (T, N) 1-based ids, its logits leave as (vocab, T, N).
 module DLRosetta
 
 using SHA: sha256
@@ -18,10 +19,11 @@ function param_count end    # (t) -> trainable parameters, counted by the framew
 function weight_keys end    # (t) -> the Julia-side weight keys (<framework>/weights.py: native_shapes)
 function get_weight end     # (t, key) -> host copy of one weight, in Julia's layout
 function set_weight! end    # (t, key, a) -> copy `a` (Julia's layout) into the model
-function info end           # (t) -> Dict("fast_path" => Dict, "deviations" => Vector{String})
+function info end           # (t) -> Dict("fast_path" => Dict, "deviations" => Vector{String}, "threads" => Int)
+function matmul! end        # (t, n) -> one n×n Float32 product on the trainer's device, waited for (the matmul peak)
 
 const OFFSET = 1   # Julia's first index: handoff.py adds it to labels, token ids and batch rows
-const MODULES = Dict("cnn" => "CNN", "resnet50" => "ResNet50", "rnn" => "RNN")
+const MODULES = Dict("cnn" => "CNN", "resnet50" => "ResNet50", "rnn" => "RNN", "transformer" => "Transformer")
 
 # Set by the Python runtime once CUDA is loaded (CUDA.synchronize); a no-op on the CPU.
 const DEVICE_SYNC = Ref{Function}(() -> nothing)
@@ -139,6 +141,12 @@ eval_batches(n::Integer, size::Integer) = (i:min(i + size - 1, n) for i in 1:siz
 
 """The last dimension of x, selected (a copy: the gathered batch)."""
 lastdim(x::AbstractArray{T,N}, idx) where {T,N} = x[ntuple(_ -> Colon(), N - 1)..., idx]
+
+"""Write `a` into the last dimension of `dest` at `idx` (one eval batch of logits, any rank)."""
+function setlastdim!(dest::AbstractArray{T,N}, idx, a) where {T,N}
+    dest[ntuple(_ -> Colon(), N - 1)..., idx] = a
+    return dest
+end
 
 # --------------------------------------------------------------------------- CUDA diagnosis
 const CUDA_PKG = Base.PkgId(Base.UUID("052768ef-5323-5732-b1bb-66c8b64840ba"), "CUDA")

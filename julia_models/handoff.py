@@ -57,8 +57,9 @@ def inputs(x: np.ndarray, spec) -> np.ndarray:
 
 
 def labels(y: np.ndarray) -> np.ndarray:
-    """Class labels 0..K-1 -> 1..K (Flux's onehotbatch(y, 1:K), Knet's nll)."""
-    return fortran_view(np.asarray(y, dtype=np.int64) + OFFSET)
+    """Class labels 0..K-1 -> 1..K (Flux's onehotbatch(y, 1:K), Knet's nll); a next-token model's
+    (N, T) targets -> the (T, N) column-major view, 1-based, one column per window (like tokens)."""
+    return fortran_view((np.asarray(y, dtype=np.int64) + OFFSET).T)
 
 
 def epoch_plan(index: np.ndarray) -> np.ndarray:
@@ -67,7 +68,8 @@ def epoch_plan(index: np.ndarray) -> np.ndarray:
 
 
 def logits(a) -> np.ndarray:
-    """Julia's (classes, N) logits -> (N, classes) float32, C-order."""
+    """Julia's (classes, N) logits -> (N, classes) float32, C-order; a next-token model's
+    (vocab, T, N) -> (N, T, vocab)."""
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)
 
 
@@ -84,13 +86,21 @@ def harness_bytes(held: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- weights
 @dataclass(frozen=True)
 class Entry:
-    """One array the Julia model holds, and the canonical weights it holds."""
+    """One array the Julia model holds, and the canonical weights it holds; or several Julia
+    arrays that together hold canonical weights (`native` and `shape` tuples of keys and shapes,
+    e.g. Flux's q, k, v projections holding the canonical packed qkv matrix)."""
 
-    native: str  # the Julia model's key
+    native: str | tuple[str, ...]  # the Julia model's key (or keys)
     keys: tuple[str, ...]  # the canonical keys (harness.specs) it holds, in order
-    pack: Callable  # canonical arrays -> the Julia array (Fortran order, float32, `shape`)
-    unpack: Callable  # the Julia array -> the canonical arrays (C order)
-    shape: tuple[int, ...]  # the shape Julia holds it in
+    pack: Callable  # canonical arrays -> the Julia array (Fortran order, float32, `shape`), or a tuple of them
+    unpack: Callable  # the Julia array(s) -> the canonical arrays (C order)
+    shape: tuple  # the shape Julia holds it in, or a tuple of shapes (one per native key)
+
+    def parts(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(native key, shape) of every Julia array of this entry."""
+        if isinstance(self.native, str):
+            return [(self.native, tuple(self.shape))]
+        return [(n, tuple(s)) for n, s in zip(self.native, self.shape)]
 
 
 def fortran32(a) -> np.ndarray:
@@ -110,6 +120,20 @@ def transposed(key: str, shape) -> Entry:
     """A matrix Julia keeps transposed, e.g. the embedding table (embed, vocab): one column per id."""
     return Entry(key, (key,), lambda w: fortran32(np.asarray(w).T), lambda a: (c32(np.asarray(a).T),),
                  tuple(shape)[::-1])
+
+
+def renamed(native: str, key: str, shape) -> Entry:
+    """A tensor with the same indices, under another name in the Julia model (e.g. Flux's out_proj)."""
+    return Entry(native, (key,), fortran32, lambda a: (c32(a),), tuple(shape))
+
+
+def split_rows(natives: tuple[str, ...], key: str, shape) -> Entry:
+    """One canonical tensor whose rows the Julia model keeps as len(natives) equal arrays, in order
+    (a packed (3C, C) q, k, v matrix or (3C,) bias as three (C, C) or (C,) ones)."""
+    n = len(natives)
+    part = (shape[0] // n, *shape[1:])
+    return Entry(tuple(natives), (key,), lambda w: tuple(fortran32(p) for p in np.split(np.asarray(w), n)),
+                 lambda *a: (c32(np.concatenate([np.asarray(x) for x in a])),), (part,) * n)
 
 
 def conv_to_julia(w) -> np.ndarray:
@@ -138,23 +162,30 @@ def mapping(plan: Callable) -> tuple[Callable, Callable, Callable]:
 
     def native_shapes(spec) -> dict[str, tuple[int, ...]]:
         """The Julia model's weight keys and the shapes Julia holds them in."""
-        return {e.native: tuple(e.shape) for e in plan(spec)}
+        return {key: shape for e in plan(spec) for key, shape in e.parts()}
 
     def to_julia(spec, weights: dict) -> dict[str, np.ndarray]:
         """Canonical weights -> {native key: Fortran-ordered float32 array in Julia's shape}."""
         missing = set(spec.weight_shapes()) - set(weights)
         if missing:
             raise KeyError(f"canonical weights lack {sorted(missing)[:5]}")
-        return {e.native: e.pack(*(weights[k] for k in e.keys)) for e in plan(spec)}
+        out = {}
+        for e in plan(spec):
+            packed = e.pack(*(weights[k] for k in e.keys))
+            out.update(zip([key for key, _ in e.parts()], [packed] if isinstance(e.native, str) else packed))
+        return out
 
     def from_julia(spec, native: dict) -> dict[str, np.ndarray]:
         """{native key: array in Julia's shape} -> canonical weights (PyTorch layouts, C order)."""
         out = {}
         for e in plan(spec):
-            a = np.asarray(native[e.native])
-            if a.shape != tuple(e.shape):
-                raise ValueError(f"weight {e.native!r} has shape {a.shape}; expected {tuple(e.shape)}")
-            out.update(zip(e.keys, e.unpack(a)))
+            arrays = []
+            for key, shape in e.parts():
+                a = np.asarray(native[key])
+                if a.shape != shape:
+                    raise ValueError(f"weight {key!r} has shape {a.shape}; expected {shape}")
+                arrays.append(a)
+            out.update(zip(e.keys, e.unpack(*arrays)))
         return {k: out[k] for k in spec.weight_shapes()}
 
     return native_shapes, to_julia, from_julia

@@ -67,11 +67,33 @@ VERIFIED = {
     "Knet.seed!": "Knet v1.4.10: defined, not exported: seed!(n) = (CUDA.functional() && CUDA.seed!(n); Random.seed!(n))",
     "Knet.CUDA": "Knet v1.4.10 src/Knet.jl: import AutoGrad, CUDA",
     "Knet.CUDA.functional": "CUDA.jl 1-3 (Knet's bound): CUDA.functional()",
+    # the transformer (issue 15)
+    "Flux.MultiHeadAttention": f"{FLUX}: export (src/layers/attention.jl: fields nheads, q_proj, k_proj, v_proj, "
+                               "attn_drop, out_proj; NNlib.dot_product_attention(q, k, v; nheads, mask, "
+                               "fdrop = attn_drop))",
+    "Flux.gelu_erf": ("NNlib >= 0.9.29 (FluxML/NNlib.jl PR #629, merged 2025-02-26; v0.9.29 of 2025-03-19 adds its "
+                      "SpecialFunctions weakdep compat, #630): in ACTIVATIONS (exported, re-exported by Flux's "
+                      "@reexport using NNlib), x/2 (1 + erf(x/√2)) defined by ext/NNlibSpecialFunctionsExt.jl once "
+                      "SpecialFunctions is loaded; UNARY_ACTS gives its rrule (deriv_gelu_erf)"),
+    "Flux.AdamW": "@reexport using Optimisers (Optimisers 0.4 exports AdamW(η, β, λ, ϵ; couple = true): "
+                  "x -= η (Adam's step + λ x), PyTorch's form)",
+    "Flux.Optimisers.Leaf": "Flux: import Optimisers: Optimisers; Optimisers src/interface.jl: mutable struct Leaf",
+    "Flux.Optimisers.adjust!": "Optimisers 0.4 src/adjust.jl: adjust!(tree; kw...) walks a state subtree, "
+                               "adjust!(ℓ::Leaf; kw...) sets a field of the rule (AdamW's lambda)",
+    "NNlib.make_causal_mask": "NNlib 0.9 src/attention.jl (exported): m[i, j] = i ≤ j over (kv_len, q_len), "
+                              "triu(trues_like(x, (len, len))), @non_differentiable",
+    "Knet.bmm": f"{KNET}; src/ops20/Ops20.jl: export bmm (bmm.jl: bmm(A, B; transA, transB), @primitive1)",
+    "Knet.softmax": f"{KNET}; src/ops20/Ops20.jl: export softmax (softmax.jl: softmax(x; dims), @primitive1)",
+    "Knet.AutoGrad.full": "Knet v1.4.10 src/Knet.jl: import AutoGrad; AutoGrad src/sparse.jl: full(b::Sparse) "
+                          "(an indexed Param's gradient as an array), full(x) = x",
+    "SpecialFunctions.erf": "SpecialFunctions 1-2: export erf; AutoGrad src/specialfunctions.jl: "
+                            "@primitive erf(x),dy,y (its derivative 2/√π exp(-x²))",
+    "LinearAlgebra.BLAS": "Julia stdlib LinearAlgebra (BLAS.get_num_threads)",
     "SHA.sha256": "Julia stdlib SHA", "Random.seed!": "Julia stdlib Random",
     "Statistics.mean": "Julia stdlib Statistics",
     "LinearAlgebra.qr": "Julia stdlib LinearAlgebra", "LinearAlgebra.diag": "Julia stdlib LinearAlgebra",
 }
-PACKAGES = ("Flux", "Knet", "MLUtils", "Random", "SHA", "Statistics", "LinearAlgebra")
+PACKAGES = ("Flux", "Knet", "MLUtils", "NNlib", "Random", "SHA", "SpecialFunctions", "Statistics", "LinearAlgebra")
 
 
 # --------------------------------------------------------------------------- Julia sources
@@ -94,7 +116,8 @@ def _tree(parser, path: Path):
 
 
 def test_every_julia_file_parses(parser):
-    assert len(JL_FILES) == 9, [p.name for p in JL_FILES]
+    # DLRosetta.jl, run.jl, and per framework a trainer and the four models
+    assert len(JL_FILES) == 12, [p.name for p in JL_FILES]
     for path in JL_FILES:
         bad = [(n.type, n.start_point) for n in _nodes(_tree(parser, path)) if n.type == "ERROR" or n.is_missing]
         assert not bad, f"{path.relative_to(REPO)}: {bad[:3]}"
@@ -365,7 +388,7 @@ def test_device_random_generators_are_seeded():
     """Flux: the device RNG dropout draws from on the GPU (issue 20, point 3); Knet: Knet.seed! (CPU and CUDA)."""
     trainer = (REPO / "julia_models/flux/trainer.jl").read_text()
     assert "Random.seed!(default_device_rng(dev), seed)" in trainer
-    for model in ("cnn", "resnet50", "rnn"):
+    for model in ("cnn", "resnet50", "rnn", "transformer"):
         assert "Random.seed!(seed)" in (REPO / f"julia_models/flux/{model}.jl").read_text()
         assert "Knet.seed!(seed)" in (REPO / f"julia_models/knet/{model}.jl").read_text()
 
@@ -385,7 +408,7 @@ def test_julia_wraps_numpy_memory_read_only(parser):
 
 def test_flux_tables_are_built_as_tables(parser):
     """Every Flux model's table returns a FluxTrainer.Table, and the Trainer asserts it (point 5)."""
-    for model in ("cnn", "resnet50", "rnn"):
+    for model in ("cnn", "resnet50", "rnn", "transformer"):
         tables = [n.text.decode() for n in _nodes(_tree(parser, REPO / f"julia_models/flux/{model}.jl"))
                   if (n.type == "assignment" and n.named_children[0].text.decode().startswith("table("))
                   or (n.type == "function_definition" and n.named_children[0].text.decode().startswith("table("))]
@@ -617,6 +640,134 @@ def test_converted_gru_weights_reproduce_pytorch_logits(fw, forward):
     np.testing.assert_allclose(out, trainer.predict(x), rtol=1e-4, atol=1e-4)
 
 
+# --------------------------------------------------------------------------- the transformer (issue 15)
+def softmax0(a):
+    e = np.exp(a - a.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def torch_layernorm(x, w, b, eps):
+    """flux/transformer.jl's TorchLayerNorm and knet/transformer.jl's layernorm: over the first axis."""
+    mu = x.mean(axis=0, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=0, keepdims=True)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return (x - mu) / np.sqrt(var + eps) * w.reshape(shape) + b.reshape(shape)
+
+
+def gelu_erf(x):
+    from scipy.special import erf
+
+    return x / 2 * (1 + erf(x / np.sqrt(2)))
+
+
+def dense3(n, key, x):
+    """Flux's Dense on (in, T, B): W (out, in) times every column, plus the bias."""
+    return np.einsum("oi,itb->otb", n[f"{key}.weight"], x) + n[f"{key}.bias"][:, None, None]
+
+
+def nnlib_attention(q, k, v, heads):
+    """NNlib.dot_product_attention(q, k, v; nheads, mask = make_causal_mask(q)) on (C, T, B), from
+    NNlib 0.9 src/attention.jl: split_heads is reshape(x, C ÷ nheads, nheads, T, B) (column-major),
+    logits[j, i, h, b] = sum_d q[d, h, i, b] / √D * k[d, h, j, b] (j the key), masked where
+    make_causal_mask's m[j, i] = j ≤ i is false, softmax over j, then x[d, h, i, b] = sum_j α[j, i, h, b] v[d, h, j, b]."""
+    c, t, b = q.shape
+    d = c // heads
+    split = lambda a: a.reshape(d, heads, t, b, order="F")  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    logits = np.einsum("dhib,dhjb->jihb", q / np.sqrt(d), k)
+    keep = np.triu(np.ones((t, t), dtype=bool))[:, :, None, None]  # [j, i]: j <= i
+    alpha = softmax0(np.where(keep, logits, -np.inf))
+    return np.einsum("jihb,dhjb->dhib", alpha, v).reshape(c, t, b, order="F")
+
+
+def flux_transformer(n, tokens, arch):
+    """julia_models/flux/transformer.jl's GPT in numpy, on Flux's native weights (flux/weights.py)."""
+    t = tokens.shape[0]
+    x = n["tok_emb.weight"][:, tokens - 1] + n["pos_emb.weight"][:, :t, None]  # (C, T, B)
+    for i in range(arch.layers):
+        k = f"blocks.{i}"
+        h = torch_layernorm(x, n[f"{k}.ln1.weight"], n[f"{k}.ln1.bias"], arch.ln_eps)
+        a = nnlib_attention(*(dense3(n, f"{k}.attn.{p}", h) for p in ("q_proj", "k_proj", "v_proj")), arch.heads)
+        x = x + dense3(n, f"{k}.attn.out_proj", a)
+        h = torch_layernorm(x, n[f"{k}.ln2.weight"], n[f"{k}.ln2.bias"], arch.ln_eps)
+        x = x + dense3(n, f"{k}.mlp.proj", gelu_erf(dense3(n, f"{k}.mlp.fc", h)))
+    h = torch_layernorm(x, n["ln_f.weight"], n["ln_f.bias"], arch.ln_eps)
+    return np.einsum("cv,ctb->vtb", n["tok_emb.weight"], h)  # tied: (vocab, T, B)
+
+
+def knet_transformer(n, tokens, arch):
+    """julia_models/knet/transformer.jl's GPT in numpy, on Knet's native weights (knet/weights.py):
+    (C, T*B) activations, q, k, v packed, heads split by reshape + swap23 (column-major) and
+    multiplied by bmm (scores[i, j] = k_i . q_j over the key i, then v * probabilities)."""
+    t, b = tokens.shape
+    c, heads = arch.width, arch.heads
+    d = c // heads
+    x = (n["tok_emb.weight"][:, tokens - 1] + n["pos_emb.weight"][:, :t, None]).reshape(c, t * b, order="F")
+    lin = lambda key, a: n[f"{key}.weight"] @ a + n[f"{key}.bias"][:, None]  # noqa: E731
+    split = lambda a: a.reshape(d, heads, t, b, order="F").transpose(0, 2, 1, 3).reshape(d, t, heads * b, order="F")  # noqa: E731
+    future = np.tril(np.ones((t, t), dtype=bool), -1)  # [i, j]: key i after query j
+    for i in range(arch.layers):
+        k = f"blocks.{i}"
+        h = torch_layernorm(x, n[f"{k}.ln1.weight"], n[f"{k}.ln1.bias"], arch.ln_eps)
+        qkv = lin(f"{k}.attn.qkv", h)
+        q, key, v = (split(qkv[j * c:(j + 1) * c]) for j in range(3))
+        scores = np.einsum("dis,djs->ijs", key, q) / np.sqrt(d)
+        probs = softmax0(np.where(future[:, :, None], -np.inf, scores))
+        y = np.einsum("dis,ijs->djs", v, probs)
+        y = y.reshape(d, t, heads, b, order="F").transpose(0, 2, 1, 3).reshape(c, t * b, order="F")
+        x = x + lin(f"{k}.attn.proj", y)
+        h = torch_layernorm(x, n[f"{k}.ln2.weight"], n[f"{k}.ln2.bias"], arch.ln_eps)
+        x = x + lin(f"{k}.mlp.proj", gelu_erf(lin(f"{k}.mlp.fc", h)))
+    h = torch_layernorm(x, n["ln_f.weight"], n["ln_f.bias"], arch.ln_eps)
+    return (n["tok_emb.weight"].T @ h).reshape(-1, t, b, order="F")  # tied: (vocab, T, B)
+
+
+@pytest.fixture(scope="module")
+def torch_transformer():
+    """The PyTorch reference at the test size, on probe weights (every bias and LayerNorm tensor
+    random too, so a misplaced bias or a q/k/v mix-up moves the logits)."""
+    from harness.equivalence import probe_weights
+    from python_models.pytorch import transformer
+
+    spec = SPECS["transformer"]
+    trainer = transformer.build(spec, RunOptions(dropout=False))
+    w = probe_weights(spec, 0)
+    trainer.set_weights(w)
+    x = np.random.default_rng(5).integers(0, spec.arch.vocab, (3, spec.arch.context)).astype(np.int64)
+    return spec, w, x, trainer.predict(x)
+
+
+@pytest.mark.parametrize("fw,forward", [("flux", flux_transformer), ("knet", knet_transformer)])
+def test_converted_transformer_weights_reproduce_pytorch_logits(fw, forward, torch_transformer):
+    """The weight mapping (Flux: the packed qkv cut into q_proj, k_proj, v_proj, attn.proj as
+    out_proj; both: the token and position tables transposed, the output tied to the token table)
+    and each framework's documented attention reproduce PyTorch's logits per position."""
+    spec, w, x, ref = torch_transformer
+    native = MAPPINGS[fw].to_julia(spec, w)
+    assert set(native) == set(MAPPINGS[fw].native_shapes(spec))
+    assert all(a.flags.f_contiguous and a.dtype == np.float32 for a in native.values())
+    out = H.logits(forward({k: np.asarray(v, np.float64) for k, v in native.items()}, H.tokens(x), spec.arch))
+    assert out.shape == ref.shape == spec.logits_shape(3)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    back = MAPPINGS[fw].from_julia(spec, native)
+    assert all(np.array_equal(back[k], w[k]) for k in w)
+
+
+def test_flux_qkv_split_order_and_tied_output_would_be_caught(torch_transformer):
+    """The check above can fail: q and k swapped, or an untied (random) output table, move the logits."""
+    spec, w, x, ref = torch_transformer
+    n = {k: np.asarray(v, np.float64) for k, v in flux_weights.to_julia(spec, w).items()}
+    swapped = dict(n, **{"blocks.0.attn.q_proj.weight": n["blocks.0.attn.k_proj.weight"],
+                         "blocks.0.attn.k_proj.weight": n["blocks.0.attn.q_proj.weight"]})
+    assert np.abs(H.logits(flux_transformer(swapped, H.tokens(x), spec.arch)) - ref).max() > 1e-3
+    shape = flux_weights.native_shapes(spec)
+    assert shape["blocks.0.attn.q_proj.weight"] == (spec.arch.width, spec.arch.width)
+    assert shape["tok_emb.weight"] == (spec.arch.width, spec.arch.vocab)
+    assert not any("head" in k or "lm" in k for k in shape), "no output weight of its own: tied"
+    packed = knet_weights.to_julia(spec, w)["blocks.0.attn.qkv.weight"]
+    assert packed.shape == (3 * spec.arch.width, spec.arch.width) and np.array_equal(packed, w["blocks.0.attn.qkv.weight"])
+
+
 # --------------------------------------------------------------------------- the runtime's glue
 class _Returned:
     """What juliacall hands back for a Julia array: .to_numpy()."""
@@ -639,7 +790,7 @@ class FakeDLRosetta:
         self.calls.append(("load", fw, model))
 
     def modulename(self, fw, model):
-        return fw.capitalize() + {"cnn": "CNN", "resnet50": "ResNet50", "rnn": "RNN"}[model]
+        return fw.capitalize() + {"cnn": "CNN", "resnet50": "ResNet50", "rnn": "RNN", "transformer": "Transformer"}[model]
 
     def __getattr__(self, name):  # the model module, e.g. FluxCNN
         if name[:1].isupper():
@@ -671,7 +822,7 @@ class FakeDLRosetta:
         t["weights"][key] = a
 
 
-@pytest.mark.parametrize("impl", [i for i in JULIA if i.model in ("cnn", "rnn")], ids=lambda i: i.label)
+@pytest.mark.parametrize("impl", [i for i in JULIA if i.model in ("cnn", "rnn", "transformer")], ids=lambda i: i.label)
 def test_runtime_hands_the_spec_data_and_the_harness_bytes_to_julia(impl, monkeypatch, tmp_path):
     fake = FakeDLRosetta(impl.name)
     monkeypatch.setitem(sys.modules, "juliacall", types.SimpleNamespace(Main=types.SimpleNamespace(DLRosetta=fake)))
@@ -683,14 +834,17 @@ def test_runtime_hands_the_spec_data_and_the_harness_bytes_to_julia(impl, monkey
     assert handed == spec.as_data() and json.loads(json.dumps(handed)) == handed  # plain data, every key
     rng = np.random.default_rng(5)
     shape = (6, *spec.input_shape)
-    x = rng.integers(0, spec.arch.vocab, shape) if impl.model == "rnn" else rng.random(shape, dtype=np.float32)
+    tokens = impl.model in ("rnn", "transformer")
+    x = rng.integers(0, spec.arch.vocab, shape) if tokens else rng.random(shape, dtype=np.float32)
     path = tmp_path / "x.npy"
     np.save(path, x.astype(spec.input_dtype))
     x = np.load(path, mmap_mode="r")  # as the worker hands it over
-    y = rng.integers(0, spec.num_classes, 6).astype(np.int64)
+    y = rng.integers(0, spec.num_classes, (6, *spec.target_shape)).astype(np.int64)  # the transformer's: (N, T)
     trainer.fit_data(x, y)
     held = trainer._t["x"]
-    assert held.strides == canonical(held) and (impl.model == "rnn" or not held.flags.writeable)
+    assert held.strides == canonical(held) and (tokens or not held.flags.writeable)
+    if spec.sequence:  # targets one column per window, like the tokens: (T, N), 1-based
+        assert trainer._t["y"].shape == spec.target_shape[::-1] + (6,) and (trainer._t["y"][:, 1] == y[1] + 1).all()
     assert trainer.data_digest("x") == hashlib.sha256(np.asarray(x).tobytes()).hexdigest()
     assert trainer.data_digest("y") == hashlib.sha256(y.tobytes()).hexdigest()
     w = random_weights(spec, seed=9)
@@ -757,13 +911,13 @@ back = t.get_weights()
 out["round_trip"] = all(np.array_equal(back[k], w[k]) for k in w)
 rng = np.random.default_rng(0)
 n, bs = 96, 32
-if model == "rnn":
-    x = rng.integers(0, spec.arch.vocab, (n, spec.arch.maxlen)).astype(np.int64)
+if model in ("rnn", "transformer"):
+    x = rng.integers(0, spec.arch.vocab, (n, *spec.input_shape)).astype(np.int64)
 else:
     x = rng.random((n, 3, 32, 32), dtype=np.float32)
-y = rng.integers(0, spec.num_classes, n).astype(np.int64)
+y = rng.integers(0, spec.num_classes, (n, *spec.target_shape)).astype(np.int64)
 out["logits_max_abs_diff"] = float(np.abs(t.predict(x[:8]) - ref.predict(x[:8])).max())
-out["single_example"] = t.predict(x[None, 0]).shape == (1, spec.num_classes)   # a size-1 axis, stride 0
+out["single_example"] = t.predict(x[None, 0]).shape == spec.logits_shape(1)   # a size-1 axis, stride 0
 t.fit_data(x, y); ref.fit_data(x, y)
 out["digest_x"] = t.data_digest("x") == hashlib.sha256(x.tobytes()).hexdigest()
 out["digest_y"] = t.data_digest("y") == hashlib.sha256(y.tobytes()).hexdigest()

@@ -1,6 +1,7 @@
 // The shared trainer (see trainer.h) and the Python module the harness loads.
 #include "trainer.h"
 
+#include <torch/cuda.h>
 #include <torch/extension.h>  // pybind11 and the tensor conversions: only this file sees Python
 
 #include <sstream>
@@ -40,14 +41,40 @@ void initialise(torch::Tensor& t, const std::string& family) {
     char comma = 0;
     std::istringstream(family.substr(8)) >> low >> comma >> high;
     init::uniform_(t, low, high);
+  } else if (starts_with(family, "normal(")) {  // "normal(mean,std)"
+    double mean = 0, std = 0;
+    char comma = 0;
+    std::istringstream(family.substr(7)) >> mean >> comma >> std;
+    init::normal_(t, mean, std);
   } else {
     throw std::invalid_argument("no torch::nn::init for the spec's initialiser '" + family + "'");
   }
 }
 
-// SGD in PyTorch's form (v = m*v + g; w -= lr*v) or Adam, as the spec's optimizer says.
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> params, const Spec& opt) {
+// SGD in PyTorch's form (v = m*v + g; w -= lr*v), Adam, or AdamW, as the spec's optimizer says.
+// AdamW gets two parameter groups, as the Python reference: the tensors the spec decays (`decayed`:
+// matrices and embeddings) with its weight decay, and the rest (biases, LayerNorm) with none.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> params,
+                                                        std::vector<torch::Tensor> decayed, const Spec& opt) {
   auto name = opt.text("name");
+  if (name == "adamw") {
+    auto options = [&](double decay) {
+      return torch::optim::AdamWOptions(opt.real("lr"))
+          .betas({opt.real("beta1"), opt.real("beta2")})
+          .eps(opt.real("eps"))
+          .weight_decay(decay);
+    };
+    std::vector<torch::Tensor> rest;
+    for (const auto& p : params) {
+      bool decays = false;
+      for (const auto& d : decayed) decays = decays || d.is_same(p);
+      if (!decays) rest.push_back(p);
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options(opt.real("weight_decay"))));
+    groups.emplace_back(rest, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+    return std::make_unique<torch::optim::AdamW>(std::move(groups), options(opt.real("weight_decay")));
+  }
   if (name == "sgd")
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(opt.real("lr")).momentum(opt.real("momentum")));
@@ -82,7 +109,14 @@ Trainer::Trainer(std::shared_ptr<torch::nn::Module> net, Forward forward, const 
   torch::NoGradGuard no_grad;
   for (auto& [key, t] : own) initialise(t, families.at(key));
   net_->to(device_);
-  optimizer_ = make_optimizer(net_->parameters(), spec.part("optimizer"));
+  std::vector<torch::Tensor> decayed;  // the spec's Weight.decay tensors (AdamW's first group)
+  auto placed = tensors();             // after the move to the device
+  for (const auto& w : spec.records("weights"))
+    if (w.has("decay") && w.flag("decay")) decayed.push_back(placed.at(w.text("key")));
+  auto opt = spec.part("optimizer");
+  optimizer_ = make_optimizer(net_->parameters(), decayed, opt);
+  // clip_grad_norm_'s factor is clip_norm / (norm + 1e-6): the spec's clip_eps, as in Python PyTorch
+  if (opt.has("clip_norm")) clip_norm_ = opt.real("clip_norm");
 }
 
 std::map<std::string, torch::Tensor> Trainer::tensors() {
@@ -109,9 +143,12 @@ torch::Tensor Trainer::train_epoch(const torch::Tensor& plan) {
   losses.reserve(plan.size(0));
   for (int64_t step = 0; step < plan.size(0); ++step) {
     auto idx = plan[step].to(device_);  // (batch,) row indices of this step
-    auto loss = F::cross_entropy(forward_(x_.index_select(0, idx)), y_.index_select(0, idx));
+    // the mean over every prediction: (N, classes) with (N,), or (N, T, vocab) with (N, T) as rows
+    auto logits = forward_(x_.index_select(0, idx));
+    auto loss = F::cross_entropy(logits.flatten(0, -2), y_.index_select(0, idx).flatten());
     optimizer_->zero_grad();
     loss.backward();
+    if (clip_norm_ > 0) torch::nn::utils::clip_grad_norm_(net_->parameters(), clip_norm_);  // one global norm
     optimizer_->step();
     losses.push_back(loss.detach());
   }
@@ -161,6 +198,16 @@ torch::Tensor Trainer::data(const std::string& name) const {
   throw std::invalid_argument("no training array '" + name + "'; choices: x, y");
 }
 
+void Trainer::matmul(int64_t n) {
+  if (!peak_a_.defined() || peak_a_.size(0) != n) {
+    auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+    peak_a_ = torch::randn({n, n}, options);
+    peak_b_ = torch::randn({n, n}, options);
+  }
+  torch::mm(peak_a_, peak_b_);  // on the CPU it returns once the product is done
+  if (device_.is_cuda()) torch::cuda::synchronize();
+}
+
 // --------------------------------------------------------------------------- the Python module
 namespace {
 
@@ -191,7 +238,7 @@ Spec to_spec(const py::dict& data) {
 
 std::shared_ptr<Trainer> build(const std::string& model, const py::dict& spec, const py::dict& options) {
   static const std::map<std::string, std::shared_ptr<Trainer> (*)(const Spec&, const Options&)> models = {
-      {"cnn", build_cnn}, {"resnet50", build_resnet50}, {"rnn", build_rnn}};
+      {"cnn", build_cnn}, {"resnet50", build_resnet50}, {"rnn", build_rnn}, {"transformer", build_transformer}};
   auto it = models.find(model);
   if (it == models.end()) throw std::invalid_argument("no C++ model '" + model + "'");
   Options o;
@@ -213,6 +260,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("get_weights", &Trainer::get_weights)
       .def("set_weights", &Trainer::set_weights)
       .def("param_count", &Trainer::param_count)
-      .def("data", &Trainer::data);
+      .def("data", &Trainer::data)
+      .def("matmul", &Trainer::matmul, py::call_guard<py::gil_scoped_release>());
   m.def("build", &build, py::arg("model"), py::arg("spec"), py::arg("options"));
 }

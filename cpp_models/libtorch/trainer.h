@@ -32,6 +32,8 @@ class Spec {
   std::vector<double> reals(const std::string& key) const { return find(numbers, key); }
   std::string text(const std::string& key) const { return find(texts, key); }
   std::vector<Spec> records(const std::string& key) const { return find(tables, key); }
+  // Whether the spec has the field at all (a None, e.g. an optimizer without clip_norm, is left out).
+  bool has(const std::string& key) const { return numbers.count(key) || texts.count(key) || tables.count(key); }
   Spec part(const std::string& key) const { return records(key).at(0); }
 
   std::map<std::string, std::vector<double>> numbers;
@@ -74,6 +76,7 @@ class Trainer {
   void set_weights(const std::map<std::string, torch::Tensor>& weights);
   int64_t param_count() const;
   torch::Tensor data(const std::string& name) const;  // what fit_data holds: "x" or "y"
+  void matmul(int64_t n);  // one n x n float32 product on the device, waited for (the matmul peak)
 
  private:
   std::map<std::string, torch::Tensor> tensors();  // canonical key -> parameter or buffer
@@ -85,10 +88,13 @@ class Trainer {
   int64_t eval_batch_;
   int64_t num_classes_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  double clip_norm_ = 0;  // global gradient-norm clipping threshold; 0: none
   torch::Tensor x_, y_;
+  torch::Tensor peak_a_, peak_b_;
 };
 
 // One per model file; each seeds torch::manual_seed(options.seed) before building its module.
 std::shared_ptr<Trainer> build_cnn(const Spec& spec, const Options& options);
 std::shared_ptr<Trainer> build_resnet50(const Spec& spec, const Options& options);
 std::shared_ptr<Trainer> build_rnn(const Spec& spec, const Options& options);
+std::shared_ptr<Trainer> build_transformer(const Spec& spec, const Options& options);

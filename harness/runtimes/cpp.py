@@ -228,6 +228,7 @@ class CppTrainer(Trainer):
             "fast_path": {"loop": "C++ (torch::nn modules, torch::optim), the GIL released",
                           "data_on_device": True, "intra_op_threads": torch.get_num_threads()},
             "deviations": [],
+            "threads": torch.get_num_threads(),  # the training's and the matmul peak's (one libtorch)
             "setup": setup_record(options),
             "compile": compile_facts,
         }
@@ -263,6 +264,16 @@ class CppTrainer(Trainer):
         from harness.data.cache import array_digest
 
         return array_digest(self._t.data(name).cpu().numpy())
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """torch::mm of two n x n float32 matrices in C++ (cpp_models/<framework>/trainer.cpp Trainer::matmul)
+        on the run's device, waited for; the C++ trainer trains in fp32 only."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        if precision != "fp32":
+            return None
+        n = GPU_N if self.options.device == "cuda" else CPU_N
+        return best_rate(lambda: self._t.matmul(n), 2.0 * n**3)
 
     def peak_device_memory(self) -> int | None:
         if self.options.device != "cuda":

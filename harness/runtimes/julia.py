@@ -210,7 +210,8 @@ class JuliaTrainer(Trainer):
                      "julia_layout": "WHCN, the column-major view of the NCHW bytes (julia_models/handoff.py)",
                      "data_digest": ("computed in Julia over the arrays the trainer trains on (device arrays "
                                      "copied back; labels and token ids with Julia's +1 taken off again)"),
-                     "fast_path": info["fast_path"], "deviations": info["deviations"]}
+                     "fast_path": info["fast_path"], "deviations": info["deviations"],
+                     "threads": info.get("threads")}  # BLAS threads: the matmul peak's
         keys = {str(k) for k in self._dl.weight_keys(handle)}
         want = set(self._weights.native_shapes(spec))
         if keys != want:
@@ -251,6 +252,16 @@ class JuliaTrainer(Trainer):
 
     def peak_device_memory(self) -> int | None:
         return None  # CUDA.jl keeps no peak counter
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """The Julia trainer's matmul! (an n x n Float32 product on its device, synchronised), timed
+        here; the Julia trainers train in Float32 only."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        if precision != "fp32":
+            return None
+        n = GPU_N if self.info["fast_path"].get("device") == "cuda" else CPU_N
+        return best_rate(lambda: self._dl.matmul_b(self._t, n), 2.0 * n**3)
 
     def data_digest(self, name: str) -> str:
         """SHA-256 computed by Julia (SHA stdlib) over what the trainer holds, in the harness's encoding."""

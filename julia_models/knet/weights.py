@@ -6,7 +6,11 @@ Knet 1.4.10 holds
     BatchNorm's running statistics (a BNMoments' mean and var);
   * a BatchNorm's γ and β in one Param of length 2C, [γ; β] (bnparams);
   * the GRU (Knet.RNN, rnnType=:gru) as cuDNN's flat weights, one (1, 1, n) Param;
-  * the embedding table as (embed, vocab), one column per id; dense layers as (out, in).
+  * embedding tables as (embed, vocab), one column per id (the RNN's embedding, the transformer's
+    token and position tables); dense layers as (out, in), the transformer's packed q, k, v
+    matrix (3C, C) and its (3C,) bias included, as PyTorch packs them (transformer.jl slices it);
+  * no output projection for the transformer: its logits are the token table's transpose times
+    the last LayerNorm's output (tied).
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import numpy as np
 
 from julia_models import handoff
 from julia_models.handoff import Entry, c32, fortran32
+
+TABLES = ("embedding.weight", "tok_emb.weight", "pos_emb.weight")  # (vocab, embed) -> (embed, vocab)
 
 
 def channel4(key: str, c: int) -> Entry:
@@ -71,7 +77,7 @@ def plan(spec) -> list[Entry]:
             done.update(entry.keys)
         elif len(shape) == 4:
             out.append(handoff.conv(key, shape))
-        elif key == "embedding.weight":
+        elif key in TABLES:
             out.append(handoff.transposed(key, shape))
         elif leaf == "bias" and len(shapes.get(f"{prefix}.weight", ())) == 4:
             out.append(channel4(key, shape[0]))   # a convolution's bias

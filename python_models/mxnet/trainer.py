@@ -7,6 +7,7 @@ GRU stacks its gates (reset, update, new) like the canonical file.
 from __future__ import annotations
 
 import math
+import os
 
 import mxnet as mx
 import numpy as np
@@ -35,9 +36,15 @@ def named_blocks(block, prefix=""):
 
 
 def canonical_params(net) -> dict:
-    """Canonical key -> gluon Parameter."""
-    return {f"{path}.{RENAME.get(name, name)}": p
-            for path, block in named_blocks(net) for name, p in block._reg_params.items()}
+    """Canonical key -> gluon Parameter. A Parameter shared by two blocks (the transformer's output
+    projection is the token embedding's weight) keeps its first name."""
+    out, seen = {}, set()
+    for path, block in named_blocks(net):
+        for name, p in block._reg_params.items():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[f"{path}.{RENAME.get(name, name)}"] = p
+    return out
 
 
 def contexts(options) -> list:
@@ -55,8 +62,38 @@ def contexts(options) -> list:
     return [mx.cpu(i) for i in range(options.gpus)]
 
 
+@mx.optimizer.register
+class AdamW(mx.optimizer.Optimizer):
+    """PyTorch's AdamW (harness.specs.Optimizer) on MXNet's fused contrib.adamw_update kernel, which
+    computes w -= eta * (lr * m / (sqrt(v) + epsilon) + wd * w) with no bias correction. Per step t,
+    lr is lr*sqrt(1-beta2^t)/(1-beta1^t) and epsilon eps*sqrt(1-beta2^t), which make it PyTorch's
+    lr*m_hat/(sqrt(v_hat)+eps); eta = 1 and wd = lr * weight_decay make the decay PyTorch's decoupled
+    w *= 1 - lr*weight_decay. Each Parameter's wd_mult (1 or 0) says whether the spec decays it."""
+
+    def __init__(self, beta1: float, beta2: float, epsilon: float, **kwargs):
+        super().__init__(**kwargs)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+
+    def create_state(self, index, weight):
+        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),  # m
+                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))  # v
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        t = self._index_update_count[index]
+        lr, wd = self._get_lr(index), self._get_wd(index)
+        fix1, fix2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
+        rescale = nd.full((1,), self.rescale_grad, ctx=weight.context)  # the kernel takes it as an array
+        nd.contrib.adamw_update(weight, grad, *state, rescale, lr=lr * math.sqrt(fix2) / fix1, eta=1.0, wd=lr * wd,
+                                beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon * math.sqrt(fix2),
+                                clip_gradient=-1, out=weight)
+
+
 def make_optimizer(opt, lr_scale: float = 1):
     lr = opt.lr * lr_scale  # weak scaling: lr x replicas
+    if opt.name == "adamw":  # the kernel's betas are float32, as adam_update's (below)
+        b1, b2 = float(np.float32(opt.beta1)), float(np.float32(opt.beta2))
+        return AdamW(learning_rate=lr, beta1=b1, beta2=b2, epsilon=opt.eps, wd=opt.weight_decay)
     if opt.name == "sgd":
         # MXNet: s = m*s + lr*g; w -= s. With a constant lr, s = lr*v for PyTorch's v = m*v + g; w -= lr*v.
         return mx.optimizer.SGD(learning_rate=lr, momentum=opt.momentum)
@@ -90,6 +127,10 @@ class GluonTrainer(Trainer):
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
         self.loss_fn.hybridize(**HYBRIDIZE)
         self.opt_spec = spec.optimizer
+        decays = {w.key for w in spec.weights if w.decay}
+        for key, p in self.params.items():  # AdamW's groups: matrices and embeddings decay, the rest not
+            p.wd_mult = 1.0 if key in decays else 0.0
+        self.trainable = [p for p in self.params.values() if p.grad_req != "null"]
         lr_scale = len(ctxs) if options.scaling == "weak" else 1
         self.optimizer = make_optimizer(spec.optimizer, lr_scale)
         # kvstore 'device' (Gluon's default, named here): gradients summed over the contexts on the
@@ -118,6 +159,8 @@ class GluonTrainer(Trainer):
             "notes": [],
             "setup": setup_record(options, "one process" if len(ctxs) == 1 else "gluon multi-context, kvstore 'device'",
                                   [str(c) for c in ctxs]),
+            # MXNet's operators and its OpenBLAS run OMP_NUM_THREADS threads, by default one per core
+            "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1),
         }
         if len(ctxs) > 1:
             self.info["fast_path"]["multi_context"] = {
@@ -125,6 +168,14 @@ class GluonTrainer(Trainer):
                 "batchnorm": "per-context batch and running statistics; weights report the first context's"}
         if spec.optimizer.name == "sgd":
             self.info["notes"].append("SGD: MXNet's s = m*s + lr*g; w -= s is PyTorch's momentum at a constant lr")
+        elif spec.optimizer.name == "adamw":
+            self.info["notes"].append("AdamW: contrib.adamw_update with the bias corrections folded into lr and "
+                                      "epsilon each step, wd = lr * weight_decay on the spec's decayed tensors "
+                                      "(Parameter.wd_mult 0 on biases and LayerNorm); gradients clipped by their "
+                                      "global norm first, as torch.nn.utils.clip_grad_norm_")
+            self.info["deviations"].append(
+                f"AdamW: MXNet's kernel takes beta1, beta2 as float32, so 1-beta2 = {1 - self.optimizer.beta2:.10g} "
+                f"(PyTorch: {1 - spec.optimizer.beta2:g}); the bias correction uses the same value")
         else:
             self.info["notes"].append("Adam: epsilon set to eps*sqrt(1-beta2^t) each step, so MXNet's "
                                       "lr_t*m/(sqrt(v)+epsilon) is PyTorch's lr*m_hat/(sqrt(v_hat)+eps)")
@@ -190,7 +241,12 @@ class GluonTrainer(Trainer):
                 # slice mean x slice share: the parts sum to the global batch mean (x 1.0, exact, on one context)
                 parts = [self.loss_fn(self.net(x), y).mean() * (len(x) / len(idx)) for x, y in zip(xs, ys)]
             autograd.backward(parts)
-            self.trainer.step(1)  # the loss is already the batch mean; kvstore sums the parts' gradients
+            if self.opt_spec.clip_norm is None:
+                self.trainer.step(1)  # the loss is already the batch mean; kvstore sums the parts' gradients
+            else:  # clipping needs the summed gradients: allreduce, clip, then the update (GluonNLP's order)
+                self.trainer.allreduce_grads()
+                self._clip_global_norm()
+                self.trainer.update(1)
             self.steps += 1
             loss = parts[0] if len(parts) == 1 else nd.add_n(*[p.as_in_context(self.ctx) for p in parts])
             if self.unbias:
@@ -199,6 +255,17 @@ class GluonTrainer(Trainer):
         out = nd.concat(*losses, dim=0).asnumpy() if losses else np.zeros(0, np.float32)
         nd.waitall()  # the losses are ready; so must the running statistics be (see _running_vars)
         return out
+
+    def _clip_global_norm(self) -> None:
+        """torch.nn.utils.clip_grad_norm_'s form: one norm over every gradient, every gradient times
+        min(1, clip_norm / (norm + clip_eps)); on the device, no read-back (gluon.utils.clip_global_norm
+        computes the same with an eps of 1e-8)."""
+        grads = [p.grad(self.ctx) for p in self.trainable]
+        norm = nd.sqrt(nd.add_n(*[nd.sum(nd.square(g)) for g in grads]))
+        scale = nd.minimum(self.opt_spec.clip_norm / (norm + self.opt_spec.clip_eps), 1.0)
+        for p in self.trainable:
+            for c in self.ctxs:  # after allreduce every context holds the same sums
+                p.grad(c)[:] *= scale.as_in_context(c)
 
     def predict(self, x) -> np.ndarray:
         out = []
@@ -215,3 +282,14 @@ class GluonTrainer(Trainer):
         for k, p in self.params.items():
             p.set_data(nd.array(np.asarray(weights[k]), ctx=self.ctx, dtype=self.dtype))  # every context's copy
         nd.waitall()  # the static_alloc graph reads running statistics unordered (see _running_vars)
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """nd.dot of two n x n float32 matrices on the first context (MXNet trains in fp32 only),
+        waited for; MXNet's OpenMP threads (info["threads"])."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        if precision != "fp32":
+            return None
+        n = GPU_N if self.ctx.device_type == "gpu" else CPU_N
+        a, b = (nd.random.normal(shape=(n, n), ctx=self.ctx, dtype="float32") for _ in range(2))
+        return best_rate(lambda: nd.dot(a, b).wait_to_read(), 2.0 * n**3)

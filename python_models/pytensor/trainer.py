@@ -13,6 +13,8 @@ as in CorrMM, im2col + one GEMM, and in C,N,H,W order that GEMM needs no transpo
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -148,7 +150,34 @@ def adam(params, grads, opt):
     return updates
 
 
-OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam}
+def adamw(params, grads, opt, decays=frozenset()):
+    """PyTorch's AdamW: w *= 1 - lr*weight_decay (only the tensors named in `decays`), then Adam's step
+    w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), both from the same w (decoupled decay)."""
+    t = pytensor.shared(np.float32(0), name="adamw.step")
+    t_new = t + 1
+    step_size = opt.lr / (1 - opt.beta1 ** t_new)
+    bc2_sqrt = pt.sqrt(1 - opt.beta2 ** t_new)
+    updates = [(t, t_new)]
+    for w, g in zip(params, grads):
+        m = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg", shape=w.type.shape)
+        v = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg_sq", shape=w.type.shape)
+        m_new = opt.beta1 * m + (1 - opt.beta1) * g
+        v_new = opt.beta2 * v + (1 - opt.beta2) * pt.sqr(g)
+        kept = 1 - opt.lr * opt.weight_decay if w.name in decays else 1.0
+        updates += [(m, m_new), (v, v_new),
+                    (w, w * kept - step_size * m_new / (pt.sqrt(v_new) / bc2_sqrt + opt.eps))]
+    return updates
+
+
+OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam, "adamw": adamw}
+
+
+def clip_global_norm(grads, max_norm: float, eps: float):
+    """torch.nn.utils.clip_grad_norm_'s form, in the graph: one norm over every gradient, every
+    gradient times min(1, max_norm / (norm + eps))."""
+    norm = pt.sqrt(pt.add(*[pt.sqr(g).sum() for g in grads]))
+    scale = pt.minimum(max_norm / (norm + eps), 1.0)
+    return [g * scale for g in grads]
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -161,8 +190,9 @@ class PytensorTrainer(Trainer):
     rewriter and the C code (symbolic shapes made ResNet-50's graph rewrite for well over 10 minutes)."""
 
     def __init__(self, spec, options, forward, init: dict[str, np.ndarray], input_shape=None,
-                 mode: str | tuple[str, str] | None = None):
-        """`mode`: a predefined mode's name (default MODE) or a (linker, rewrite set) pair."""
+                 mode: str | tuple[str, str] | None = None, compute_layout: str | None = None):
+        """`mode`: a predefined mode's name (default MODE) or a (linker, rewrite set) pair;
+        `compute_layout`: how the model computes, in words (info["fast_path"])."""
         self.spec, self.options, self.forward = spec, options, forward
         if isinstance(mode, tuple):
             linker, rewrites = mode
@@ -177,20 +207,26 @@ class PytensorTrainer(Trainer):
         self.input_shape, self.dtype = tuple(input_shape or spec.input_shape), spec.input_dtype
         self.data_x = pytensor.shared(np.zeros((0, *self.input_shape), self.dtype), name="x_train",
                                       shape=(None, *self.input_shape))
-        self.data_y = pytensor.shared(np.zeros(0, np.int64), name="y_train")
+        # class labels (N,) or the transformer's next-byte targets (N, T) (spec.target_shape)
+        self.data_y = pytensor.shared(np.zeros((0, *spec.target_shape), np.int64), name="y_train",
+                                      shape=(None, *spec.target_shape))
         self._train_fns: dict[int, object] = {}  # batch size -> compiled step
         self._predict_fns: dict[int, object] = {}
         image = len(self.input_shape) == 3
         self.info = {
             "layout": "NCHW",
             "fast_path": {"mode": mode_name, "linker": "cvm (C virtual machine, C thunks)",
-                          "compute_layout": "CNHW" if image else "time-major (scan over 150 steps)",
+                          "compute_layout": compute_layout or ("CNHW" if image else "time-major (scan over 150 steps)"),
                           "conv": "im2col + GEMM written in PyTensor (2.27 has no C convolution op)" if image else None,
                           "blas": pytensor.config.blas__ldflags or "NumPy's BLAS (none found to link the C GEMM)",
                           "static_batch_shapes": True, "data_on_device": True,
                           "compile": "at first call (first epoch / first predict); C code cached in "
                                      + str(pytensor.config.compiledir)},
             "deviations": [],
+            # PyTensor's GEMMs call NumPy's OpenBLAS here (no BLAS linked: blas__ldflags is empty),
+            # which runs OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) threads, by default one per core
+            "threads": int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+                           or os.cpu_count() or 1),
         }
 
     def param_count(self) -> int:
@@ -205,10 +241,16 @@ class PytensorTrainer(Trainer):
         idx = pt.lvector("idx")  # one row of the harness's epoch plan
         rows = pt.specify_shape(idx, (batch,))
         x = pt.specify_shape(self.data_x[rows], (batch, *self.input_shape))  # gathered in the graph
-        logits = self.forward(g, x)
-        loss = -pt.special.log_softmax(logits, axis=1)[pt.arange(batch), self.data_y[rows]].mean()
+        logits = self.forward(g, x)  # (batch, classes), or (batch, T, vocab) for a next-token model
+        count = batch * int(np.prod(self.spec.target_shape))  # predictions: the loss is their mean
+        flat = logits.reshape((count, self.spec.num_classes))
+        loss = -pt.special.log_softmax(flat, axis=1)[pt.arange(count), self.data_y[rows].reshape((count,))].mean()
         grads = pytensor.grad(loss, self.trainable)
-        updates = OPTIMIZERS[self.spec.optimizer.name](self.trainable, grads, self.spec.optimizer) + g.updates
+        opt = self.spec.optimizer
+        if opt.clip_norm is not None:
+            grads = clip_global_norm(grads, opt.clip_norm, opt.clip_eps)
+        extra = {"decays": frozenset(w.key for w in self.spec.weights if w.decay)} if opt.name == "adamw" else {}
+        updates = OPTIMIZERS[opt.name](self.trainable, grads, opt, **extra) + g.updates
         return pytensor.function([idx], loss, updates=updates, mode=self.mode, name="train_step")
 
     def train_epoch(self, batches) -> np.ndarray:
@@ -236,6 +278,19 @@ class PytensorTrainer(Trainer):
                 chunk = np.concatenate([chunk, np.zeros((batch - rows, *chunk.shape[1:]), chunk.dtype)])
             out.append(self._predict_fns[batch](chunk)[:rows])
         return np.concatenate(out).astype(np.float32)
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """A compiled pytensor.function of pt.dot on two n x n float32 shared matrices (PyTensor trains
+        in fp32 only): the C Dot22 of the run's mode, through the BLAS it calls."""
+        from harness.peak import CPU_N, best_rate
+
+        if precision != "fp32":
+            return None
+        rng = np.random.default_rng(0)
+        a, b = (pytensor.shared(rng.standard_normal((CPU_N, CPU_N), dtype=np.float32), shape=(CPU_N, CPU_N))
+                for _ in range(2))
+        product = pytensor.function([], pt.dot(a, b), mode=self.mode, name="matmul_peak")
+        return best_rate(product, 2.0 * CPU_N**3)  # returns once the product is in host memory
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.get_value().copy() for k, v in self.p.items()}

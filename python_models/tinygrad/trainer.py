@@ -18,10 +18,10 @@ import shutil
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
-from tinygrad.helpers import CACHEDB, CACHELEVEL, DEV, getenv
+from tinygrad.helpers import CACHEDB, CACHELEVEL, DEV, NUM_CPU_THREADS, getenv
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from harness.protocol import setup_record
+from harness.protocol import Trainer, check_weights, setup_record
 from harness.specs import EVAL_BATCH
 
 DEVICES = {"cpu": "CPU", "cuda": "CUDA"}  # --device -> tinygrad's device (CUDA: libcuda + NVRTC)
@@ -75,10 +75,19 @@ def linear(fin: int, fout: int) -> nn.Linear:
     return layer
 
 
-def make_optimizer(params: list[Tensor], opt):
+def make_optimizer(params: list[Tensor], opt, decayed: list[Tensor] | None = None):
     if opt.name == "sgd":
         # tinygrad's SGD (classic=False): b = m*b + g; w -= lr*b, PyTorch's momentum form.
         return nn.optim.SGD(params, lr=opt.lr, momentum=opt.momentum)
+    if opt.name == "adamw":
+        # tinygrad's AdamW (LAMB with adam=True): w -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * w),
+        # PyTorch's decoupled form. Two groups, as the spec's Weight.decay says: matrices and
+        # embeddings decay, biases and LayerNorm do not.
+        ids = {id(t) for t in decayed or []}
+        groups = [[t for t in params if (id(t) in ids) == d] for d in (True, False)]
+        return nn.optim.OptimizerGroup(*(nn.optim.AdamW(g, lr=opt.lr, b1=opt.beta1, b2=opt.beta2, eps=opt.eps,
+                                                        weight_decay=wd)
+                                         for g, wd in zip(groups, (opt.weight_decay, 0.0)) if g))
     # m_hat / (sqrt(v_hat) + eps), eps outside the root, as torch.optim.Adam.
     return nn.optim.Adam(params, lr=opt.lr, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
 
@@ -89,7 +98,7 @@ def as_input(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32 if a.dtype.kind in "iu" else np.float32)
 
 
-class TinygradTrainer:
+class TinygradTrainer(Trainer):
     """Trains a model object (a callable from a batch to logits) whose state-dict keys are canonical."""
 
     def __init__(self, model, spec, options, deviations: tuple[str, ...] = (), fast_path: dict | None = None):
@@ -101,7 +110,10 @@ class TinygradTrainer:
         self.state = state  # canonical key -> the model's Tensor (updated in place by every step)
         # get_parameters lists BatchNorm's running statistics too: the optimiser keeps those as
         # buffers and realizes them with each step; only is_param tensors get updates.
-        self.optimizer = make_optimizer(get_parameters(model), spec.optimizer)
+        decays = {w.key for w in spec.weights if w.decay}
+        self.optimizer = make_optimizer(get_parameters(model), spec.optimizer,
+                                        [t for k, t in state.items() if k in decays])
+        self.clip = spec.optimizer.clip_norm  # global gradient-norm clipping, clip_grad_norm_'s form; None: off
         Tensor.realize(*state.values())
         self.device = Device.DEFAULT
         self._step = TinyJit(self._train_step)
@@ -119,6 +131,8 @@ class TinygradTrainer:
                           "compile_flag": "ignored: the step is always TinyJit-captured", **(fast_path or {})},
             "deviations": list(deviations),
             "setup": setup_record(options, devices=[self.device]),
+            # the CPU renderer spreads a kernel's global dimension over NUM_CPU_THREADS threads
+            "threads": NUM_CPU_THREADS.value if self.device == "CPU" else None,
         }
 
     def param_count(self) -> int:
@@ -128,11 +142,23 @@ class TinygradTrainer:
         # TRAINING: dropout on, BatchNorm on batch statistics (and updating its running ones)
         with Context(TRAINING=1, WINO=1):
             self.optimizer.zero_grad()
+            # the mean over every prediction: (N, classes) with (N,), or (N, T, vocab) with (N, T)
             loss = self.model(x[idx]).sparse_categorical_crossentropy(y[idx]).backward()
+            if self.clip is not None:
+                self._clip_global_norm()
             # One realize for the loss and the update: realized after optimizer.step(), the lazy loss
             # would be computed from the updated weights.
             Tensor.realize(loss, *self.optimizer.schedule_step())
         return loss
+
+    def _clip_global_norm(self) -> None:
+        """torch.nn.utils.clip_grad_norm_'s form, in the captured graph: one norm over every gradient,
+        each multiplied by min(1, clip_norm / (norm + clip_eps))."""
+        params = self.optimizer.params
+        norm = Tensor.stack(*[t.grad.square().sum() for t in params]).sum().sqrt()
+        scale = (self.clip / (norm + self.spec.optimizer.clip_eps)).minimum(1.0)
+        for t in params:
+            t.grad = t.grad * scale
 
     def _eval_forward(self, x: Tensor) -> Tensor:
         with Context(TRAINING=0, WINO=1):  # eval mode: no dropout, BatchNorm on its running statistics
@@ -168,10 +194,7 @@ class TinygradTrainer:
         return {k: np.ascontiguousarray(t.numpy(), dtype=np.float32) for k, t in self.state.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        missing, unexpected = set(self.state) - set(weights), set(weights) - set(self.state)
-        if missing or unexpected:
-            raise ValueError(f"canonical {self.spec.name} weights: missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}")
+        check_weights(self.spec, weights)
         for key, t in self.state.items():
             value = np.asarray(weights[key], dtype=np.float32)
             if value.shape != t.shape:
@@ -182,3 +205,19 @@ class TinygradTrainer:
 
     def peak_device_memory(self) -> int | None:
         return None  # CPU: the harness records the process's peak RSS
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """A realized tinygrad matmul of two n x n float32 tensors on the run's device, synchronised
+        (tinygrad trains in fp32 only): the kernel tinygrad generates and compiles for it."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        if precision != "fp32":
+            return None
+        n = CPU_N if self.device == "CPU" else GPU_N
+        a, b = Tensor.randn(n, n).realize(), Tensor.randn(n, n).realize()
+
+        def run():
+            (a @ b).realize()
+            Device[self.device].synchronize()
+
+        return best_rate(run, 2.0 * n**3)
