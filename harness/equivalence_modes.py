@@ -110,6 +110,9 @@ def run_equivalence(job: dict, opened, events) -> dict:
         dropout = {k: (float(np.mean([d[k][0] for d in draws])), m * len(draws)) for k, (_, m) in draws[0].items()}
         trainer = opened.build(replace(options, dropout=False))
         trainer.set_weights(probe)
+    elif options.dropout:  # check 3's steps run with dropout off, with or without the dropout check
+        trainer = opened.build(replace(options, dropout=False))
+        trainer.set_weights(probe)
     events.send("phase", name="steps")
     trainer.fit_data(x_train, y_train)
     losses, step_norms = steps(trainer, probe, job["rows"], job.get("teacher"), work)
