@@ -267,3 +267,8 @@ class RTrainer(Trainer):
     def data_digest(self, name: str) -> str:
         return str(self._method("data_digest", name=name))
 
+    def matmul_peak(self, precision: str) -> float | None:
+        """The R model's own matmul benchmark (r_models/<framework>/train.R: matmul_peak)."""
+        value = self._method("matmul_peak", precision=precision)
+        return None if value is None else float(value)
+

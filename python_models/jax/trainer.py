@@ -1,4 +1,4 @@
-"""The JAX training loop shared by the three Flax models: the harness protocol with a jax.jit step.
+"""The JAX training loop shared by the Flax models: the harness protocol with a jax.jit step.
 
 Flax API: flax.nnx. Flax 0.12's documentation recommends NNX to new users (Linen stays supported,
 "new users are encouraged to use Flax NNX"), so the models are nnx.Modules. The step is the
@@ -8,6 +8,8 @@ and a plain jax.jit function merges, runs and splits them, so no Python graph tr
 per step (nnx.jit traverses the object graph on every call).
 """
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +33,10 @@ SAME = (lambda w: w, lambda k: k)
 def weight_map(spec, overrides: dict | None = None) -> dict:
     """Canonical key -> (Flax variable path, layout), for Flax modules named as the spec's layers.
 
-    `weight` is a conv kernel (4-D), a dense kernel (2-D) or a BatchNorm scale (1-D); BatchNorm's
-    running_mean/running_var are Flax's `mean`/`var` batch statistics."""
+    `weight` is a conv kernel (4-D), a dense kernel (2-D) or a BatchNorm/LayerNorm scale (1-D);
+    BatchNorm's running_mean/running_var are Flax's `mean`/`var` batch statistics. An override may
+    map one canonical tensor to a tuple of Flax paths (the transformer's packed q, k, v): its
+    layout then turns one array into a tuple and a tuple back into one array."""
     out = {}
     for w in spec.weights:
         layer, leaf = w.key.rsplit(".", 1)
@@ -51,12 +55,42 @@ def compute_dtype(options):
     return DTYPES[options.precision]
 
 
-def make_optimizer(opt, lr_scale: float = 1):
+def clip_by_global_norm(max_norm: float, eps: float) -> optax.GradientTransformation:
+    """torch.nn.utils.clip_grad_norm_'s form: one norm over every gradient and one factor
+    min(1, max_norm / (norm + eps)) for all of them. (optax.clip_by_global_norm scales by
+    max_norm / norm, without the eps, and only above the threshold.)"""
+
+    def clip(updates, params=None):
+        factor = jnp.minimum(max_norm / (optax.global_norm(updates) + eps), 1.0)
+        return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates)
+
+    return optax.stateless(clip)
+
+
+def make_optimizer(opt, lr_scale: float = 1, decay_mask=None):
+    """The spec's optimiser; `decay_mask` (AdamW): params -> the same tree of bools, True where
+    the spec's Weight.decay applies."""
     if opt.name == "sgd":
         # optax's trace: v = g + m*v (zero start), w -= lr*v: PyTorch's SGD momentum form.
         return optax.sgd(opt.lr * lr_scale, momentum=opt.momentum)
     # m_hat / (sqrt(v_hat) + eps), eps outside the root (eps_root 0), as torch.optim.Adam.
-    return optax.adam(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+    if opt.name == "adam":
+        return optax.adam(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+    # AdamW: the Adam direction plus weight_decay * w on the masked tensors, both times -lr:
+    # w - lr*wd*w - lr*adam, torch.optim.AdamW's decoupled decay.
+    tx = optax.adamw(opt.lr * lr_scale, b1=opt.beta1, b2=opt.beta2, eps=opt.eps, weight_decay=opt.weight_decay,
+                     mask=decay_mask)
+    return tx if opt.clip_norm is None else optax.chain(clip_by_global_norm(opt.clip_norm, opt.clip_eps), tx)
+
+
+def flax_path(path) -> str:
+    """A jax tree path into an nnx.State ('blocks', 0, 'attn', ...) as 'blocks.0.attn...'."""
+    return ".".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def xla_cpu_threads() -> int:
+    """Threads XLA's CPU matmuls use: one under --xla_cpu_multi_thread_eigen=false, else every core."""
+    return 1 if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "") else os.cpu_count()
 
 
 class JaxTrainer(Trainer):
@@ -73,7 +107,10 @@ class JaxTrainer(Trainer):
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         eval_graphdef = nnx.graphdef(nnx.view(model, deterministic=True, use_running_average=True,
                                               raise_if_not_found=False))
-        self.tx = make_optimizer(spec.optimizer, lr_scale)
+        # AdamW's decay groups: every Flax variable of a canonical tensor the spec decays
+        decayed = {p for w in spec.weights if w.decay for p in self._paths(w.key)}
+        self.tx = make_optimizer(spec.optimizer, lr_scale, lambda tree: jax.tree_util.tree_map_with_path(
+            lambda path, _: flax_path(path) in decayed, tree))
         params, rest = self.place.put((params, rest))
         self.state = (params, rest, self.tx.init(params))  # everything a step reads and writes
 
@@ -108,7 +145,10 @@ class JaxTrainer(Trainer):
                           "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")},
             "deviations": [],
             "setup": self.place.setup(options),
+            "threads": xla_cpu_threads() if options.device == "cpu" else None,
         }
+        if hasattr(model, "ATTENTION"):
+            self.info["attention"] = model.ATTENTION
         if self.place.replicas > 1:
             self.info["fast_path"]["mesh"] = {"axis": "data", "devices": self.place.replicas, "lr_scale": lr_scale,
                                               "batchnorm": "global-batch statistics (XLA all-reduces them)"}
@@ -148,17 +188,37 @@ class JaxTrainer(Trainer):
         params, rest, _ = self.state
         return {".".join(map(str, path)): v for state in (params, rest) for path, v in nnx.to_flat_state(state)}
 
+    def _paths(self, key: str) -> tuple[str, ...]:
+        path = self.weights[key][0]
+        return (path,) if isinstance(path, str) else tuple(path)
+
     def get_weights(self) -> dict[str, np.ndarray]:
-        variables = self._variables()
-        return {key: np.ascontiguousarray(to_canonical(np.asarray(jax.device_get(variables[path][...]))))
-                for key, (path, (_, to_canonical)) in self.weights.items()}
+        variables, out = self._variables(), {}
+        for key, (path, (_, to_canonical)) in self.weights.items():
+            arrays = [np.asarray(jax.device_get(variables[p][...])) for p in self._paths(key)]
+            out[key] = np.ascontiguousarray(to_canonical(*arrays) if isinstance(path, tuple) else to_canonical(arrays[0]))
+        return out
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         check_weights(self.spec, weights)
         variables = self._variables()
         for key, (path, (to_flax, _)) in self.weights.items():
-            var = variables[path]
-            var[...] = self.place.put(np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype))
+            values = to_flax(np.asarray(weights[key]))
+            for p, value in zip(self._paths(key), values if isinstance(path, tuple) else (values,)):
+                var = variables[p]
+                var[...] = self.place.put(np.asarray(value, dtype=var[...].dtype))
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """A jitted n x n product on the run's first device, in the run's precision (and XLA's
+        default matmul precision, as training); block_until_ready returns once it is done."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        device = self.place.local[0]
+        n = CPU_N if device.platform == "cpu" else GPU_N
+        dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}[precision]
+        a, b = jax.device_put(jax.random.normal(jax.random.key(0), (2, n, n), dtype), device)
+        product = jax.jit(jnp.matmul)
+        return best_rate(lambda: product(a, b).block_until_ready(), 2.0 * n**3)
 
     def peak_device_memory(self) -> int | None:
         peaks = self.place.peak_bytes()

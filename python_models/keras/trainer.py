@@ -1,6 +1,7 @@
-"""The Keras 3 training loop shared by the three Keras models: the harness protocol, backend-agnostic."""
+"""The Keras 3 training loop shared by the Keras models: the harness protocol, backend-agnostic."""
 from __future__ import annotations
 
+import os
 import threading
 
 import keras
@@ -10,7 +11,7 @@ from harness.protocol import Trainer, check_weights
 from harness.specs import EVAL_BATCH
 from python_models.keras.distributed import distribute, node_rows, predict_on_nodes, setup_info
 from python_models.keras.optimizers import make_optimizer
-from python_models.keras.weights import layer_weights, load_layer
+from python_models.keras.weights import canonical_prefix, layer_variables, layer_weights, load_layer
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -69,21 +70,29 @@ class KerasTrainer(Trainer):
     ("." written "_").
 
     `flattened` names dense layers fed by a Flatten: {layer name: (C, H, W) of the flattened map};
-    their kernel rows are reordered between Keras' H,W,C flatten and the canonical C,H,W one."""
+    their kernel rows are reordered between Keras' H,W,C flatten and the canonical C,H,W one.
+    `prefixes` names the layers whose canonical prefix has an underscore of its own ({"tok_emb": "tok_emb"}).
+    `attention` declares the attention path of a model that has one (info["attention"])."""
 
     def __init__(self, model: keras.Model, spec, options, flattened: dict | None = None,
-                 deviations: tuple[str, ...] = ()):
+                 deviations: tuple[str, ...] = (), prefixes: dict | None = None, attention: str | None = None):
         self.model, self.spec, self.options = model, spec, options
         data_format = keras.config.image_data_format()
         self.flattened = (flattened or {}) if data_format == "channels_last" else {}
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over the batch
+        self.prefixes = prefixes or {}
+        # The mean over every prediction: over the batch, or over every position of (N, T) targets.
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.replicas = options.gpus * options.nodes  # data parallel (distributed.py): set up by configure() before the model
         lr_scale = self.replicas if options.scaling == "weak" else 1
+        # AdamW's decay groups: the variables of the canonical tensors the spec does not decay
+        decays = {w.key: w.decay for w in spec.weights}
+        no_decay = [v for layer in model.layers for key, variables in layer_variables(layer, self._prefix(layer)).items()
+                    if not decays[key] for v in variables] if spec.optimizer.name == "adamw" else []
         # "auto" is Keras' default: jax.jit on JAX; XLA on TensorFlow when a GPU is present (Keras
         # turns it off on CPU-only machines); eager on torch. --compile forces it on (torch.compile
         # on the torch backend).
-        model.compile(optimizer=make_optimizer(spec.optimizer, lr_scale), loss=loss, metrics=[StepLoss(loss)],
-                      jit_compile=True if options.compile else "auto")
+        model.compile(optimizer=make_optimizer(spec.optimizer, lr_scale, no_decay), loss=loss,
+                      metrics=[StepLoss(loss)], jit_compile=True if options.compile else "auto")
         self.x = self.y = None
         backend = keras.backend.backend()
         self.info = {
@@ -96,12 +105,18 @@ class KerasTrainer(Trainer):
                           "dtype_policy": keras.config.dtype_policy().name},
             "deviations": list(deviations),
             "setup": setup_info(options),
+            "threads": cpu_threads(backend),  # the training's and the matmul peak's (on a CPU)
         }
+        if attention:
+            self.info["attention"] = attention
         if self.replicas > 1:
             self.info["fast_path"]["data_parallel"] = {
                 "lr_scale": lr_scale,
                 "batchnorm": "per-replica batch statistics" if backend == "tensorflow"
                              else "global-batch statistics (XLA all-reduces them)"}
+
+    def _prefix(self, layer) -> str:
+        return canonical_prefix(layer, self.prefixes)
 
     def param_count(self) -> int:
         return sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
@@ -139,14 +154,15 @@ class KerasTrainer(Trainer):
     def get_weights(self) -> dict[str, np.ndarray]:
         out = {}
         for layer in self.model.layers:
-            out.update({k: np.ascontiguousarray(v) for k, v in layer_weights(layer, self.flattened).items()})
+            out.update({k: np.ascontiguousarray(v)
+                        for k, v in layer_weights(layer, self.flattened, self._prefix(layer)).items()})
         return out
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         check_weights(self.spec, weights)
         w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         for layer in self.model.layers:
-            load_layer(layer, w, self.flattened)
+            load_layer(layer, w, self.flattened, self._prefix(layer))
 
     def peak_device_memory(self) -> int | None:
         if self.options.device != "cuda":
@@ -160,3 +176,26 @@ class KerasTrainer(Trainer):
             return jax.devices()[0].memory_stats().get("peak_bytes_in_use")
         import tensorflow as tf
         return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """keras.ops.matmul of two n x n matrices on the backend's device, in the run's precision;
+        one element of the product is read back, so each call returns once the product is done."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        n = GPU_N if self.options.device == "cuda" else CPU_N
+        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+        a, b = (keras.random.normal((n, n), dtype=dtype, seed=seed) for seed in (1, 2))
+        return best_rate(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0]), 2.0 * n**3)
+
+
+def cpu_threads(backend: str) -> int | None:
+    """The intra-op threads of the backend's CPU kernels."""
+    if backend == "torch":
+        import torch
+        return torch.get_num_threads()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return (tf.config.threading.get_intra_op_parallelism_threads()
+                or int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")) or os.cpu_count())
+    # JAX: XLA's CPU matmuls run on one thread under --xla_cpu_multi_thread_eigen=false, else on every core
+    return 1 if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "") else os.cpu_count()

@@ -133,14 +133,15 @@ class MirroredTrainer(TFTrainer):
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=tf.shape(idx)[0])
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.params)]
         grads = ctx.all_reduce(SUM, grads)  # the global batch's mean gradient, on every replica
+        grads = self._clip(grads)  # on the global gradient: every replica computes the same factor
         ctx.merge_call(self._apply, args=(grads,))
         return loss
 
     def _apply(self, strategy, grads):
         """Cross-replica context: the same update on every copy of every variable."""
         strategy.extended.update(self.step_count, lambda v: v.assign_add(1))
-        for w, g, *slots in zip(self.params, grads, *self.slots):
-            strategy.extended.update(w, self._update, args=(g, self.step_count, *slots), group=False)
+        for w, g, decay, *slots in zip(self.params, grads, self.decay, *self.slots):
+            strategy.extended.update(w, self._update, args=(g, self.step_count, decay, *slots), group=False)
 
     def train_epoch(self, batches) -> np.ndarray:
         def checked():

@@ -1,8 +1,9 @@
-"""The raw TensorFlow 2 training loop shared by the three TF models: the harness protocol in tf.
+"""The raw TensorFlow 2 training loop shared by the TF models: the harness protocol in tf.
 
 A model is a tf.Module that is called as `model(x, training, seed)` and offers `weight_map()`:
 canonical key -> (tf.Variable, Layout). Everything else (initialisation from the spec, the
-optimisers, the tf.function step, canonical weights) lives here, once.
+optimisers with AdamW's decay groups and global-norm clipping, the tf.function step, canonical
+weights, the matmul peak) lives here, once.
 """
 from __future__ import annotations
 
@@ -63,10 +64,18 @@ def initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
             value = q * tf.sign(tf.linalg.diag_part(r))
         elif m := re.fullmatch(r"uniform\(([-\d.e]+),([-\d.e]+)\)", init):
             value = gen.uniform(shape, float(m[1]), float(m[2]))
+        elif m := re.fullmatch(r"normal\(([-\d.e]+),([-\d.e]+)\)", init):  # the transformer's normal(0, std)
+            value = gen.normal(shape, float(m[1]), float(m[2]))
         else:
             raise ValueError(f"{spec.name}: no TensorFlow initialiser for {w.key}'s {init!r}")
         out[w.key] = value.numpy().astype(np.float32)
     return out
+
+
+def intra_op_threads() -> int:
+    """TensorFlow's intra-op pool: set in code, else TF_NUM_INTRAOP_THREADS, else one per core."""
+    return (tf.config.threading.get_intra_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")) or os.cpu_count())
 
 
 def setup_info(options, devices: list[str], engine: str = "one process", replicas: int | None = None) -> dict:
@@ -99,6 +108,10 @@ class TFTrainer(Trainer):
         with self._scope():
             self.model = make_model()
             self.params = list(self.model.trainable_variables)
+            # AdamW's decay groups: the spec's Weight.decay of each variable's canonical tensor
+            decays = {w.key for w in spec.weights if w.decay}
+            by_ref = {v.ref(): key in decays for key, (v, _) in self.model.weight_map().items()}
+            self.decay = [by_ref[p.ref()] for p in self.params]
             # SGD: one velocity per parameter; Adam: first and second moments.
             n_slots = 1 if self.opt.name == "sgd" else 2
             self.slots = [[tf.Variable(tf.zeros_like(p), trainable=False) for p in self.params] for _ in range(n_slots)]
@@ -120,7 +133,10 @@ class TFTrainer(Trainer):
                           **getattr(self.model, "FAST_PATH", {})},
             "deviations": [],
             "setup": setup_info(options, [self.device]),
+            "threads": intra_op_threads(),  # the training's and the matmul peak's
         }
+        if hasattr(self.model, "ATTENTION"):
+            self.info["attention"] = self.model.ATTENTION
 
     def _scope(self):
         """Where variables are created: this one device (a MirroredStrategy's scope in distributed.py)."""
@@ -142,13 +158,25 @@ class TFTrainer(Trainer):
             logits = self.model(xb, training=True, seed=seed)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.params)]  # embedding: dense, as torch
+        grads = self._clip(grads)
         self.step_count.assign_add(1)
-        for w, g, *slots in zip(self.params, grads, *self.slots):
-            self._update(w, g, self.step_count, *slots)
+        for w, g, decay, *slots in zip(self.params, grads, self.decay, *self.slots):
+            self._update(w, g, self.step_count, decay, *slots)
         return loss
 
-    def _update(self, w, g, step, *slots):
-        """One variable's optimiser step; `step` is the step count after this step (Adam's t)."""
+    def _clip(self, grads):
+        """Global gradient-norm clipping in torch.nn.utils.clip_grad_norm_'s form: one norm over
+        every gradient, one factor min(1, clip_norm / (norm + clip_eps)) for all of them.
+        (tf.clip_by_global_norm divides by max(norm, clip_norm) instead, without the eps.)"""
+        if self.opt.clip_norm is None:
+            return grads
+        norm = tf.linalg.global_norm(grads)
+        factor = tf.minimum(self.opt.clip_norm / (norm + self.opt.clip_eps), 1.0)
+        return [g * factor for g in grads]
+
+    def _update(self, w, g, step, decay: bool, *slots):
+        """One variable's optimiser step; `step` is the step count after this step (Adam's t);
+        `decay`: AdamW's decoupled weight decay applies to this variable (spec Weight.decay)."""
         if self.opt.name == "sgd":
             # ResourceApplyMomentum is PyTorch's form exactly: v = m*v + g; w -= lr*v.
             return tf.raw_ops.ResourceApplyMomentum(var=w.handle, accum=slots[0].handle, grad=g,
@@ -156,6 +184,8 @@ class TFTrainer(Trainer):
                                                     momentum=tf.constant(self.opt.momentum, w.dtype))
         # PyTorch's Adam, written out: ResourceApplyAdam puts eps inside the bias correction instead.
         o, (m, v) = self.opt, slots
+        if o.name == "adamw" and decay:  # decoupled: w <- w * (1 - lr * weight_decay) before the Adam step
+            w.assign(w * (1.0 - self.lr * o.weight_decay))
         t = tf.cast(step, tf.float64)
         step_size = tf.cast(self.lr / (1.0 - o.beta1 ** t), tf.float32)
         bc2_sqrt = tf.cast(tf.sqrt(1.0 - o.beta2 ** t), tf.float32)
@@ -187,3 +217,20 @@ class TFTrainer(Trainer):
 
     def peak_device_memory(self) -> int | None:
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] if self.device == "/GPU:0" else None
+
+    def matmul_peak(self, precision: str) -> float | None:
+        """tf.matmul of two n x n matrices on the run's device and intra-op threads; one element of
+        the product is read back, so the call returns only when the product is done."""
+        from harness.peak import CPU_N, GPU_N, best_rate
+
+        n = GPU_N if self.device == "/GPU:0" else CPU_N
+        dtype = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
+        with tf.device(self.device):
+            gen = tf.random.Generator.from_seed(0)
+            a, b = (tf.cast(gen.normal((n, n)), dtype) for _ in range(2))
+
+        def run():  # eager: one MatMul kernel, as a training step's own
+            with tf.device(self.device):
+                return tf.matmul(a, b)[0, 0].numpy()
+
+        return best_rate(run, 2.0 * n**3)

@@ -1,4 +1,4 @@
-# The Keras training loop shared by the three R models: the harness protocol in R.
+# The Keras training loop shared by the R models: the harness protocol in R.
 #
 # Keras is Python's Keras 3, reached through reticulate (the R keras3 package is a thin layer
 # over the same calls and is not needed). `convert = FALSE` keeps every value Keras returns a
@@ -10,22 +10,44 @@ keras <- import("keras", convert = FALSE)
 np <- import("numpy", convert = FALSE)
 py_builtins <- import_builtins(convert = FALSE)
 
+# TensorFlow hands an embedding's gradient over as IndexedSlices, one slice per token occurrence;
+# made dense, a repeated token's slices are summed (before squaring, clipping or the update).
+dense_gradient <- function(g, variable) {
+  if (inherits(g, "tensorflow.python.framework.indexed_slices.IndexedSlices")) {
+    g <- keras$ops$add(keras$ops$zeros_like(variable), g)
+  }
+  g
+}
+
 # Adam as the spec has it (PyTorch's form): w -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
 # Keras' own Adam adds eps to sqrt(v) before the bias correction, which moves the embedding rows
 # of rarely seen words by a different amount. update_step is traced into the train step (TF, JAX).
+# AdamW is this Adam with Keras' decoupled `weight_decay` (w -= w * wd * lr before the step, on
+# every variable not excluded by exclude_from_weight_decay) and global clipping in PyTorch's form.
 TorchAdam <- PyClass("TorchAdam", inherit = keras$optimizers$Adam, defs = list(
+  # torch.nn.utils.clip_grad_norm_'s form: one norm over every gradient, one factor
+  # min(1, clip_norm / (norm + clip_eps)) for all of them (Keras' global_clipnorm divides by
+  # max(norm, clip_norm), without the eps). Called with the whole gradient list before the step.
+  `_clip_gradients` = function(self, grads) {
+    ops <- keras$ops
+    clip <- py_to_r(py_get_attr(self, "global_clipnorm"))
+    if (is.null(clip)) return(grads)
+    grads <- lapply(grads, function(g) {
+      if (inherits(g, "tensorflow.python.framework.indexed_slices.IndexedSlices")) ops$convert_to_tensor(g) else g
+    })
+    squares <- lapply(grads, function(g) ops$sum(ops$square(ops$cast(g, "float32"))))
+    norm <- ops$sqrt(Reduce(ops$add, squares))
+    factor <- ops$minimum(ops$divide(clip, ops$add(norm, py_to_r(py_get_attr(self, "clip_eps")))), 1)
+    lapply(grads, function(g) ops$multiply(g, ops$cast(factor, g$dtype)))
+  },
+
   update_step = function(self, gradient, variable, learning_rate) {
     ops <- keras$ops
     dtype <- variable$dtype
     i <- self$`_get_variable_index`(variable)
     m <- py_get_item(py_get_attr(self, "_momentums"), i)
     v <- py_get_item(py_get_attr(self, "_velocities"), i)
-    g <- ops$cast(gradient, dtype)
-    # TensorFlow hands an embedding's gradient over as IndexedSlices, one slice per token
-    # occurrence; made dense first, a repeated token's slices are summed before squaring.
-    if (inherits(g, "tensorflow.python.framework.indexed_slices.IndexedSlices")) {
-      g <- ops$add(ops$zeros_like(variable), g)
-    }
+    g <- dense_gradient(ops$cast(gradient, dtype), variable)
     t <- ops$cast(ops$add(py_get_attr(self, "iterations"), 1L), dtype)
     correction1 <- ops$subtract(1, ops$power(ops$cast(self$beta_1, dtype), t))
     correction2 <- ops$subtract(1, ops$power(ops$cast(self$beta_2, dtype), t))
@@ -38,11 +60,19 @@ TorchAdam <- PyClass("TorchAdam", inherit = keras$optimizers$Adam, defs = list(
   }
 ))
 
-make_optimizer <- function(opt) {
+# `no_decay`: the variables AdamW leaves undecayed (the spec's tensors whose decay is FALSE).
+make_optimizer <- function(opt, no_decay = list()) {
   # Keras' SGD (v = m*v - lr*g; w += v) equals PyTorch's (v = m*v + g; w -= lr*v) at constant lr.
   switch(opt$name,
     sgd = keras$optimizers$SGD(learning_rate = opt$lr, momentum = opt$momentum),
     adam = TorchAdam(learning_rate = opt$lr, beta_1 = opt$beta1, beta_2 = opt$beta2, epsilon = opt$eps),
+    adamw = {
+      adamw <- TorchAdam(learning_rate = opt$lr, beta_1 = opt$beta1, beta_2 = opt$beta2, epsilon = opt$eps,
+                         weight_decay = opt$weight_decay, global_clipnorm = opt$clip_norm)
+      py_set_attr(adamw, "clip_eps", opt$clip_eps)
+      adamw$exclude_from_weight_decay(var_list = no_decay)
+      adamw
+    },
     stop("unknown optimizer ", opt$name))
 }
 
@@ -52,10 +82,18 @@ he_fan_out <- function() keras$initializers$VarianceScaling(2, "fan_out", "untru
 # --------------------------------------------------------------------------- canonical weights
 # Canonical layouts are PyTorch's. Keras kernels are (kh, kw, in, out) and dense kernels
 # (in, out); Keras' GRU stacks its gates (update, reset, new) where PyTorch stacks (reset,
-# update, new), and keeps its two biases as the rows of one (2, 3H) matrix.
+# update, new), and keeps its two biases as the rows of one (2, 3H) matrix. MultiHeadAttention
+# keeps q, k, v as three (width, heads, head_width) kernels and its output projection as (heads,
+# head_width, width); the canonical file packs q, k, v as the rows of one (3*width, width) matrix.
 as_numpy <- function(v) np$array(keras$ops$convert_to_numpy(v), copy = TRUE)
 to_torch <- function(v, perm) np$ascontiguousarray(np$transpose(as_numpy(v), perm))
 from_torch <- function(w, perm) np$transpose(np$asarray(w), perm)
+
+attention_parts <- function(l) list(l$query_dense, l$key_dense, l$value_dense)  # canonical order
+rows_of <- function(a) py_to_r(py_get_item(a$shape, 0L))
+# (in, heads, head_width) or (heads, head_width, out) as the (out, in) matrix PyTorch keeps
+heads_to_rows <- function(k) np$transpose(k$reshape(c(rows_of(k), -1L)))
+heads_from_rows <- function(w, shape) np$reshape(np$transpose(np$asarray(w)), shape)
 
 swap_first_two_gates <- function(w, axis) {
   gates <- iterate(np$split(w, 3L, axis = axis))
@@ -70,6 +108,15 @@ layer_exporters <- list(
                                         running_mean = as_numpy(l$moving_mean),
                                         running_var = as_numpy(l$moving_variance)),
   Embedding = function(l) list(weight = as_numpy(l$embeddings)),
+  LayerNormalization = function(l) list(weight = as_numpy(l$gamma), bias = as_numpy(l$beta)),
+  MultiHeadAttention = function(l) {
+    parts <- attention_parts(l)
+    out <- as_numpy(l$output_dense$kernel)  # (heads, head_width, width)
+    list(qkv.weight = np$ascontiguousarray(np$concatenate(lapply(parts, function(p) heads_to_rows(as_numpy(p$kernel))))),
+         qkv.bias = np$concatenate(lapply(parts, function(p) as_numpy(p$bias)$reshape(-1L))),
+         proj.weight = np$ascontiguousarray(np$transpose(out$reshape(c(-1L, py_to_r(py_get_item(out$shape, 2L)))))),
+         proj.bias = as_numpy(l$output_dense$bias))
+  },
   GRU = function(l) {
     bias <- swap_first_two_gates(as_numpy(l$cell$bias), -1L)  # (2, 3H): input row, recurrent row
     list(weight_ih = np$ascontiguousarray(swap_first_two_gates(as_numpy(l$cell$kernel), -1L)$T),
@@ -90,6 +137,18 @@ layer_importers <- list(
     l$moving_mean$assign(w$running_mean); l$moving_variance$assign(w$running_var)
   },
   Embedding = function(l, w) l$embeddings$assign(w$weight),
+  LayerNormalization = function(l, w) { l$gamma$assign(w$weight); l$beta$assign(w$bias) },
+  MultiHeadAttention = function(l, w) {
+    weights <- iterate(np$split(np$asarray(w$qkv.weight), 3L))
+    biases <- iterate(np$split(np$asarray(w$qkv.bias), 3L))
+    parts <- attention_parts(l)
+    for (i in 1:3) {
+      parts[[i]]$kernel$assign(heads_from_rows(weights[[i]], parts[[i]]$kernel$shape))
+      parts[[i]]$bias$assign(np$reshape(biases[[i]], parts[[i]]$bias$shape))
+    }
+    l$output_dense$kernel$assign(heads_from_rows(w$proj.weight, l$output_dense$kernel$shape))
+    l$output_dense$bias$assign(w$proj.bias)
+  },
   GRU = function(l, w) {
     l$cell$kernel$assign(swap_first_two_gates(np$asarray(w$weight_ih)$T, -1L))
     l$cell$recurrent_kernel$assign(swap_first_two_gates(np$asarray(w$weight_hh)$T, -1L))
@@ -104,6 +163,18 @@ dict_to_list <- function(d) {
   setNames(lapply(keys, function(k) py_get_item(d, k)), keys)
 }
 
+# The variables behind each canonical tensor (several for the packed q, k, v): AdamW's decay groups.
+layer_variables <- list(
+  Dense = function(l) list(weight = list(l$kernel), bias = list(l$bias)),
+  Embedding = function(l) list(weight = list(l$embeddings)),
+  LayerNormalization = function(l) list(weight = list(l$gamma), bias = list(l$beta)),
+  MultiHeadAttention = function(l) {
+    parts <- attention_parts(l)
+    list(qkv.weight = lapply(parts, function(p) p$kernel), qkv.bias = lapply(parts, function(p) p$bias),
+         proj.weight = list(l$output_dense$kernel), proj.bias = list(l$output_dense$bias))
+  }
+)
+
 # Which of the mapped layer classes (or a subclass of it) a layer is.
 layer_kind <- function(layer) {
   for (kind in names(layer_exporters)) {
@@ -114,11 +185,31 @@ layer_kind <- function(layer) {
 
 # Layers are named by their canonical prefix, dots written as underscores since the torch backend
 # refuses dots ("layer1_0_downsample_0" holds "layer1.0.downsample.0.weight"), so a model's weights
-# are found by walking its layers. `adjust` holds per-model exceptions (the CNN's flatten).
+# are found by walking its layers. `adjust` holds per-model exceptions (the CNN's flatten);
+# `prefixes` the layers whose canonical prefix has an underscore of its own ("tok_emb").
 keras_name <- function(prefix) gsub(".", "_", prefix, fixed = TRUE)
-canonical_prefix <- function(layer) gsub("_", ".", py_to_r(layer$name), fixed = TRUE)
+canonical_prefix <- function(layer, prefixes = list()) {
+  name <- py_to_r(layer$name)
+  if (!is.null(prefixes[[name]])) prefixes[[name]] else gsub("_", ".", name, fixed = TRUE)
+}
 
-export_weights <- function(model, adjust = list()) {
+# The variables of the canonical tensors whose `decay` the spec sets to FALSE (biases, LayerNorm).
+undecayed_variables <- function(model, spec, prefixes = list()) {
+  decays <- setNames(lapply(spec$weights, function(w) w$decay), vapply(spec$weights, function(w) w$key, ""))
+  out <- list()
+  for (layer in iterate(model$layers)) {
+    kind <- layer_kind(layer)
+    if (kind == "") next
+    tensors <- layer_variables[[kind]](layer)
+    for (name in names(tensors)) {
+      key <- paste(canonical_prefix(layer, prefixes), name, sep = ".")
+      if (!isTRUE(decays[[key]])) out <- c(out, tensors[[name]])
+    }
+  }
+  out
+}
+
+export_weights <- function(model, adjust = list(), prefixes = list()) {
   out <- list()
   for (layer in iterate(model$layers)) {
     export_layer <- layer_exporters[[layer_kind(layer)]]
@@ -126,7 +217,7 @@ export_weights <- function(model, adjust = list()) {
       if (py_len(layer$weights) > 0L) stop("no canonical mapping for layer ", py_to_r(layer$name))
       next
     }
-    name <- canonical_prefix(layer)
+    name <- canonical_prefix(layer, prefixes)
     tensors <- Filter(Negate(is.null), export_layer(layer))
     if (!is.null(adjust[[name]])) tensors <- adjust[[name]]$export(tensors)
     names(tensors) <- paste(name, names(tensors), sep = ".")
@@ -135,11 +226,11 @@ export_weights <- function(model, adjust = list()) {
   out
 }
 
-import_weights <- function(model, weights, adjust = list()) {
+import_weights <- function(model, weights, adjust = list(), prefixes = list()) {
   for (layer in iterate(model$layers)) {
     load_layer <- layer_importers[[layer_kind(layer)]]
     if (is.null(load_layer)) next
-    name <- canonical_prefix(layer)
+    name <- canonical_prefix(layer, prefixes)
     prefix <- paste0(name, ".")
     keys <- Filter(function(k) startsWith(k, prefix), names(weights))
     tensors <- setNames(weights[keys], substring(keys, nchar(prefix) + 1L))
@@ -173,17 +264,40 @@ StepLosses <- PyClass("StepLosses", inherit = keras$metrics$Metric, defs = list(
   }
 ))
 
-keras_trainer <- function(model, spec, options, adjust = list()) {
-  optimizer <- make_optimizer(spec$optimizer)
-  loss <- keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)  # mean over the batch
+# The intra-op threads of the backend's CPU kernels (what the matmul peak runs on too).
+cpu_threads <- function(backend) {
+  switch(backend,
+    torch = py_to_r(import("torch")$get_num_threads()),
+    tensorflow = {
+      set <- py_to_r(import("tensorflow")$config$threading$get_intra_op_parallelism_threads())
+      if (set > 0) set else {
+        env <- as.integer(Sys.getenv("TF_NUM_INTRAOP_THREADS", "0"))
+        if (env > 0) env else parallel::detectCores()
+      }
+    },
+    # JAX: XLA's CPU matmuls run on one thread under --xla_cpu_multi_thread_eigen=false, else on every core
+    if (grepl("xla_cpu_multi_thread_eigen=false", Sys.getenv("XLA_FLAGS"), fixed = TRUE)) 1L
+    else parallel::detectCores())
+}
+
+# `prefixes`: layer name -> canonical prefix, where the prefix has an underscore of its own;
+# `attention`: the attention path of a model that has one (info$attention).
+keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list(), attention = NULL) {
+  no_decay <- if (spec$optimizer$name == "adamw") undecayed_variables(model, spec, prefixes) else list()
+  optimizer <- make_optimizer(spec$optimizer, no_decay)
+  # The mean over every prediction: over the batch, or over every position of (N, T) targets.
+  loss <- keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)
   data <- new.env()  # the training arrays: the Python objects handed over, never copied into R
+  backend <- py_to_r(keras$backend$backend())
   info <- list(
     layout = "NHWC",
-    fast_path = list(keras_backend = py_to_r(keras$backend$backend()), data_format = "channels_last",
+    fast_path = list(keras_backend = backend, data_format = "channels_last",
                      loop = paste("model$fit per epoch over the harness-ordered batches, shuffle = FALSE;",
                                   "step losses kept on the device, fetched once per epoch"),
                      jit_compile = NULL),
-    deviations = list())  # none: Keras' Adam and BatchNorm are replaced where they differ
+    deviations = list(),  # none: Keras' Adam and BatchNorm are replaced where they differ
+    threads = cpu_threads(backend))
+  if (!is.null(attention)) info$attention <- attention
 
   fit_data <- function(x, y) {
     data$x <- x
@@ -219,8 +333,8 @@ keras_trainer <- function(model, spec, options, adjust = list()) {
     fit_data = fit_data,
     train_epoch = train_epoch,
     predict = function(x) model$predict(x, batch_size = 256L, verbose = 0L),
-    get_weights = function() export_weights(model, adjust),
-    set_weights = function(weights) import_weights(model, dict_to_list(weights), adjust),
+    get_weights = function() export_weights(model, adjust, prefixes),
+    set_weights = function(weights) import_weights(model, dict_to_list(weights), adjust, prefixes),
     param_count = function() {
       sizes <- iterate(model$trainable_weights, function(w) py_to_r(np$prod(w$shape)))
       as.integer(sum(unlist(sizes)))
@@ -228,6 +342,18 @@ keras_trainer <- function(model, spec, options, adjust = list()) {
     # SHA-256 of the bytes of the array R holds, computed by R's digest package.
     data_digest = function(name) {
       digest::digest(as.raw(data[[name]]$tobytes()), algo = "sha256", serialize = FALSE)
+    },
+    # keras$ops$matmul of two n x n matrices on the backend's device in the run's precision, timed
+    # by the harness's own protocol (harness.peak.best_rate); one element of the product is read
+    # back, so each call returns once the product is done.
+    matmul_peak = function(precision) {
+      peak <- import("harness.peak", convert = FALSE)
+      n <- py_to_r(if (identical(options$device, "cuda")) peak$GPU_N else peak$CPU_N)
+      dtype <- switch(precision, fp32 = "float32", bf16 = "bfloat16", fp16 = "float16")
+      a <- keras$random$normal(list(n, n), dtype = dtype, seed = 1L)
+      b <- keras$random$normal(list(n, n), dtype = dtype, seed = 2L)
+      product <- function() keras$ops$convert_to_numpy(py_get_item(keras$ops$matmul(a, b), tuple(0L, 0L)))
+      peak$best_rate(product, 2 * as.numeric(n)^3)
     }
   )
 }
