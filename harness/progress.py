@@ -11,10 +11,13 @@ class RunProgress:
 
     def __enter__(self):
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # on stderr: rich's default console is stdout, where `--format json` writes the record
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), transient=False)
+                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), transient=False,
+                                 console=Console(stderr=True))
             self._bar.__enter__()
         return self
 
