@@ -33,6 +33,13 @@ from pathlib import Path
 LIKE = ("imports", "mmap", "progress", "trainer")
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
 def fingerprint() -> dict:
     """This process's state where a worker and a plain script could differ: threads, affinity,
     priority, floating-point flags, allocator, huge pages, loaded libraries, modules, environment."""
@@ -52,7 +59,8 @@ def fingerprint() -> dict:
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "os_threads": int(status.get("Threads", "0").strip() or 0),
         "affinity": sorted(os.sched_getaffinity(0)), "nice": os.nice(0),
-        "session_leader": os.getsid(0) == os.getpid(),
+        "session_leader": os.getsid(0) == os.getpid(),  # a session of its own: an autogroup of its own, where
+        "autogroup_scheduling": _read("/proc/sys/kernel/sched_autogroup_enabled"),  # on, CPU is shared per group
         "flush_denormal_numpy": numpy_flush, "flush_denormal_torch": torch_flush,
         "thp": status.get("THP_enabled", "").strip(),
         "libraries": [lib for lib in libs if any(k in lib.lower() for k in keep)],

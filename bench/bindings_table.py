@@ -60,15 +60,15 @@ def part(store: Path, commit: str | None, min_repeats: int, max_loaded: int, all
             if any(str(c).endswith("+dirty") for c in frame["commit_key"]) and not allow_dirty:
                 raise UsageError(f"{store}: measured from a tree with uncommitted changes; measure a commit "
                                  "(or --allow-dirty)")
+    loaded = sum(int(f["loaded"].sum()) for f in (rows, fits) if not f.empty)
+    if loaded > max_loaded:
+        raise UsageError(f"{store}: {loaded} row(s) measured while the load exceeded the cores (more than "
+                         f"--max-loaded {max_loaded}): measure again on a quiet machine")
     if not rows.empty:
         few = rows[rows["runs"] < min_repeats]
         if len(few):
             raise UsageError(f"{store}: {len(few)} row(s) with fewer than {min_repeats} runs "
                              f"({', '.join(sorted(set(few['label'])))}): run the suite with --repeats {min_repeats}")
-        loaded = int(rows["loaded"].sum())
-        if loaded > max_loaded:
-            raise UsageError(f"{store}: {loaded} row(s) measured while the load exceeded the cores (more than "
-                             f"--max-loaded {max_loaded}): measure again on a quiet machine")
     return bindings.markdown(rows, fits)
 
 

@@ -18,6 +18,8 @@ Arms (every round runs each arm once, each in a fresh process, the order rotated
                    trainer (the harness's TorchTrainer.train_epoch instead of the plain loop), env (the
                    worker's process set-up: its own session, stdin /dev/null, PYTHONUNBUFFERED, output
                    to a file); bare:all = all of them
+For the harness arms it also reads the CLI process's own CPU seconds (not its worker's): what the
+parent takes from the cores its worker trains on (the progress display's redraws, at a terminal).
 A run's s/epoch is the median of its steady epochs (after the first). Each arm's s/epoch: the
 geometric mean over rounds with its 95 % t interval; each arm against `bare`: the geometric mean
 of the per-round ratios (paired by round: they ran back to back) with its 95 % t interval
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import termios
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,31 +110,49 @@ def differences(prints: dict) -> dict:
 
 # --------------------------------------------------------------------------- the arms
 def run_harness(python, model: str, samples: int, epochs: int, data_dir: str, tty: bool) -> dict:
-    """One `python -m harness run` (a fresh CLI process and its worker); the record's epochs."""
+    """One `python -m harness run` (a fresh CLI process and its worker); the record's epochs, and the
+    CPU seconds the CLI process itself used (its own, not its worker's: /proc/PID/stat utime + stime,
+    read until it exits): what the parent takes from the cores its worker trains on."""
     with tempfile.TemporaryDirectory(prefix="harness-overhead-") as out:
         command = [str(python), "-m", "harness", "run", "--framework", "pytorch", "--model", model, "--data",
                    "synthetic", "--samples", str(samples), "--epochs", str(epochs), "--out", out,
-                   "--format", "json", "--data-dir", data_dir]
+                   "--format", "json", "--data-dir", data_dir] + ([] if tty else ["--quiet"])
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        if not tty:
-            with open(Path(out) / "stderr.log", "wb") as err:
-                proc = subprocess.run(command + ["--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=err, stdin=subprocess.DEVNULL)
-        else:  # stderr a terminal of 40 x 120: rich draws the progress bars there, as for a user
+        slave = None
+        if tty:  # stderr a terminal of 40 x 120: rich draws the progress bars there, as for a user
             master, slave = pty.openpty()
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-            drained = threading.Thread(target=_drain, args=(master,), daemon=True)
-            drained.start()
+            threading.Thread(target=_drain, args=(master,), daemon=True).start()
             env.pop("COLUMNS", None)
-            proc = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=slave,
-                                  stdin=subprocess.DEVNULL)
-            os.close(slave)
-            drained.join(timeout=5)
+        with open(Path(out) / "stderr.log", "wb") as err:
+            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                    stderr=slave if tty else err, stdin=subprocess.DEVNULL)
+            if slave is not None:
+                os.close(slave)
+            stdout = []
+            reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
+            reader.start()
+            cpu = _own_cpu_until_exit(proc)
+            reader.join()
         if proc.returncode != 0:
-            raise RuntimeError(f"harness run failed ({proc.returncode}): {proc.stdout[-2000:]!r}")
-        record = json.loads(proc.stdout)
+            raise RuntimeError(f"harness run failed ({proc.returncode}): {stdout[0][-2000:]!r}")
+        record = json.loads(stdout[0])
     return {"epochs": [{"epoch": e["epoch"], "seconds": e["seconds"], "loss": e["loss"]} for e in record["epochs"]],
-            "threads": record["info"].get("fast_path", {}).get("intra_op_threads")}
+            "threads": record["info"].get("fast_path", {}).get("intra_op_threads"), "parent_cpu_s": cpu,
+            "wall_s": record["timing"].get("wall_s")}
+
+
+def _own_cpu_until_exit(proc, every: float = 0.1) -> float | None:
+    """The last reading of the process's own CPU seconds (user + system) before it exits."""
+    tick, last = os.sysconf("SC_CLK_TCK"), None
+    while proc.poll() is None:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            last = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(every)
+    return last
 
 
 def _drain(fd: int) -> None:
@@ -271,7 +292,9 @@ def main() -> int:
         ratio = bindings.ratio_interval(values, base) if arm != "bare" else (1.0, None, None, "reference")
         summary[arm] = {"s_per_epoch": s, "low": low, "high": high, "ratio_to_bare": ratio[0],
                         "ratio_low": ratio[1], "ratio_high": ratio[2], "ratio_method": ratio[3],
-                        "final_loss": runs[arm][-1]["epochs"][-1]["loss"]}
+                        "final_loss": runs[arm][-1]["epochs"][-1]["loss"],
+                        "parent_cpu_s": statistics.median([run["parent_cpu_s"] for run in runs[arm]])
+                        if all(run.get("parent_cpu_s") is not None for run in runs[arm]) else None}
     result = {
         "benchmark": "harness_overhead", "model": args.model, "samples": args.samples, "batch_size": spec.batch_size,
         "epochs": args.epochs, "rounds": args.rounds, "arms": arms, "summary": summary, "runs": runs,
@@ -288,7 +311,8 @@ def main() -> int:
         ratio = "" if arm == "bare" else (f"  x bare {s['ratio_to_bare']:.3f}"
                                           + (f" ({s['ratio_low']:.3f}-{s['ratio_high']:.3f})"
                                              if s["ratio_low"] == s["ratio_low"] else ""))
-        print(f"  {arm:<28} {s['s_per_epoch']:.3f} s/epoch ({s['low']:.3f}-{s['high']:.3f}){ratio}")
+        parent = f"  (CLI process's own CPU {s['parent_cpu_s']:.2f} s a run)" if s.get("parent_cpu_s") else ""
+        print(f"  {arm:<28} {s['s_per_epoch']:.3f} s/epoch ({s['low']:.3f}-{s['high']:.3f}){ratio}{parent}")
     print(f"-> {out}")
     return 0
 

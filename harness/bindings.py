@@ -174,11 +174,17 @@ def runs(records):
                                              "backend", "compile", "lang", "framework", "variant", "label", "model",
                                              "data", "samples", "batch_size", "image_size", "repeat", "cores",
                                              "load_1m")}
-        runtime = None  # the language runtime's own start inside the worker
+        runtime = None  # the language runtime's own start inside the worker, part of the import
         if r_facts:
             runtime = (r_facts.get("r_start_s") or 0.0) + (r_facts.get("reticulate_s") or 0.0)
         elif compiled:
             runtime = compiled.get("load_s")
+        attach = timing.get("import_s")
+        if attach is not None and runtime is not None:
+            attach -= runtime
+        handoff = timing.get("data_s")  # less the R runtime's own heap probes (two full gc), not the hand-off's
+        if handoff is not None:
+            handoff -= (r_facts.get("handoff") or {}).get("probe_s") or 0.0
         steady_s = float(steady["seconds"].median())
         steps = int(steady["steps"].iloc[0])
         rows.append({
@@ -187,9 +193,9 @@ def runs(records):
             "version": (rec.get("impl") or {}).get("version"),
             "steady_s": steady_s, "steps": steps, "step_s": steady_s / steps,
             "first_epoch_s": float(g[g["warmup"].astype(bool)]["seconds"].iloc[0]),
-            "spawn_s": timing.get("startup_s"), "runtime_s": runtime, "import_s": timing.get("import_s"),
-            "compile_s": timing.get("compile_s"), "build_s": timing.get("build_s"),
-            "handoff_s": timing.get("data_s"),
+            "spawn_s": timing.get("startup_s"), "runtime_s": runtime, "attach_s": attach,
+            "import_s": timing.get("import_s"), "compile_s": timing.get("compile_s"), "build_s": timing.get("build_s"),
+            "handoff_s": handoff,
             "final_loss": (rec.get("metrics") or {}).get("final_loss"),
             "test_accuracy": (rec.get("metrics") or {}).get("test_accuracy"),
         })
@@ -215,6 +221,13 @@ def _multilingual(frame):
     keep = [g for _, g in _groups(frame, list(SECTION + FAMILY + WORKLOAD))
             if (g["lang"] == "python").any() and (g["lang"] != "python").any()]
     return pd.concat(keep) if keep else frame.iloc[0:0]
+
+
+def _load(runs) -> dict:
+    """The highest 1-minute load average before any of these runs, and whether it exceeded the cores."""
+    load = float(runs["load_1m"].max()) if runs["load_1m"].notna().any() else math.nan
+    cores = runs["cores"].dropna()
+    return {"load_max": load, "loaded": bool(len(cores) and load > cores.iloc[0])}
 
 
 def _is_reference(key) -> bool:
@@ -260,17 +273,15 @@ def table(records, level: float = LEVEL):
             vs = ratio_interval(_per_repeat(sub), _per_repeat(default), level) if default is not None else (
                 math.nan, math.nan, math.nan, "")
             row.update(zip(("vs_default", "vs_default_low", "vs_default_high"), vs[:3]))
-            for col in ("first_epoch_s", "spawn_s", "runtime_s", "import_s", "compile_s", "build_s", "startup_s",
-                        "handoff_s", "final_loss", "test_accuracy"):
+            for col in ("first_epoch_s", "spawn_s", "runtime_s", "attach_s", "import_s", "compile_s", "build_s",
+                        "startup_s", "handoff_s", "final_loss", "test_accuracy"):
                 row[col] = _median(sub[col])
             ref_loss = _median(ref["final_loss"]) if ref is not None else math.nan
             row["final_loss_python"] = ref_loss
             row["loss_diff"] = (row["final_loss"] - ref_loss) / ref_loss if ref_loss else math.nan
             row["loss_agrees"] = (bool(abs(row["final_loss"] - ref_loss) <= max(LOSS_RTOL * ref_loss, LOSS_ATOL))
                                   if np.isfinite(ref_loss) and np.isfinite(row["final_loss"]) else None)
-            row["load_max"] = float(sub["load_1m"].max()) if sub["load_1m"].notna().any() else math.nan
-            cores = sub["cores"].dropna()
-            row["loaded"] = bool(len(cores) and row["load_max"] > cores.iloc[0])
+            row.update(_load(sub))
             out.append(row)
     return _sorted(pd.DataFrame(out))
 
@@ -285,8 +296,8 @@ def _sorted(frame):
 
     def key(r):
         return (str(tuple(_none(r[k]) for k in SECTION)), r["family"], str(_none(r["backend"])), r["model"],
-                str(tuple(_none(r.get(k)) for k in WORKLOAD)), LANGS.index(r["lang"]) if r["lang"] in LANGS else 9,
-                r["framework"], _none(r["variant"]) or "")
+                str(r["data"]), _none(r["samples"]) or 0, _none(r.get("batch_size")) or 0, _none(r["image_size"]) or 0,
+                LANGS.index(r["lang"]) if r["lang"] in LANGS else 9, r["framework"], _none(r["variant"]) or "")
 
     order = frame.apply(key, axis=1)
     return frame.loc[sorted(frame.index, key=lambda i: order[i])].reset_index(drop=True)
@@ -348,7 +359,8 @@ def overhead(records, level: float = LEVEL):
             row = {**group, **dict(zip(LANGUAGE, lkey)), "label": sub["label"].iloc[0], "runs": len(sub),
                    "batches": ", ".join(str(int(x)) for x in sorted(sub["batch_size"].unique())),
                    "a_us": a * 1e6, "a_low_us": (a - t * se_a) * 1e6, "a_high_us": (a + t * se_a) * 1e6,
-                   "b_us": b * 1e6, "b_low_us": (b - t * se_b) * 1e6, "b_high_us": (b + t * se_b) * 1e6, "r2": r2}
+                   "b_us": b * 1e6, "b_low_us": (b - t * se_b) * 1e6, "b_high_us": (b + t * se_b) * 1e6, "r2": r2,
+                   **_load(sub)}
             nan4 = (math.nan, math.nan, math.nan, "")
             vs_python = nan4 if lkey == ref else _a_difference(sub, lines[ref][0], fit, lines[ref][1], level)
             default = (lkey[0], lkey[1], None)
@@ -402,7 +414,7 @@ def markdown(bindings, fits=None) -> str:
     from harness.summary import num
 
     def ratio(v):
-        return f"{v:.3f}×"
+        return f"{v:.3f}"
 
     out = []
     for key, g in _sections(bindings):
@@ -411,7 +423,7 @@ def markdown(bindings, fits=None) -> str:
             loss = "–" if r["loss_agrees"] is None else (
                 f"{num(r['final_loss'])} ({r['loss_diff']:+.1%}, " + ("agrees" if r["loss_agrees"] else "differs") + ")"
                 if not _is_reference(r) else num(r["final_loss"]))
-            start = " / ".join(num(r[c]) for c in ("spawn_s", "runtime_s", "import_s", "compile_s", "build_s"))
+            start = " / ".join(num(r[c]) for c in ("spawn_s", "runtime_s", "attach_s", "compile_s", "build_s"))
             vs = _ci(r["vs_default"], r["vs_default_low"], r["vs_default_high"], ratio)
             rows.append([line_name(r) + (" ⚑" if r["loaded"] else ""), r["model"], str(int(r["batch_size"])),
                          _ci(r["steady_s"], r["steady_low"], r["steady_high"], num),
@@ -425,7 +437,8 @@ def markdown(bindings, fits=None) -> str:
         for key, g in _sections(fits):
             rows = []
             for _, r in g.iterrows():
-                rows.append([line_name(r), r["model"], _ci(r["a_us"], r["a_low_us"], r["a_high_us"], num),
+                rows.append([line_name(r) + (" ⚑" if r["loaded"] else ""), r["model"],
+                             _ci(r["a_us"], r["a_low_us"], r["a_high_us"], num),
                              _ci(r["b_us"], r["b_low_us"], r["b_high_us"], num),
                              "–" if _is_reference(r) else _ci(r["da_us"], r["da_low_us"], r["da_high_us"], num),
                              _ci(r["da_default_us"], r["da_default_low_us"], r["da_default_high_us"], num),
@@ -442,8 +455,9 @@ NOTE = ("s/epoch: geometric mean over runs (each run: the median of its steady e
         "over runs; × Python: the ratio of this row's s/epoch to Python's (above 1: slower), paired by repeat "
         "where the runs pair, with its 95 % t interval on the log scale; × its default: a --variant against the "
         "same language's default way; start-up: process spawn / the language runtime inside the worker (R and "
-        "reticulate; the C++ extension's load) / framework attach (import) / C++ compile (cached: ~0) / model "
-        f"build, medians; hand-off: the data handed to the implementation; final loss agrees within "
+        "reticulate; the C++ extension's load) / framework attach (the rest of the import) / C++ compile (cached: "
+        "~0) / model build, medians; hand-off: the data handed to the implementation (its layout and fit_data, "
+        f"outside the clock); final loss agrees within "
         f"{LOSS_RTOL:.0%} of Python's (or {LOSS_ATOL} nats). a, b: scipy.stats.linregress of step time on "
         "batch size over runs, 95 % t intervals; a's differences from the per-(batch, repeat) differences of "
         "interleaved runs regressed on batch (paired), else Welch-Satterthwaite.")
