@@ -414,7 +414,7 @@ def markdown(bindings, fits=None) -> str:
     from harness.summary import num
 
     def ratio(v):
-        return f"{v:.3f}"
+        return f"{v:.3f}" if abs(v) < 10 else num(v)
 
     out = []
     for key, g in _sections(bindings):
