@@ -50,6 +50,19 @@ def addresses(text: str) -> tuple[str, ...]:
     return out
 
 
+def variant(text: str) -> tuple[tuple[str, str], ...]:
+    """KEY=VALUE,KEY=VALUE (--variant): sorted (key, value) pairs."""
+    pairs = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not KEY=VALUE (e.g. loop=train_on_batch)")
+        pairs[key.strip()] = value.strip()
+    if not pairs:
+        raise argparse.ArgumentTypeError(f"{text!r} names no KEY=VALUE")
+    return tuple(sorted(pairs.items()))
+
+
 def rank(text: str) -> int:
     value = whole_number(text)
     if value < 0:
@@ -68,6 +81,13 @@ def _models() -> str:
     from harness.specs import MODELS
 
     return ", ".join(MODELS)
+
+
+def _variants() -> str:
+    from harness.registry import FRAMEWORKS
+
+    return "; ".join(f"{f.lang}/{f.name}: " + ", ".join(f"{k}={'|'.join(v)}" for k, v in f.variants)
+                     for f in FRAMEWORKS if f.variants)
 
 
 def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn") -> None:
@@ -97,6 +117,8 @@ def add_device_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile where offered")
     p.add_argument("--image-size", type=positive_int, default=32, help="resnet50 input side (default: 32)")
+    p.add_argument("--variant", type=variant, default=(), help="KEY=VALUE[,KEY=VALUE]: another way a user of a "
+                   f"binding writes the same training; {_variants()} (default: the first of each)")
     p.add_argument("--data-dir", help="data cache (default: $DL_ROSETTA_DATA or ~/.cache/dl-rosetta)")
 
 
@@ -137,7 +159,8 @@ def selection(ns: argparse.Namespace) -> Selection:
 def device_setup(ns: argparse.Namespace) -> DeviceSetup:
     return DeviceSetup(device=ns.device, gpus=ns.gpus, scaling=ns.scaling, nodes=ns.nodes,
                        rdzv_endpoint=ns.rdzv_endpoint, node_rank=ns.node_rank, workers=ns.workers,
-                       precision=ns.precision, compile=ns.compile, image_size=ns.image_size)
+                       precision=ns.precision, compile=ns.compile, image_size=ns.image_size,
+                       variant=getattr(ns, "variant", ()))
 
 
 def run_request(ns: argparse.Namespace) -> RunRequest:

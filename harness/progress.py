@@ -11,10 +11,15 @@ class RunProgress:
 
     def __enter__(self):
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # On stderr: rich's default console is stdout, where `--format json` writes the record.
+            # Redrawn twice a second (rich's default is 10): the parent shares the cores with the
+            # worker it times, and at 10 Hz its redrawing cost 1 CPU-second a minute (bench/harness_overhead.py).
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), transient=False)
+                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), transient=False,
+                                 console=Console(stderr=True), refresh_per_second=2)
             self._bar.__enter__()
         return self
 

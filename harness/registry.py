@@ -86,6 +86,10 @@ class Framework:
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")  # the --precision values its trainers take
     compiles: bool = True  # whether --compile means something (else refused)
     retired: str = ""  # why it can never run on the Pythons these machines have
+    binds: str | None = None  # the Python framework whose library this one drives (libtorch: pytorch); default: its own name
+    # --variant KEY=VALUE: other ways a user of this binding writes the same training (harness/bindings.py);
+    # (key, (default, other values...)) pairs; the trainer reads RunOptions.extra["variant"]
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 DDP = MultiDevice("torchrun + DistributedDataParallel", "DDP", torchrun=True)
@@ -126,6 +130,7 @@ FRAMEWORKS: tuple[Framework, ...] = (
               retired="Caffe2 was folded into PyTorch and removed in PyTorch 2.0; no build exists for current Python"),
     Framework("r", "keras", "Keras", "main", ("rpy2",), "python3 -m harness setup --r",
               backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
+              variants=(("data", ("numpy", "r-arrays")), ("loop", ("fit", "train_on_batch"))),
               no_multi_device="{label} trains in its own R loop (r_models/keras/train.R), which has no "
                               "multi-device path; choices: --lang python --framework keras --backend tensorflow|jax"),
     Framework("julia", "flux", "Flux", "main", ("juliacall",), "python3 -m harness setup --julia",
@@ -141,7 +146,7 @@ FRAMEWORKS: tuple[Framework, ...] = (
     # cpp_models/ compile with torch.utils.cpp_extension: a C++ compiler and ninja (Python's headers
     # too, where the interpreter lacks them: `setup --cpp` adds python3-dev then)
     Framework("cpp", "libtorch", "LibTorch", "main", ("torch",), "python3 -m harness setup --cpp",
-              debian=("g++", "ninja-build"), precisions=("fp32",), compiles=False),
+              debian=("g++", "ninja-build"), precisions=("fp32",), compiles=False, binds="pytorch"),
 )
 
 

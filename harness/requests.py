@@ -41,6 +41,7 @@ class DeviceSetup:
     precision: str = "fp32"
     compile: bool = False
     image_size: int = 32
+    variant: tuple[tuple[str, str], ...] = ()  # --variant: (key, value) pairs an implementation declares
 
     @property
     def replicas(self) -> int:
@@ -75,7 +76,7 @@ class RunRequest:
         s = self.setup
         return RunOptions(seed=self.seed, device=s.device, gpus=s.gpus, precision=s.precision, scaling=s.scaling,
                           nodes=s.nodes, compile=s.compile, backend=impl.backend, image_size=s.image_size,
-                          extra=s.launch_extra())
+                          extra={**s.launch_extra(), **({"variant": dict(s.variant)} if s.variant else {})})
 
     def resolved(self, model: str) -> tuple[int, int, str]:
         """(epochs, batch size per replica, data set) with the spec's defaults filled in."""
@@ -91,10 +92,13 @@ class RunRequest:
         and every digest of a run that gave none of them is what it always was."""
         epochs, batch_size, data = self.resolved(model)
         s = self.setup
-        return {"batch_size": batch_size, "compile": s.compile, "data": data, "device": s.device,
-                "epochs": epochs, "gpus": s.gpus, "image_size": s.image_size, "node_rank": None,
-                "nodes": s.nodes, "precision": s.precision, "rdzv_endpoint": None,
-                "samples": self.samples, "scaling": s.scaling, "seed": self.seed, "workers": None}
+        planned = {"batch_size": batch_size, "compile": s.compile, "data": data, "device": s.device,
+                   "epochs": epochs, "gpus": s.gpus, "image_size": s.image_size, "node_rank": None,
+                   "nodes": s.nodes, "precision": s.precision, "rdzv_endpoint": None,
+                   "samples": self.samples, "scaling": s.scaling, "seed": self.seed, "workers": None}
+        if s.variant:  # only when given: a run without one keeps the digest it always had
+            planned["variant"] = dict(s.variant)
+        return planned
 
 
 def implementations(selection: Selection, strict: bool = True):
@@ -160,4 +164,23 @@ def check_setup(setup: DeviceSetup, impls=(), here: bool = True) -> None:
                              f"{', '.join(impl.framework.precisions)} only; choices: {', '.join(impl.framework.precisions)}")
         if setup.compile and not impl.framework.compiles:
             raise UsageError(f"--compile: {impl.label} has no compiled mode (its code is compiled ahead of time)")
+        check_variant(setup.variant, impl)
     parallel.check(setup, impls)
+
+
+def check_variant(variant, impl) -> None:
+    """Every --variant KEY=VALUE must be one the implementation's framework declares (registry
+    Framework.variants); UsageError naming the choices otherwise."""
+    from harness.registry import FRAMEWORKS
+
+    if not variant:
+        return
+    declared = dict(impl.framework.variants)
+    given = " ".join(f"{k}={v}" for k, v in variant)
+    if not declared:
+        raise UsageError(f"--variant {given}: {impl.label} has no variants; only "
+                         + ", ".join(sorted({f"{f.lang}/{f.name}" for f in FRAMEWORKS if f.variants})) + " do")
+    choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in declared.items())
+    for key, value in variant:
+        if key not in declared or value not in declared[key]:
+            raise UsageError(f"--variant {key}={value}: not a variant of {impl.label}; choices: {choices}")

@@ -148,6 +148,7 @@ def _flat(record: dict) -> dict:
         "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
         "device": cfg["device"], "gpus": cfg["gpus"], "nodes": cfg.get("nodes", 1), "precision": cfg["precision"],
         "compile": bool(cfg.get("compile")), "image_size": cfg.get("image_size"), "repeat": cfg.get("repeat"),
+        "variant": variant_label(cfg.get("extra")),
         "startup_s": timing.get("startup_s"), "import_s": timing.get("import_s"), "build_s": timing.get("build_s"),
         "first_epoch_s": timing.get("first_epoch_s"), "steady_s_per_epoch": timing.get("steady_s_per_epoch"),
         "test_accuracy": metrics.get("test_accuracy"), "final_loss": metrics.get("final_loss"),
@@ -165,6 +166,12 @@ def _flat(record: dict) -> dict:
         **key, "commit_key": key["commit"],
         "suite": plan.get("suite"), "plan": plan.get("config"),
     }
+
+
+def variant_label(extra) -> str | None:
+    """'data=r-arrays,loop=train_on_batch' for a run's --variant (RunOptions.extra["variant"]), None without."""
+    variant = (extra or {}).get("variant") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(variant.items())) or None
 
 
 def epoch_rows(records) -> list[dict]:

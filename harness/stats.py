@@ -25,7 +25,7 @@ import numpy as np
 
 # one row of a table: what was run, on which setup, with which amount of work per epoch
 ROW_KEYS = ("lang", "framework", "backend", "model", "device", "gpus", "nodes", "precision", "compile", "image_size",
-            "data", "samples", "batch_size")
+            "data", "samples", "batch_size", "variant")
 ACCURACY_TOLERANCE = 0.05  # absolute, i.e. 5 points of test accuracy
 LEVEL = 0.95
 MIN_CI = 6  # fewer samples than this give no 95 % interval for a median (the smallest with one: n = 6)
@@ -173,7 +173,7 @@ def load(runs) -> dict:
 
 
 # what makes two rows different implementations of the same measurement
-IMPLEMENTATION_KEYS = ("lang", "framework", "backend", "compile", "framework_version")
+IMPLEMENTATION_KEYS = ("lang", "framework", "backend", "compile", "framework_version", "variant")
 REFERENCE = {"lang": "python", "framework": "pytorch", "compile": False}  # the "x PyTorch" column's row
 
 
@@ -188,7 +188,8 @@ def against_reference(summary, samples: dict, keys, same: list[str]):
 
     refs = {}
     for _, r in summary.iterrows():
-        if all(r[k] == v for k, v in REFERENCE.items()) and not isinstance(r.get("backend"), str):
+        if (all(r[k] == v for k, v in REFERENCE.items()) and not isinstance(r.get("backend"), str)
+                and not isinstance(r.get("variant"), str)):
             refs.setdefault(ident(r), tuple(r[k] for k in keys))
     out = []
     for _, r in summary.iterrows():

@@ -120,6 +120,8 @@ def row_name(r) -> str:
         name += f" ({BACKEND_NAMES.get(r['backend'], r['backend'])})"
     if r.get("compile"):
         name += ", compiled"
+    if none_if_missing(r.get("variant")):
+        name += f", {r['variant']}"
     return name
 
 

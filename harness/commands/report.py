@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--machine", help="only this machine key")
     p.add_argument("--commit", help="only this commit (a prefix of the commit key)")
     p.add_argument("--suite", help="only runs of this suite")
+    p.add_argument("--view", default="all", choices=("all", "bindings"), help="bindings: only the language bindings "
+                   "tables (harness/bindings.py), as Markdown, into OUT/bindings.md and .csv (default: all, which "
+                   "adds them beside the page where the results hold a framework in two languages)")
     p.add_argument("--title", default="DL Rosetta: training time", help="the page's title")
     p.add_argument("--mlflow", metavar="URI", help="also log every run to this MLflow tracking store: a folder "
                    "(MLflow's file store) or a tracking server URL (needs the mlflow extra: pip install "
@@ -60,6 +63,7 @@ def main(args) -> int:
         if not Path(p).exists():
             raise UsageError(f"no results at {p}")
     needs = {"html": ("matplotlib", "plotly"), "md": ("matplotlib",), "parquet": ("pyarrow",)}.get(args.format, ())
+    needs = () if args.view == "bindings" else needs
     for module in needs:
         try:
             __import__(module)
@@ -74,8 +78,19 @@ def main(args) -> int:
                                                machine=args.machine, commit=args.commit, suite=args.suite)
         print(f"mlflow: {logged} run(s) logged to {args.mlflow} (experiment {args.mlflow_experiment}), "
               f"{skipped} already there", file=sys.stderr)
+    from harness import bindings
     from harness.reporting import build
 
+    keys = {"machine": args.machine, "commit": args.commit, "suite": args.suite}
+    if args.view == "bindings":
+        md = bindings.report(args.results, out, **keys)
+        if not md:
+            raise UsageError(f"no framework with runs in Python and another language (same machine, commit, setup and "
+                             f"workload) under {', '.join(args.results)}: run bench/suites/all-languages.toml")
+        if not args.quiet:
+            print(md)
+        print(f"report: {out / 'bindings.md'}", file=sys.stderr)
+        return 0
     md, sections = build(args.results, out, args.title, args.format, machine=args.machine, commit=args.commit,
                          suite=args.suite)
     if args.format in ("csv", "json", "parquet"):
@@ -84,8 +99,9 @@ def main(args) -> int:
             print(path.read_text(), end="")
         print(f"report: {path} ({sum(len(s.summary) for s in sections)} rows)", file=sys.stderr)
         return 0
+    binding_md = bindings.report(args.results, out, **keys)  # '' where no framework has two languages
     if not args.quiet:
-        print(md)
+        print(md + (f"\n{binding_md}" if binding_md else ""))
     page = f"{out / 'index.html'}, " if args.format == "html" else ""
     print(f"report: {page}{out / 'table.md'} ({len(sections)} sections, "
           f"{sum(len(s.charts) for s in sections)} PNG charts)", file=sys.stderr)

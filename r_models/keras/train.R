@@ -280,6 +280,35 @@ cpu_threads <- function(backend) {
     else parallel::detectCores())
 }
 
+# --variant (harness/registry.py declares them; the record's info$variant says which ran):
+#   data = "numpy" (default): R holds the harness's numpy arrays (zero copy; indexing happens in
+#          numpy). "r-arrays": R holds plain R arrays, as an R user has them after readRDS() or
+#          from a data frame (doubles for pixels, integers for ids and labels), converted from the
+#          harness's arrays once in fit_data (outside the clock); every epoch R indexes them and
+#          reticulate converts the batch for Keras when fit is called (inside the clock).
+#   loop = "fit" (default): model$fit once per epoch over the harness-ordered batches.
+#          "train_on_batch": an R loop calling model$train_on_batch once per step, taking each
+#          step's loss back as an R number, so the language boundary is crossed on every step.
+variant_of <- function(options) {
+  given <- options$extra$variant
+  list(data = if (is.null(given$data)) "numpy" else given$data,
+       loop = if (is.null(given$loop)) "fit" else given$loop)
+}
+
+# What an R user holds: an R array (or vector), pixels as doubles, integer ids/labels as integers.
+as_r_array <- function(a) {
+  kind <- py_to_r(a$dtype$kind)
+  out <- py_to_r(np$asarray(a))  # an R double array, dims kept (reticulate reorders into R's column-major)
+  if (kind %in% c("i", "u")) storage.mode(out) <- "integer"
+  out
+}
+
+# Rows `i` (1-based) of an R array of any rank, all of every other dimension.
+take_rows <- function(a, i) {
+  if (is.null(dim(a))) return(a[i])
+  do.call(`[`, c(list(a, i), rep(list(TRUE), length(dim(a)) - 1L), list(drop = FALSE)))
+}
+
 # `prefixes`: layer name -> canonical prefix, where the prefix has an underscore of its own;
 # `attention`: the attention path of a model that has one (info$attention).
 keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list(), attention = NULL) {
@@ -287,45 +316,88 @@ keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list
   optimizer <- make_optimizer(spec$optimizer, no_decay)
   # The mean over every prediction: over the batch, or over every position of (N, T) targets.
   loss <- keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)
-  data <- new.env()  # the training arrays: the Python objects handed over, never copied into R
+  variant <- variant_of(options)
+  data <- new.env()  # the training arrays: the Python objects handed over, or R arrays (data = "r-arrays")
+  loops <- list(
+    fit = paste("model$fit per epoch over the harness-ordered batches, shuffle = FALSE;",
+                "step losses kept on the device, fetched once per epoch"),
+    train_on_batch = paste("an R loop over the harness-ordered batches calling model$train_on_batch once per",
+                           "step; each step's loss returned to R as a number"))
   backend <- py_to_r(keras$backend$backend())
   info <- list(
     layout = "NHWC",
     fast_path = list(keras_backend = backend, data_format = "channels_last",
-                     loop = paste("model$fit per epoch over the harness-ordered batches, shuffle = FALSE;",
-                                  "step losses kept on the device, fetched once per epoch"),
+                     loop = loops[[variant$loop]],
+                     data = if (variant$data == "numpy") "the harness's numpy arrays, held by R without a copy"
+                            else "R arrays (doubles; integer ids and labels), converted by reticulate at each fit",
                      jit_compile = NULL),
+    variant = variant,
     deviations = list(),  # none: Keras' Adam and BatchNorm are replaced where they differ
     threads = cpu_threads(backend))
   if (!is.null(attention)) info$attention <- attention
 
   fit_data <- function(x, y) {
-    data$x <- x
-    data$y <- y
-    data$step_losses <- NULL
+    if (variant$data == "r-arrays") {
+      data$dtypes <- list(x = py_to_r(x$dtype$name), y = py_to_r(y$dtype$name))
+      data$x <- as_r_array(x)
+      data$y <- as_r_array(y)
+    } else {
+      data$x <- x
+      data$y <- y
+    }
+    data$n <- py_to_r(py_builtins$len(x))
+    data$compiled <- NULL  # compiled again for these arrays (the step-loss buffer's capacity)
     invisible(NULL)
   }
 
   compile <- function() {
-    data$step_losses <- StepLosses(loss, py_len(data$x))  # capacity: more steps than any epoch has
+    # fit: every step's loss into a device buffer (capacity: more steps than any epoch has).
+    # train_on_batch resets the metrics at every call and returns that step's loss itself.
+    metrics <- list()
+    if (variant$loop == "fit") {
+      data$step_losses <- StepLosses(loss, data$n)
+      metrics <- list(data$step_losses)
+    }
     # "auto" is Keras' default: XLA on TensorFlow off CPU, jax.jit on JAX, eager on torch.
-    model$compile(optimizer = optimizer, loss = loss, metrics = list(data$step_losses),
+    model$compile(optimizer = optimizer, loss = loss, metrics = metrics,
                   jit_compile = if (isTRUE(options$compile)) TRUE else "auto")
+    data$compiled <- TRUE
     info$fast_path$jit_compile <<- py_to_r(model$jit_compile)
   }
 
+  # The rows of one batch (or of the whole epoch, in order) as Keras receives them.
+  gather <- function(rows) {
+    if (variant$data == "numpy") return(list(py_get_item(data$x, rows), py_get_item(data$y, rows)))
+    i <- as.integer(py_to_r(rows)) + 1L  # R's rows are 1-based
+    list(take_rows(data$x, i), take_rows(data$y, i))  # R arrays: reticulate converts them at the call
+  }
+
   train_epoch <- function(batches) {
-    if (is.null(data$step_losses)) compile()  # the first epoch is the warm-up: Keras traces there too
+    if (is.null(data$compiled)) compile()  # the first epoch is the warm-up: Keras traces there too
     # (steps, batch) indices: the harness's plan for this epoch
     rows <- np$asarray(if (py_has_attr(batches, "index")) batches$index else py_builtins$list(batches))
     shape <- unlist(py_to_r(rows$shape))
+    if (variant$loop == "train_on_batch") {
+      losses <- numeric(shape[[1]])
+      for (s in seq_len(shape[[1]])) {
+        batch <- gather(py_get_item(rows, s - 1L))
+        losses[[s]] <- py_to_r(model$train_on_batch(batch[[1]], batch[[2]]))
+      }
+      return(losses)
+    }
     # One gather into the epoch's order; fit cuts exactly these rows into the same batches, one
     # optimiser step each, and returns when they are done.
-    order <- rows$reshape(-1L)
-    model$fit(py_get_item(data$x, order), py_get_item(data$y, order), batch_size = shape[[2]],
-              epochs = 1L, shuffle = FALSE, verbose = 0L)
+    epoch <- gather(rows$reshape(-1L))
+    model$fit(epoch[[1]], epoch[[2]], batch_size = shape[[2]], epochs = 1L, shuffle = FALSE, verbose = 0L)
     losses <- keras$ops$convert_to_numpy(data$step_losses$losses)
     unlist(py_to_r(losses$tolist()))[seq_len(shape[[1]])]
+  }
+
+  # The training array as the harness handed it over: the numpy object itself, or (r-arrays)
+  # R's array converted back to the harness's dtype and C order.
+  as_handed <- function(name) {
+    if (variant$data == "numpy") return(data[[name]])
+    np$ascontiguousarray(r_to_py(data[[name]]), dtype = data$dtypes[[name]])
   }
 
   list(
@@ -341,7 +413,7 @@ keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list
     },
     # SHA-256 of the bytes of the array R holds, computed by R's digest package.
     data_digest = function(name) {
-      digest::digest(as.raw(data[[name]]$tobytes()), algo = "sha256", serialize = FALSE)
+      digest::digest(as.raw(as_handed(name)$tobytes()), algo = "sha256", serialize = FALSE)
     },
     # keras$ops$matmul of two n x n matrices on the backend's device in the run's precision, timed
     # by the harness's own protocol (harness.peak.best_rate); one element of the product is read
