@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
+from dataclasses import dataclass
 
 from harness.deploy.common import (CalibrationError, Compiled, CompileError, DeployOptions, PRECISIONS,
                                    check_calibration, calibration_examples, mlperf_rule)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,29 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def model_sha256(path: Path) -> str:
+    """The SHA-256 of a model file and, for ONNX, of every external-data file it references (the
+    dynamo exporter writes the weights beside the graph, in <name>.onnx.data): other weights in the
+    same graph are another model."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        return sha256_file(path)
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all: the runtime's reader says why; the file's bytes are the digest
+        return sha256_file(path)
+    locations = sorted({entry.value for t in _get_all_tensors(model) if uses_external_data(t)
+                        for entry in t.external_data if entry.key == "location"})
+    h = hashlib.sha256(sha256_file(path).encode())
+    for location in locations:
+        f = path.parent / location
+        h.update(f"{location}:{sha256_file(f) if f.is_file() else 'missing'}".encode())
     return h.hexdigest()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.deploy import cache
-from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, sha256_file
+from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, model_sha256
 from harness.deploy.host import cpu_fingerprint, onnx_input, static_batch
 
 NAME = "iree"
@@ -115,7 +115,7 @@ def compile(model_path, fmt: str, example: np.ndarray, opts: DeployOptions) -> C
     info = base_info(NAME, version, opts, runtime_version=runtime_version.VERSION,
                      target=f"llvm-cpu, target-cpu=host ({cpu_fingerprint()})", flags=FLAGS[opts.precision],
                      threads_applied=f"--task_topology_max_group_count={opts.threads} (local-task driver)",
-                     model_sha256=sha256_file(model_path), compile_s_by_batch={}, cache_by_batch={})
+                     model_sha256=model_sha256(model_path), compile_s_by_batch={}, cache_by_batch={})
     info["cache_key"] = {"model_sha256": info["model_sha256"], "runtime": version, "target": "llvm-cpu host",
                          "host": cpu_fingerprint(), "precision": opts.precision}
     compiled = IreeCompiled(model_path, opts, info)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, sha256_file
+from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, model_sha256
 
 NAME = "litert"
 
@@ -71,7 +71,7 @@ def compile(model_path, fmt: str, example: np.ndarray, opts: DeployOptions) -> C
         raise CompileError(NAME, "runs the file's own precision on the CPU here (fp32); quantize in the TFLite converter",
                            "setup")
     info = base_info(NAME, getattr(ai_edge_litert, "__version__", "?"), opts, target="CPU, XNNPACK delegate",
-                     threads_applied=f"Interpreter(num_threads={opts.threads})", model_sha256=sha256_file(model_path),
+                     threads_applied=f"Interpreter(num_threads={opts.threads})", model_sha256=model_sha256(model_path),
                      cache={"status": "none: the interpreter reads the flatbuffer; nothing is compiled ahead"},
                      compile_s_by_batch={})
     compiled = LiteRTCompiled(model_path, opts, info)

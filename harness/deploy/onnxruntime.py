@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.deploy import cache
 from harness.deploy.common import (CompileError, Compiled, DeployOptions, Timer, base_info, batches,
-                                   check_calibration, sha256_array, sha256_file)
+                                   check_calibration, sha256_array, model_sha256)
 
 NAME = "onnxruntime"
 CALIBRATION_BATCH = 32
@@ -52,11 +52,17 @@ def _quantize(model_path: Path, opts: DeployOptions, input_name: str, out: Path)
         def get_next(self):
             return next(self.it, None)
 
-    pre = out / "preprocessed.onnx"
-    quant_pre_process(str(model_path), str(pre), skip_symbolic_shape=True)  # shape inference + graph cleanup
+    import onnx
+
+    # One self-contained file first: quant_pre_process copies its input alone to a temporary folder,
+    # losing the external weights file (<name>.onnx.data) the dynamo exporter writes beside the graph.
+    inline, pre = out / "inline.onnx", out / "preprocessed.onnx"
+    onnx.save(onnx.load(str(model_path)), str(inline))
+    quant_pre_process(str(inline), str(pre), skip_symbolic_shape=True)  # shape inference + graph cleanup
     quantize_static(str(pre), str(out / "model.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
+    inline.unlink()
     pre.unlink()
 
 
@@ -76,7 +82,7 @@ def compile(model_path, fmt: str, example: np.ndarray, opts: DeployOptions) -> C
     providers = _providers(ort, opts.device)
     info = base_info(NAME, ort.__version__, opts, providers=providers, target=ort.get_device(),
                      threads_applied=f"intra_op_num_threads={opts.threads}, inter_op_num_threads=1, sequential",
-                     model_sha256=sha256_file(model_path))
+                     model_sha256=model_sha256(model_path))
     session_path, quantize_s = model_path, 0.0
     if opts.precision in ("int8", "fp16"):
         key = {"model_sha256": info["model_sha256"], "runtime": ort.__version__, "precision": opts.precision,

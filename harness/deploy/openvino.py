@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.deploy import cache
 from harness.deploy.common import (CompileError, Compiled, DeployOptions, Timer, base_info, batches,
-                                   check_calibration, sha256_array, sha256_file)
+                                   check_calibration, sha256_array, model_sha256)
 from harness.deploy.host import cpu_fingerprint
 
 NAME = "openvino"
@@ -59,7 +59,7 @@ def compile(model_path, fmt: str, example: np.ndarray, opts: DeployOptions) -> C
     info = base_info(NAME, version, opts, target=f"CPU: {cpu_fingerprint()}", config={k: str(v) for k, v in config.items()},
                      threads_applied=f"INFERENCE_NUM_THREADS={opts.threads}, NUM_STREAMS=1 (LATENCY hint)",
                      capabilities=list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
-                     model_sha256=sha256_file(model_path))
+                     model_sha256=model_sha256(model_path))
     key = {"model_sha256": info["model_sha256"], "runtime": version, "target": cpu_fingerprint(),
            "precision": opts.precision}
     source, quantize_s = model_path, 0.0

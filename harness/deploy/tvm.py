@@ -14,12 +14,14 @@ The exported shared library (.so, per batch) is the cached artefact.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from harness.deploy import cache
-from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, sha256_file
+from harness.deploy.common import CompileError, Compiled, DeployOptions, Timer, base_info, model_sha256
 from harness.deploy.host import cpu_fingerprint, onnx_input
 
 NAME = "tvm"
@@ -57,6 +59,21 @@ def _build(model_path: Path, input_name: str, shape: tuple, dtype: str, target, 
     return times
 
 
+def _load_library(library: Path):
+    """Load the library through a copy at a fresh path, then remove the copy (the mapping stays).
+    dlopen returns the library already loaded under the same path, so a rebuilt entry loaded from the
+    old path would run the old code."""
+    import tvm
+
+    folder = Path(tempfile.mkdtemp(prefix="dl-rosetta-tvm-"))
+    try:
+        copy = folder / library.name
+        shutil.copyfile(library, copy)
+        return tvm.runtime.load_module(str(copy))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class TvmCompiled(Compiled):
     def __init__(self, model_path: Path, input_name: str, dims: list, dtype: str, target, opts: DeployOptions,
                  info: dict):
@@ -82,7 +99,7 @@ class TvmCompiled(Compiled):
         try:
             with Timer() as t:
                 entry = cache.cached(self.opts.cache_dir, NAME, key, build)
-                vm = relax.VirtualMachine(tvm.runtime.load_module(str(entry.path / "model.so")), tvm.cpu())
+                vm = relax.VirtualMachine(_load_library(entry.path / "model.so"), tvm.cpu())
         except Exception as e:  # TVM's frontend (OpNotImplemented ...) or codegen message
             raise CompileError(NAME, f"{type(e).__name__}: {e}") from e
         self.vms[batch] = vm
@@ -124,7 +141,7 @@ def compile(model_path, fmt: str, example: np.ndarray, opts: DeployOptions) -> C
                      tuned=opts.tuning_trials > 0, pool_threads=int(tvm.get_global_func("runtime.NumThreads")()),
                      threads_applied=f"TVM_NUM_THREADS={opts.threads}, config_threadpool(big cores, {opts.threads}), "
                                      f"target num-cores={opts.threads}",
-                     model_sha256=sha256_file(model_path), compile_s_by_batch={}, cache_by_batch={})
+                     model_sha256=model_sha256(model_path), compile_s_by_batch={}, cache_by_batch={})
     info["cache_key"] = {"model_sha256": info["model_sha256"], "runtime": tvm.__version__, "precision": opts.precision,
                          "target": str(target), "host": cpu_fingerprint(), "tuning_trials": opts.tuning_trials}
     compiled = TvmCompiled(model_path, input_name, dims, str(example.dtype), target, opts, info)
