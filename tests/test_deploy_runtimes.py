@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,12 @@ def need(runtime: str) -> None:
     why = deploy.availability(runtime)
     if why:
         pytest.skip(why)
+
+
+def need_exporter() -> None:
+    """torch.onnx.export's dynamo path translates with onnxscript."""
+    if importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("torch.onnx.export needs onnxscript: pip install -e '.[onnx]'")
 
 
 def options(tmp: Path, **kw) -> DeployOptions:
@@ -90,6 +97,7 @@ def inputs(name: str, n: int = BATCH, stream: int = 0) -> np.ndarray:
 def export_onnx(model, example: np.ndarray, path: Path) -> Path:
     import torch
 
+    need_exporter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (torch.from_numpy(example),), str(path), dynamo=True, input_names=["x"],
@@ -110,6 +118,8 @@ def exported(tmp_path_factory):
         ref = trainer.predict(x)
         if fmt == "onnx":
             return export_onnx(trainer.model, x, root / f"{name}.onnx"), x, ref
+        if any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")):
+            pytest.skip("the TFLite files come from Keras on TensorFlow: pip install -e '.[tensorflow,keras]'")
         out = root / "tflite"
         out.mkdir(exist_ok=True)
         proc = subprocess.run([sys.executable, str(REPO / "tests" / "deploy_tflite.py"), str(out), str(BATCH), name],
