@@ -219,6 +219,20 @@ def test_precision_choices_are_checked_before_a_worker():
         deploy.check_precision("tensorrt", "fp32")
 
 
+def test_gpu_paths_are_refused_where_this_build_has_none(exported, tmp_path):
+    deploy.check_precision("onnxruntime", "fp16", "cuda")
+    with pytest.raises(UsageError, match="OpenVINO has no cuda path here"):
+        deploy.check_precision("openvino", "fp32", "cuda")
+    need("onnxruntime")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has the CUDA provider")
+    path, x, _ = exported("cnn", "onnx")
+    with pytest.raises(CompileError, match=r"no GPU provider .*onnxruntime-gpu"):
+        deploy.load("onnxruntime").compile(path, "onnx", x, options(tmp_path, device="cuda"))
+
+
 # ------------------------------------------------------------------------------------------ int8
 @pytest.fixture(scope="session")
 def trained_cnn(tmp_path_factory):
@@ -374,6 +388,17 @@ def test_availability_names_the_install_command(monkeypatch):
     assert deploy.availability("iree") == "IREE is not installed (iree_not_here.runtime missing): pip install -e '.[iree]'"
     with pytest.raises(UsageError, match="unknown runtime 'tensorrt'"):
         deploy.availability("tensorrt")
+
+
+def test_parent_side_imports_no_runtime():
+    """availability/check_precision run in the parent before any worker: no runtime is imported there."""
+    code = ("import sys; from harness import deploy\n"
+            "[deploy.availability(n) for n in deploy.RUNTIMES]; deploy.check_precision('iree', 'bf16')\n"
+            "print([m for m in ('onnx', 'onnxruntime', 'openvino', 'nncf', 'tvm', 'iree.compiler', 'iree.runtime', 'ai_edge_litert', 'torch')"
+            " if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def bad_files(tmp: Path) -> dict[str, Path]:
