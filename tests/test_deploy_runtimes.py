@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -105,35 +106,63 @@ def export_onnx(model, example: np.ndarray, path: Path) -> Path:
     return path
 
 
+def once(tmp_path_factory, name: str, make) -> Path:
+    """A folder made once per test session, shared by the xdist workers (a lock file; fcntl): each
+    export is made by whichever worker asks first, the other waits and reuses it."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:  # every worker's basetemp lies in the session's one
+        root = root.parent
+    folder = root / "deploy-shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / "done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """exported(model, fmt) -> (path, x, PyTorch eval logits); each export made once per session."""
-    root = tmp_path_factory.mktemp("deploy-exports")
 
     @functools.lru_cache(maxsize=None)
     def get(name: str, fmt: str = "onnx"):
-
-        trainer = torch_model(name)
         x = inputs(name)
-        ref = trainer.predict(x)
         if fmt == "onnx":
-            return export_onnx(trainer.model, x, root / f"{name}.onnx"), x, ref
+            need_exporter()
+
+            def make(folder: Path):
+                trainer = torch_model(name)
+                np.save(folder / "logits.npy", trainer.predict(x))
+                export_onnx(trainer.model, x, folder / f"{name}.onnx")
+
+            folder = once(tmp_path_factory, f"{name}-onnx", make)
+            return folder / f"{name}.onnx", x, np.load(folder / "logits.npy")
+        ref = get(name, "onnx")[2]
         if any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")):
             pytest.skip("the TFLite files come from Keras on TensorFlow: pip install -e '.[tensorflow,keras]'")
-        out = root / "tflite"
-        out.mkdir(exist_ok=True)
-        proc = subprocess.run([sys.executable, str(REPO / "tests" / "deploy_tflite.py"), str(out), str(BATCH), name],
-                              capture_output=True, text=True, timeout=600, cwd=REPO)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+
+        def convert(folder: Path):
+            proc = subprocess.run([sys.executable, str(REPO / "tests" / "deploy_tflite.py"), str(folder), str(BATCH), name],
+                                  capture_output=True, text=True, timeout=600, cwd=REPO)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+
+        folder = once(tmp_path_factory, f"{name}-tflite", convert)
         nhwc = x.transpose(0, 2, 3, 1).copy() if x.ndim == 4 else x  # Keras' layout
-        return out / f"{name}.tflite", nhwc, ref
+        return folder / f"{name}.tflite", nhwc, ref
 
     return get
 
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("deploy-cache")
+    """One compiled-artefact cache for the session's workers (entries are renamed into place whole)."""
+    return once(tmp_path_factory, "cache", lambda folder: None)
 
 
 # ------------------------------------------------------------------------------------------ the matrix
@@ -248,17 +277,21 @@ def trained_cnn(tmp_path_factory):
 
     x_train, y_train = synthetic.images(512, seed=0)
     x_test, y_test = synthetic.images(256, seed=0, stream=synthetic.TEST_SEED_OFFSET)
-    torch.set_num_threads(THREADS)
-    trainer = importlib.import_module("python_models.pytorch.cnn").build(get_spec("cnn"), RunOptions())
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = 0.03
-    trainer.fit_data(x_train, y_train)
-    for epoch in range(3):
-        trainer.train_epoch(epoch_batches(len(x_train), 64, seed=0, epoch=epoch))
-    accuracy = float((trainer.predict(x_test).argmax(1) == y_test).mean())
-    assert accuracy > 0.5, accuracy  # learnable: chance is 0.1 (measured: 1.0)
-    path = export_onnx(trainer.model, x_test[:BATCH], tmp_path_factory.mktemp("trained") / "cnn.onnx")
-    return path, x_train, x_test, y_test
+    need_exporter()
+
+    def train(folder: Path):
+        torch.set_num_threads(THREADS)
+        trainer = importlib.import_module("python_models.pytorch.cnn").build(get_spec("cnn"), RunOptions())
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = 0.03
+        trainer.fit_data(x_train, y_train)
+        for epoch in range(3):
+            trainer.train_epoch(epoch_batches(len(x_train), 64, seed=0, epoch=epoch))
+        accuracy = float((trainer.predict(x_test).argmax(1) == y_test).mean())
+        assert accuracy > 0.5, accuracy  # learnable: chance is 0.1 (measured: 1.0)
+        export_onnx(trainer.model, x_test[:BATCH], folder / "cnn.onnx")
+
+    return once(tmp_path_factory, "trained-cnn", train) / "cnn.onnx", x_train, x_test, y_test
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
