@@ -2,7 +2,9 @@
 
 Threads: INFERENCE_NUM_THREADS = opts.threads, one stream (NUM_STREAMS 1, the LATENCY hint): one
 infer request at a time uses every thread, as the other runtimes do, for throughput too.
-Precision: fp32/bf16/fp16 set INFERENCE_PRECISION_HINT (f32/bf16/f16); the plugin answers with the
+Precision: fp32/bf16/fp16 set INFERENCE_PRECISION_HINT (f32/bf16/f16), always explicitly: on a CPU
+with AVX512_BF16 or AMX the plugin's default is bf16 (seen here on an AMD EPYC: an unset hint ran
+bf16), so "OpenVINO fp32" would otherwise be bf16. The plugin answers with the
 precision it will really use, which must be the one asked for (a CPU without FP16 capability turns
 f16 into bf16: refused, not mislabelled). int8: NNCF post-training quantization of the OpenVINO
 model on the calibration examples (the quantized IR is cached); its non-quantized layers run in f32.
