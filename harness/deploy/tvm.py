@@ -26,6 +26,7 @@ from harness.deploy.host import cpu_fingerprint, onnx_input
 
 NAME = "tvm"
 BIG_CORES = 1  # runtime.config_threadpool mode: kBig (every core on a homogeneous CPU)
+TUNING_TIMEOUT_S = 600  # per candidate build / measurement (see _tune)
 
 
 def _target(tvm, threads: int):
@@ -49,8 +50,7 @@ def _build(model_path: Path, input_name: str, shape: tuple, dtype: str, target, 
     times["tune_s"] = 0.0
     if trials > 0:
         with Timer() as t:
-            mod = relax.get_pipeline("static_shape_tuning", total_trials=trials, target=target,
-                                     work_dir=str(out / "tuning"), max_trials_per_task=max(1, trials // 8))(mod)
+            mod = _tune(mod, target, trials, out / "tuning")
         times["tune_s"] = t.s
     with Timer() as t:
         executable = tvm.compile(mod, target=target)
@@ -72,6 +72,26 @@ def _load_library(library: Path):
         return tvm.runtime.load_module(str(copy))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tune(mod, target, trials: int, work_dir: Path):
+    """MetaSchedule: legalize and fuse (the zero pipeline), tune every fused kernel within `trials`
+    measured candidates in all (at least 2 per kernel), apply the best schedules. The builder and runner
+    get generous time-outs: with MetaSchedule's default 30 s per candidate, every build failed on this
+    loaded 2-core machine (its builder processes import TVM first); with 600 s they succeed."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+    ms.relax_integration.tune_relax(mod, params={}, target=target, work_dir=str(work_dir), max_trials_global=trials,
+                                    max_trials_per_task=max(2, trials // 16),
+                                    builder=ms.builder.LocalBuilder(timeout_sec=TUNING_TIMEOUT_S),
+                                    runner=ms.runner.LocalRunner(timeout_sec=TUNING_TIMEOUT_S))
+    with target:
+        mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+    shutil.rmtree(work_dir / "logs", ignore_errors=True)  # per-task logs; the database stays with the library
+    return mod
 
 
 class TvmCompiled(Compiled):
