@@ -1,8 +1,9 @@
 """`python3 -m harness setup`: create the environments, idempotently, with the standard library only.
 
     (no flag)     .venv with the harness, PyTorch and the test tools
-    --frameworks  + every Python framework of .venv (the registry rows' extras and Debian packages), and
-                  the report tools (matplotlib, plotly, pyarrow, MLflow)
+    --frameworks  + every Python framework of .venv (the registry rows' extras and Debian packages), the
+                  report tools (matplotlib, plotly, pyarrow, MLflow) and the deployment runtimes (extra
+                  "deploy": harness/deploy)
     --legacy      .venv-legacy: numpy 1.23.5 with MXNet, Chainer, PyTensor (reached only through workers)
     --r           R from Debian, a reticulate that is safe inside rpy2, rpy2 in .venv
     --julia       juliacall in .venv (Julia itself and its packages come through juliacall on first use)
@@ -104,7 +105,7 @@ def main(args) -> int:
     extras, debian = ["pytorch", "test"], []
     if everything or args.frameworks:
         more, debian = python_frameworks()
-        extras += [e for e in more if e not in extras] + ["report", "mlflow"]
+        extras += [e for e in more if e not in extras] + ["report", "mlflow", "deploy"]
     if everything or args.r:
         extras.append("r")
     if everything or args.julia:
