@@ -10,6 +10,7 @@ from harness.errors import UsageError
 # verb -> module in harness.commands; each module has add_arguments(parser) and main(args) -> int
 VERBS = {
     "run": "Train implementations on prepared data and time them (the default verb).",
+    "infer": "Export the trained model and time inference natively and on the deployment runtimes (run --task infer).",
     "list": "Show every registered implementation and whether it can run here.",
     "setup": "Create the environments the suite needs (stdlib only: works before anything is installed).",
     "weights": "Write the initial canonical weights (.npz) an implementation creates.",

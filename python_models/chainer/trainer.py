@@ -130,6 +130,10 @@ class ChainerTrainer(Trainer):
                 out.append(chainer.get_device("@numpy").send(self.model(self._input(x[i:i + EVAL_BATCH])).array))
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.chainer.export import export
+        return export(self, fmt, path, example)
+
     def get_weights(self) -> dict[str, np.ndarray]:
         cpu = chainer.get_device("@numpy")
         return {k: np.array(cpu.send(_array(link, name)), copy=True) for k, (link, name) in self.arrays.items()}

@@ -160,6 +160,10 @@ class JaxTrainer(Trainer):
             var = variables[path]
             var[...] = self.place.put(np.asarray(to_flax(np.asarray(weights[key])), dtype=var[...].dtype))
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.jax.export import export
+        return export(self, fmt, path, example)
+
     def peak_device_memory(self) -> int | None:
         peaks = self.place.peak_bytes()
         self.info["setup"]["peak_bytes_per_device"] = peaks
