@@ -55,10 +55,13 @@ def slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-")
 
 
-def cache_key(impl, digest: str, fmt: str, example_shape, versions: dict, image_size: int) -> dict:
-    """What makes two exports the same file: implementation, code, weights, format, input shape
-    (the batch counts only for a static-shape exporter, so it is always part of the key), versions."""
+def cache_key(impl, digest: str, fmt: str, example_shape, versions: dict, image_size: int, trainer=None) -> dict:
+    """What makes two exports the same file: implementation, its code and trainer class, weights,
+    format, input shape (the batch counts only for a static-shape exporter, so it is always part of
+    the key), versions."""
+    kind = type(trainer) if trainer is not None else None
     return {"impl": impl.label, "source_sha256": source_digest(impl), "weights_sha256": digest, "format": fmt,
+            "trainer": f"{kind.__module__}.{kind.__qualname__}" if kind else None,
             "example_shape": [int(n) for n in example_shape], "image_size": image_size,
             "versions": {k: str(v) for k, v in sorted(versions.items())}}
 
@@ -92,7 +95,7 @@ def lookup(root: Path, impl, key: dict) -> tuple[dict | None, str]:
 def exported(trainer, impl, fmt: str, example: np.ndarray, digest: str, root: Path, versions: dict,
              image_size: int) -> dict:
     """The export of `fmt` for the trainer's current weights (digest `digest`), from the cache or new."""
-    key = cache_key(impl, digest, fmt, np.shape(example), versions, image_size)
+    key = cache_key(impl, digest, fmt, np.shape(example), versions, image_size, trainer)
     meta, how = lookup(root, impl, key)
     if meta is not None:
         return {**meta, "cache": how}
@@ -106,8 +109,14 @@ def exported(trainer, impl, fmt: str, example: np.ndarray, digest: str, root: Pa
         export_s = time.monotonic() - t
         facts = describe(path, fmt)
         if folder.exists():  # a stale or corrupted entry: replaced whole
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another worker stored the same export meanwhile: use the stored one
+            meta, how = lookup(root, impl, key)
+            if meta is not None:
+                return {**meta, "cache": "hit (stored meanwhile)"}
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     meta = {"format": fmt, "file": str(folder / path.name), **facts, "layout": made.pop("layout", None),

@@ -52,6 +52,16 @@ PASSES = 3  # timed offline passes after the warm-up pass
 LATENCY_WARMUP = 10  # untimed batch-1 queries first (a batch-1 graph may compile on its first call)
 CALIBRATION = 256  # int8 calibration examples, drawn from the training set only
 LATENCY_PERCENTILES = (50, 90, 99)
+EXPORTS_VAR = "DL_ROSETTA_EXPORTS"  # where exports and compiled models are cached (default: the data cache)
+
+
+def cache_root(data_dir=None) -> Path:
+    """The cache of exports (harness.exports) and the runtimes' compiled models: $DL_ROSETTA_EXPORTS,
+    else the data cache (--data-dir, $DL_ROSETTA_DATA, ~/.cache/dl-rosetta)."""
+    from harness.data import cache
+
+    override = os.environ.get(EXPORTS_VAR)
+    return Path(override).expanduser() if override else cache.data_dir(data_dir)
 
 
 # --------------------------------------------------------------------------- the deployment runtimes
@@ -360,30 +370,43 @@ def _runtime_versions(name: str) -> dict:
 
 
 def run_deploy_logits(job: dict, opened, events) -> dict:
-    """check --checks deploy: one runtime compiles each listed export and writes its logits of the
-    listed input; a model it cannot compile or run is that item's error, not the worker's."""
+    """check --checks deploy: each listed runtime compiles each of its listed exports and writes its
+    logits of the listed input; a model a runtime cannot compile or run is that item's error, not the
+    worker's. job["runs"]: [{"runtime", "items": [{"id", "export", "input", "out"}]}]."""
     from harness import exports
     from harness.canonical import save_logits
 
     deploy = deploy_api()
-    module = deploy.load(job["runtime"])
     fields = getattr(deploy.DeployOptions, "__dataclass_fields__", {})
-    results = {}
-    for item in job["items"]:
-        meta = item["export"]
+    results, versions = {}, {}
+    for run in job["runs"]:
+        name = run["runtime"]
+        out = results.setdefault(name, {})
         try:
-            exports.verify(meta)
-            x = np.load(item["input"])
-            wanted = {"threads": job["threads"], "precision": "fp32", "device": job["device"],
-                      "cache_dir": Path(job["cache"]) / "deploy"}
-            compiled = module.compile(meta["file"], meta["format"], x,
-                                      deploy.DeployOptions(**{k: v for k, v in wanted.items() if k in fields}))
-            save_logits(item["out"], _batched(compiled.run, x, len(x)))
-            results[item["id"]] = {"ok": True, "info": dict(getattr(compiled, "info", {}) or {})}
-        except Exception as e:  # noqa: BLE001 - the runtime's own message, recorded for this pair
-            results[item["id"]] = {"ok": False, "error": f"{type(e).__name__}: {e}".strip()[:2000]}
-            print(f"{item['id']}: {results[item['id']]['error']}", file=sys.stderr)
-    return {"items": results, "versions": _runtime_versions(job["runtime"])}
+            module = deploy.load(name)
+            versions.update(_runtime_versions(name))
+        except Exception as e:  # noqa: BLE001
+            for item in run["items"]:
+                out[item["id"]] = {"ok": False, "error": f"{name} did not load: {type(e).__name__}: {e}"}
+            continue
+        for item in run["items"]:
+            meta = item["export"]
+            events.send("phase", name=f"{name} {item['id']}")
+            try:
+                exports.verify(meta)
+                x = np.load(item["input"])
+                wanted = {"threads": job["threads"], "precision": "fp32", "device": job["device"],
+                          "cache_dir": Path(job["cache"]) / "deploy"}
+                t = time.monotonic()
+                compiled = module.compile(meta["file"], meta["format"], x,
+                                          deploy.DeployOptions(**{k: v for k, v in wanted.items() if k in fields}))
+                compile_s = time.monotonic() - t
+                save_logits(item["out"], _batched(compiled.run, x, len(x)))
+                out[item["id"]] = {"ok": True, "compile_s": compile_s, "info": dict(getattr(compiled, "info", {}) or {})}
+            except Exception as e:  # noqa: BLE001 - the runtime's own message, recorded for this pair
+                out[item["id"]] = {"ok": False, "error": f"{type(e).__name__}: {e}".strip()[:2000]}
+                print(f"{name} {item['id']}: {out[item['id']]['error']}", file=sys.stderr)
+    return {"results": results, "versions": versions}
 
 
 # --------------------------------------------------------------------------- parent side: the request
@@ -536,7 +559,7 @@ def execute(request: InferRequest, pairs: list[Pair], command: str, say=print) -
     from harness.protocol import RunOptions
 
     out = Path(request.run.out)
-    cache_root = cache.data_dir(request.run.data_dir)
+    cache_dir = cache_root(request.run.data_dir)
     threads = request.thread_count
     env = thread_env(threads)
     records = []
@@ -561,7 +584,7 @@ def execute(request: InferRequest, pairs: list[Pair], command: str, say=print) -
         work = out / "infer" / f"{slug_time()}-{_slug(impl.label)}"
         work.mkdir(parents=True, exist_ok=True)
         base_job = {"model": impl.model, "examples": examples, "batch": batch, "image_size": request.run.setup.image_size,
-                    "cache": str(cache_root), "seed": request.run.seed}
+                    "cache": str(cache_dir), "seed": request.run.seed}
         options = replace(request.run.options(impl), precision="fp32", compile=False)
         formats = sorted({p.export.format for p in runnable if p.export is not None})
         say(f"[infer] {impl.label}: {'weights ' + request.weights if request.weights else f'training {request.epochs()} epoch(s) on {prepared.n_train} examples'}"

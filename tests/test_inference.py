@@ -1,0 +1,294 @@
+"""The inference task and the deploy checks (issue 14).
+
+* Bad input is refused in the parent, one line, exit 2: an unknown runtime, a runtime not
+  installed (with its install command), --precision int8 where the runtime has none, a framework
+  without an exporter on a deployment runtime, int8 for training.
+* One tiny end-to-end `--task infer` per runtime: records (task "infer") whose logits matched the
+  framework's own and PyTorch's, the export's SHA-256 and opset, the timed passes and latencies;
+  a rerun from the written --weights finds the export in the cache.
+* The deploy matrix: every exporter x every installed CPU runtime for cnn and rnn (resnet50 at
+  32 px on ONNX Runtime and OpenVINO): each pair's logits match the exporter's own eval logits and
+  PyTorch's within check 2's bound, or the pair fails with the runtime's (or exporter's) own message
+  listed in KNOWN below; a known failure that starts working fails the test too, so the table stays true.
+* The planted wrong exports (tests/wrong_variants.py EXPORT_VARIANTS) fail their pairs.
+
+Exports and compiled models go to a persistent cache (DL_ROSETTA_EXPORTS, keyed by weights digest,
+implementation code, exporter versions, and by model digest and runtime version for the compiled
+ones): the probe weights are the same every run, so a rerun compiles and exports nothing again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wrong_variants
+from conftest import harness
+from harness import equivalence, equivalence_deploy, inference, launch, runtimes
+from harness.protocol import RunOptions
+from harness.registry import IMPLEMENTATIONS
+
+EXPORT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dl-rosetta" / "test-exports"
+os.environ.setdefault(inference.EXPORTS_VAR, str(EXPORT_CACHE))
+
+DEPLOY = inference.deploy_api()
+INSTALLED = [n for n in DEPLOY.RUNTIMES if DEPLOY.availability(n) is None]
+EXPORTERS = [i for i in IMPLEMENTATIONS if i.exports and not i.framework.retired and i.model in ("cnn", "rnn")]
+
+# (implementation label, runtime) -> text the pair's error must contain: what does not work here,
+# with the component's own words. Each entry is checked: it must still fail with this text.
+KNOWN = {
+    # jax2onnx 0.17 lowers lax.reduce_window_max (Keras' max pooling on JAX) to a 4-D MaxPool
+    ("python/keras[jax]/cnn", "onnxruntime"): "Unsupported pooling size",
+    ("r/keras[jax]/cnn", "onnxruntime"): "Unsupported pooling size",
+}
+
+
+def _known(label: str, runtime: str) -> str | None:
+    return KNOWN.get((label, runtime))
+
+
+# --------------------------------------------------------------------------- bad input
+def _one_line_exit_2(proc, *words):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_unknown_runtime_is_refused(data_cache):
+    proc = harness("--task", "infer", "--framework", "pytorch", "--runtime", "native,nosuch", cache=data_cache)
+    _one_line_exit_2(proc, "unknown runtime 'nosuch'", "choices: native, onnxruntime")
+    proc = harness("check", "--model", "cnn", "--checks", "deploy", "--runtime", "nosuch", cache=data_cache)
+    _one_line_exit_2(proc, "unknown runtime 'nosuch'")
+
+
+def test_int8_where_the_runtime_has_none_is_refused(data_cache):
+    proc = harness("--task", "infer", "--framework", "pytorch", "--runtime", "native", "--precision", "int8",
+                   cache=data_cache)
+    _one_line_exit_2(proc, "--precision int8", "choices for native: fp32, bf16")
+    proc = harness("--framework", "pytorch", "--precision", "int8", cache=data_cache)  # training
+    _one_line_exit_2(proc, "--precision int8 is for --task infer")
+    no_int8 = [n for n, rt in DEPLOY.RUNTIMES.items() if "int8" not in rt.precisions and n in INSTALLED]
+    if no_int8:
+        proc = harness("--task", "infer", "--framework", "pytorch", "--runtime", no_int8[0], "--precision", "int8",
+                       cache=data_cache)
+        _one_line_exit_2(proc, f"choices for {no_int8[0]}")
+
+
+def test_framework_without_exporter_on_a_runtime_is_refused(data_cache):
+    proc = harness("--task", "infer", "--framework", "pytensor", "--model", "cnn", "--runtime", INSTALLED[0]
+                   if INSTALLED else "onnxruntime", cache=data_cache)
+    assert proc.returncode == 2, proc.stderr
+    assert "PyTensor has no exporter" in proc.stderr and "choices: native" in proc.stderr, proc.stderr
+
+
+def test_runtime_not_installed_names_its_install_command(monkeypatch, capsys):
+    """A runtime that is not installed: one line with its install command, exit 2, no worker."""
+    from harness import cli
+
+    class Absent:
+        RUNTIMES = DEPLOY.RUNTIMES
+        DeployOptions = DEPLOY.DeployOptions
+
+        @staticmethod
+        def availability(name):
+            return f"{DEPLOY.RUNTIMES[name].display} is not installed: pip install -e '.[{DEPLOY.RUNTIMES[name].extra}]'"
+
+    monkeypatch.setattr(inference, "deploy_api", lambda: Absent)
+    monkeypatch.setattr(launch, "run_worker", lambda *a, **k: pytest.fail("a worker started"))
+    code = cli.main(["--task", "infer", "--framework", "pytorch", "--runtime", "onnxruntime"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--runtime onnxruntime" in err[0] and "pip install -e '.[onnxruntime]'" in err[0], err
+
+
+def test_infer_refuses_several_replicas(data_cache):
+    proc = harness("--task", "infer", "--framework", "pytorch", "--gpus", "2", "--runtime", "native", cache=data_cache)
+    _one_line_exit_2(proc, "one device")
+
+
+# --------------------------------------------------------------------------- end to end
+TINY = ("--model", "cnn", "--data", "synthetic", "--samples", "64", "--examples", "32", "--batch-size", "16",
+        "--queries", "5", "--passes", "2", "--threads", "1", "--format", "json", "--quiet")
+
+
+def _records(proc) -> list[dict]:
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    return out if isinstance(out, list) else [out]
+
+
+def _check_record(r: dict, runtime: str):
+    assert r["task"] == "infer" and r["runtime"]["name"] == runtime
+    assert r["status"] == "ok", (r.get("error"), (r.get("log_tail") or "")[-2000:])
+    logits = r["metrics"]["logits"]
+    assert logits["framework"]["ok"] and logits["reference"]["ok"], logits
+    assert [e["epoch"] for e in r["epochs"]] == [0, 1, 2]  # the warm-up pass, then the timed passes
+    assert r["inference"]["offline"]["examples"] == 32 and r["inference"]["offline"]["batch"] == 16
+    assert r["inference"]["latency"]["queries"] == 5 and r["inference"]["latency"]["p99_ms"] > 0
+    assert r["config"]["threads"] == 1 and r["runtime"]["threads"] == 1
+    if runtime != "native":
+        from harness.onnx_files import sha256
+
+        e = r["export"]
+        assert sha256(e["file"]) == e["sha256"] and e["format"] in DEPLOY.RUNTIMES[runtime].formats
+        assert e["opset"] is None if e["format"] == "tflite" else e["opset"] >= 11
+
+
+def test_infer_end_to_end_every_runtime(data_cache, tmp_path):
+    onnx_runtimes = [n for n in INSTALLED if "onnx" in DEPLOY.RUNTIMES[n].formats]
+    proc = harness("--task", "infer", "--framework", "pytorch", *TINY, "--runtime", ",".join(["native", *onnx_runtimes]),
+                   "--out", str(tmp_path / "a"), cache=data_cache)
+    records = _records(proc)
+    assert [r["runtime"]["name"] for r in records] == ["native", *onnx_runtimes]
+    for r in records:
+        _check_record(r, r["runtime"]["name"])
+    assert proc.returncode == 0
+    # the same weights again (--weights): the export comes from the cache, verified by its digest
+    weights = next((tmp_path / "a" / "infer").glob("*/weights.npz"))
+    proc = harness("infer", "--framework", "pytorch", *TINY, "--runtime", onnx_runtimes[0], "--weights", str(weights),
+                   "--out", str(tmp_path / "b"), cache=data_cache)
+    (again,) = _records(proc)
+    _check_record(again, onnx_runtimes[0])
+    assert again["export"]["cache"] == "hit" and again["export"]["sha256"] == records[1]["export"]["sha256"]
+    assert again["weights"]["source"] == str(weights) and again["weights"]["sha256"] == records[0]["weights"]["sha256"]
+
+
+@pytest.mark.skipif("litert" not in INSTALLED, reason="LiteRT is not installed")
+def test_infer_end_to_end_litert(data_cache, tmp_path):
+    proc = harness("--task", "infer", "--framework", "tensorflow", *TINY, "--runtime", "litert",
+                   "--out", str(tmp_path), cache=data_cache)
+    (r,) = _records(proc)
+    _check_record(r, "litert")
+    assert r["export"]["format"] == "tflite"
+
+
+def test_export_cache_refuses_a_changed_file(tmp_path):
+    """A cached export whose bytes changed is not used: lookup says so and the task exports again."""
+    from harness import exports
+    from harness.registry import select
+
+    (impl,) = select("python", "pytorch", None, "cnn")
+    key = exports.cache_key(impl, "ab" * 32, "onnx", (4, 3, 32, 32), {"torch": "x"}, 32)
+
+    class Fake:
+        def export(self, fmt, path, example):
+            import onnx
+            from onnx import TensorProto, helper
+
+            x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 32, 32])
+            y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 32, 32])
+            onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), path)
+            return {"exporter": "test", "layout": "NCHW", "dynamic_batch": True}
+
+    fake = Fake()
+    first = exports.exported(fake, impl, "onnx", np.zeros((4, 3, 32, 32), np.float32), "ab" * 32, tmp_path, {"torch": "x"}, 32)
+    assert first["cache"] == "miss" and first["input"]["shape"] == [None, 3, 32, 32]
+    second = exports.exported(fake, impl, "onnx", np.zeros((4, 3, 32, 32), np.float32), "ab" * 32, tmp_path, {"torch": "x"}, 32)
+    assert second["cache"] == "hit" and second["sha256"] == first["sha256"]
+    with open(first["file"], "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ValueError, match="changed since it was written"):
+        exports.verify(first)
+    third = exports.exported(fake, impl, "onnx", np.zeros((4, 3, 32, 32), np.float32), "ab" * 32, tmp_path, {"torch": "x"}, 32)
+    assert third["cache"] == "digest mismatch: re-exported" and third["sha256"] == first["sha256"]
+    assert key["weights_sha256"] == "ab" * 32
+
+
+# --------------------------------------------------------------------------- the deploy matrix
+@pytest.fixture(scope="session")
+def deploy_inputs(tmp_path_factory, data_cache):
+    """model -> DeployInputs with PyTorch's reference logits of the probe weights (one worker per model)."""
+    made = {}
+
+    def get(model: str):
+        if model not in made:
+            reason = runtimes.availability(equivalence.reference_impl(model))
+            if reason:
+                pytest.skip(f"the reference cannot run here: {reason}")
+            inputs = equivalence_deploy.make_inputs(model, tmp_path_factory.mktemp(f"deploy-{model}"), RunOptions(),
+                                                    data_cache, threads=1, timeout=1200)
+            equivalence_deploy.reference(inputs)
+            made[model] = inputs
+        return made[model]
+
+    return get
+
+
+def _assert_matrix(report: dict, impl_label: str):
+    (row,) = [r for r in report["rows"] if r["impl"] == impl_label]
+    problems = []
+    for rt, c in row["cells"].items():
+        known = _known(impl_label, rt)
+        if c["status"] == "skipped":
+            continue
+        if known:
+            if c["status"] != "error" or known not in c["detail"]:
+                problems.append(f"{rt}: known to fail with {known!r} but gave {c['status']}: {c['detail'][:300]} "
+                                "(update KNOWN)")
+        elif c["status"] != "ok":
+            problems.append(f"{rt}: {c['status']}: {c['detail'][:600]}")
+    assert not problems, f"{impl_label}:\n" + "\n".join(problems)
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no deployment runtime installed (pip install -e '.[onnxruntime]')")
+@pytest.mark.parametrize("impl", EXPORTERS, ids=lambda i: i.label)
+def test_deployed_logits_match(impl, deploy_inputs, tmp_path):
+    reason = runtimes.availability(impl)
+    if reason:
+        pytest.skip(reason)
+    inputs = replace(deploy_inputs(impl.model), work=tmp_path)
+    report = equivalence_deploy.check(impl.model, [impl], INSTALLED, inputs.options, tmp_path, isolate=False,
+                                      inputs=inputs, say=print)
+    print(equivalence_deploy.matrix(report))  # pytest -rP shows it
+    _assert_matrix(report, impl.label)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_resnet50_deploys(runtime, deploy_inputs, tmp_path):
+    if runtime not in INSTALLED:
+        pytest.skip(DEPLOY.availability(runtime) if runtime in DEPLOY.RUNTIMES else f"{runtime} not offered")
+    from harness.registry import select
+
+    (impl,) = select("python", "pytorch", None, "resnet50")
+    inputs = replace(deploy_inputs("resnet50"), work=tmp_path)
+    report = equivalence_deploy.check("resnet50", [impl], [runtime], inputs.options, tmp_path, isolate=False,
+                                      inputs=inputs)
+    _assert_matrix(report, impl.label)
+
+
+@pytest.fixture
+def variant_worker(tmp_path, monkeypatch):
+    """Make the runner start tests/wrong_variants.py as the worker, building the named variant."""
+    script = tmp_path / "python-wrong"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+    def use(name: str):
+        monkeypatch.setenv(wrong_variants.ENV, name)
+        monkeypatch.setattr(launch, "interpreter", lambda env: script)
+
+    return use
+
+
+@pytest.mark.skipif("onnxruntime" not in INSTALLED, reason="ONNX Runtime is not installed")
+@pytest.mark.parametrize("name", list(wrong_variants.EXPORT_VARIANTS))
+def test_wrong_export_is_caught(name, deploy_inputs, variant_worker, tmp_path):
+    variant = wrong_variants.EXPORT_VARIANTS[name]
+    inputs = replace(deploy_inputs(variant.model), work=tmp_path)
+    variant_worker(name)
+    ref_impl = equivalence.reference_impl(variant.model)
+    report = equivalence_deploy.check(variant.model, [ref_impl], ["onnxruntime"], inputs.options, tmp_path,
+                                      isolate=False, inputs=inputs)
+    cell = report["rows"][0]["cells"]["onnxruntime"]
+    print(f"{name}: {cell}")
+    assert cell["status"] == "FAIL", f"{name} ({variant.what}) passed the deploy check: {cell}"
+    assert cell["own"] > inputs.tol.logits_atol  # caught against the framework's own logits, not only PyTorch's
