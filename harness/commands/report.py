@@ -385,6 +385,13 @@ def page(title: str, sections, sources: list[str], frame) -> str:
     return "\n".join(parts)
 
 
+def inference_section(records) -> str:
+    """The Inference section (harness.inference.markdown_section) for the records of --task infer."""
+    from harness.inference import markdown_section
+
+    return markdown_section(records)
+
+
 def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
     """Write table.md, index.html and the charts into `out`; returns (markdown, sections)."""
     from harness import results, stats
@@ -394,6 +401,15 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
         from harness.errors import UsageError
 
         raise UsageError(f"no run records with epochs under {', '.join(map(str, paths))}")
+    records = results.read_records(paths, **keys)
+    inference_md = inference_section(records)
+    frame = frame[frame["task"] == "train"] if "task" in frame else frame  # inference: its own section
+    if frame.empty and inference_md:
+        out.mkdir(parents=True, exist_ok=True)
+        from harness.results import write_atomic
+
+        write_atomic(out / "table.md", inference_md)
+        return inference_md, []
     frame["hardware"] = frame.apply(hardware_line, axis=1)
     report_keys = ("machine", "hardware") + stats.ROW_KEYS + ("framework_version",)
     summary = stats.summarize(frame, keys=report_keys)
@@ -419,7 +435,7 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", **keys):
         name = f"languages-{s.slug}.png"
         if chart_languages(s, out / name):
             s.charts.append((name, "R/Julia against Python on the same framework and backend"))
-    md = markdown(sections)
+    md = markdown(sections) + ("\n" + inference_md if inference_md else "")
     from harness.results import write_atomic
 
     write_atomic(out / "table.md", md)
