@@ -123,8 +123,8 @@ def add_infer_arguments(p: argparse.ArgumentParser, task: bool = True) -> None:
                    "the latency percentiles (default: 300; 0: none)")
     p.add_argument("--passes", type=positive_int, default=3, help="--task infer: timed offline passes after the "
                    "warm-up pass (default: 3)")
-    p.add_argument("--examples", type=positive_int, help="--task infer: offline examples N (default: the test "
-                   "set, in full batches)")
+    p.add_argument("--examples", type=positive_int, help="--task infer: offline examples N (default: 1024 or "
+                   "the whole test set if smaller, in full batches)")
 
 
 def add_implementation(p: argparse.ArgumentParser) -> None:

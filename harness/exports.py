@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.onnx_files import EXTENSIONS, describe, sha256
+from harness.onnx_files import EXTENSIONS, describe, sha256, single_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,6 +107,8 @@ def exported(trainer, impl, fmt: str, example: np.ndarray, digest: str, root: Pa
         t = time.monotonic()
         made = dict(trainer.export(fmt, str(path), example) or {})
         export_s = time.monotonic() - t
+        if fmt == "onnx" and single_file(path):
+            made["external_data_folded"] = True
         facts = describe(path, fmt)
         if folder.exists():  # a stale or corrupted entry: replaced whole
             shutil.rmtree(folder, ignore_errors=True)

@@ -47,6 +47,7 @@ TASK = "infer"
 OFFLINE_BATCH = {"resnet50": 32}  # the 2018 protocol's inference batch; other models: the spec's batch
 INFER_SAMPLES = 1024  # training examples of the brief training (default of --samples under --task infer)
 INFER_EPOCHS = 1
+INFER_EXAMPLES = 1024  # offline examples N by default (at most the test set), in full batches
 QUERIES = 300  # single-stream queries (MLPerf SingleStream: latency percentiles over many queries)
 PASSES = 3  # timed offline passes after the warm-up pass
 LATENCY_WARMUP = 10  # untimed batch-1 queries first (a batch-1 graph may compile on its first call)
@@ -214,7 +215,7 @@ def run_prepare(job: dict, opened, events) -> dict:
             print(f"export {fmt} failed: {failed[fmt]}", file=sys.stderr)
     return {"timing": timing, "versions": opened.versions, "info": trainer.info, "layout": layout,
             "param_count": opened.param_count, "weights_sha256": digest, "trained": trained,
-            "accuracy": float((logits.argmax(1) == y).mean()), "exports": made, "export_errors": failed}
+            "accuracy": float((logits.argmax(-1) == y).mean()), "exports": made, "export_errors": failed}
 
 
 class _Native:
@@ -344,7 +345,7 @@ def run_infer(job: dict, opened, events) -> dict:
     timing.update(compile_s=model.compile_s, warmup_s=warmup_s)
     return {"timing": timing, "epochs": [{"epoch": 0, "seconds": warmup_s, "steps": len(x) // batch,
                                           "examples": len(x), "examples_per_s": len(x) / warmup_s}] + passes,
-            "latency": latency, "accuracy": float((logits.argmax(1) == y).mean()),
+            "latency": latency, "accuracy": float((logits.argmax(-1) == y).mean()),
             "runtime_info": model.info, "layout": model.layout,
             "versions": opened.versions if opened is not None else _runtime_versions(job["runtime"]),
             "memory": {"peak_rss_bytes": peak_rss_bytes()}}
@@ -422,7 +423,7 @@ class InferRequest:
     threads: int | None = None  # None: the cores this process may use
     queries: int = QUERIES
     passes: int = PASSES
-    examples: int | None = None  # offline examples N (default: the test set, in full batches)
+    examples: int | None = None  # offline examples N (default: INFER_EXAMPLES or the test set, in full batches)
 
     @property
     def thread_count(self) -> int:
@@ -436,8 +437,9 @@ class InferRequest:
     def epochs(self) -> int:
         return self.run.epochs or INFER_EPOCHS
 
-    def samples(self) -> int | None:
-        return self.run.samples or (None if self.weights else INFER_SAMPLES)
+    def samples(self) -> int:
+        """Training examples: the brief training's (and, for synthetic data, what sizes the test set)."""
+        return self.run.samples or INFER_SAMPLES
 
 
 @dataclass
@@ -549,7 +551,7 @@ def _compare(logits: np.ndarray, ref: np.ndarray | None, model: str, options, tr
         return {"max_abs": None, "ok": False, "detail": f"shape {logits.shape}, reference {ref.shape}"}
     dev, score = equivalence._allclose_score(logits, ref, tol.logits_rtol * f, tol.logits_atol * f)
     return {"max_abs": dev, "score": score, "ok": bool(score <= 1), "rtol": tol.logits_rtol * f,
-            "atol": tol.logits_atol * f, "argmax_agree": float((logits.argmax(1) == ref.argmax(1)).mean())}
+            "atol": tol.logits_atol * f, "argmax_agree": float((logits.argmax(-1) == ref.argmax(-1)).mean())}
 
 
 def execute(request: InferRequest, pairs: list[Pair], command: str, say=print) -> list[dict]:
@@ -577,7 +579,7 @@ def execute(request: InferRequest, pairs: list[Pair], command: str, say=print) -
         prepared = benchmark.prepare(data_request, impl.model)
         n_test = prepared.manifest["arrays"]["x_test"]["shape"][0]
         batch = request.batch(impl.model)
-        examples = min(request.examples or n_test, n_test) // batch * batch
+        examples = min(request.examples or INFER_EXAMPLES, n_test) // batch * batch
         if examples == 0:
             raise_usage(f"{impl.label}: {n_test} test examples, fewer than one batch of {batch}; "
                         f"lower --batch-size or raise --samples")

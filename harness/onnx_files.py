@@ -20,6 +20,24 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def single_file(path) -> bool:
+    """Fold an ONNX file's external weights (a sidecar some exporters write, e.g. jax2onnx's file
+    mode) back into the file, so that one file and one digest are the export. True if it did."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    external = {e.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                for e in t.external_data if e.key == "location"}
+    if not external:
+        return False
+    model = onnx.load(str(path))  # reads the sidecars
+    onnx.save(model, str(path), save_as_external_data=False)
+    for name in external:
+        (path.parent / name).unlink(missing_ok=True)
+    return True
+
+
 def describe(path, fmt: str) -> dict:
     """{"sha256", "bytes", "opset" (ONNX default domain, None for TFLite), "input": {"name", "dtype",
     "shape" (None for a symbolic dimension)}} of an exported file."""

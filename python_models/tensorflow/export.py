@@ -10,13 +10,17 @@ from harness.protocol import ExportUnsupported
 
 
 def export(trainer, fmt: str, path: str, example) -> dict:
-    forward = trainer._forward  # tf.function(model(x, training=False)) with its input signature
-    layout = "NHWC" if np.ndim(example) == 4 else "tokens"
+    # The eval function of the trainer (trainer._forward), traced for this input: the batch stays
+    # dynamic, the image side is the example's (the trainer's own signature leaves H and W open,
+    # which the TFLite runtime cannot plan and some ONNX compilers cannot reshape).
+    x = np.asarray(example)
+    signature = [tf.TensorSpec([None, *x.shape[1:]], tf.float32 if x.dtype.kind == "f" else tf.int64)]
+    forward = tf.function(lambda x: trainer.model(x, training=False), input_signature=signature)
+    layout = "NHWC" if x.ndim == 4 else "tokens"
     if fmt == "onnx":
         import tf2onnx
 
-        tf2onnx.convert.from_function(forward, input_signature=forward.input_signature, opset=ONNX_OPSET,
-                                      output_path=path)
+        tf2onnx.convert.from_function(forward, input_signature=signature, opset=ONNX_OPSET, output_path=path)
         return {"exporter": f"tf2onnx {tf2onnx.__version__} (tf.function), TensorFlow {tf.__version__}",
                 "layout": layout, "dynamic_batch": True}
     if fmt == "tflite":
