@@ -111,7 +111,7 @@ KERAS_EXPORTS = (
     Export("onnx", "keras Model.export(format='onnx') (tf2onnx)", ("tf2onnx",), backends=("tensorflow",)),
     Export("onnx", "keras Model.export(format='onnx') (jax2onnx)", ("jax2onnx",), backends=("jax",),
            note="jax2onnx 0.17 writes Keras' max pooling (lax.reduce_window_max) as a 4-D ONNX MaxPool that "
-                "ONNX Runtime rejects ('Unsupported pooling size'): cnn and resnet50 fail there"),
+                "no runtime here takes (1-3 spatial dimensions): cnn and resnet50 fail on every ONNX runtime"),
     Export("onnx", "keras Model.export(format='onnx') (torch.onnx, TorchScript for a dynamic batch)",
            ("onnx",), backends=("torch",)),
     Export("tflite", "keras Model.export(format='litert') (TFLite converter)", backends=("tensorflow",)),

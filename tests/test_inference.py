@@ -51,7 +51,11 @@ EXPORTERS = [i for i in IMPLEMENTATIONS if i.exports and not i.framework.retired
 _LOOP = "Loop"  # tf2onnx and jax2onnx write a scan/while as ONNX Loop
 KNOWN = {
     # jax2onnx 0.17 lowers Keras' max pooling (lax.reduce_window_max over (1, k, k, 1)) to a 4-D MaxPool
+    # (every ONNX runtime here: their MaxPool takes 1-3 spatial dimensions)
     ("python/keras[jax]/cnn", "onnxruntime"): "Unsupported pooling size",
+    ("python/keras[jax]/cnn", "openvino"): "MaxPool",
+    ("python/keras[jax]/cnn", "tvm"): "pooling is supported",
+    ("python/keras[jax]/cnn", "iree"): "onnx.MaxPool",
     # TVM's Relax ONNX frontend: a Reshape whose shape is computed at run time (dynamic batch)
     ("python/keras[tensorflow]/cnn", "tvm"): "Reshape",
     ("python/jax/cnn", "tvm"): "Reshape",
