@@ -50,6 +50,7 @@ class DeployInputs:
     timeout: float = 1800.0
     reference_logits: np.ndarray | None = None
     tol: object = None
+    input: Path | None = None  # the check input (NCHW), written by reference()
 
 
 def make_inputs(model: str, work: Path, options, data_dir=None, threads: int = 1, timeout: float = 1800.0):
@@ -82,7 +83,8 @@ def reference(inputs: DeployInputs, say=print) -> np.ndarray:
     x = np.asarray(open_prepared(inputs.data.folder)["x_test"][:inputs.examples])
     if inputs.model == "resnet50":
         x = upsample(x, inputs.options.image_size)
-    np.save(inputs.work / "input.npy", x)
+    inputs.input = inputs.work / "input.npy"
+    np.save(inputs.input, x)
     out = inputs.work / "reference_logits.npy"
     outcome = run_worker(ref, replace(inputs.options, backend=None), "predict", timeout=inputs.timeout,
                          extra={"input": str(inputs.work / "input.npy"),
@@ -118,7 +120,7 @@ def input_for(inputs: DeployInputs, meta: dict, path: Path) -> Path:
     """The check input in the layout and dtype the exported file takes."""
     from harness.model_input import to_layout
 
-    x = to_layout(np.load(inputs.work / "input.npy"), meta.get("layout") or "NCHW")
+    x = to_layout(np.load(inputs.input), meta.get("layout") or "NCHW")
     dtype = (meta.get("input") or {}).get("dtype")
     np.save(path, x.astype(dtype) if dtype else x)
     return path

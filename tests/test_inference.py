@@ -369,3 +369,17 @@ def test_inference_rows_in_store_report_and_compare(tmp_path):
     assert rows["python/pytorch/cnn infer:native"]["verdict"] != "slower"
     section = inference.markdown_section(results.read_records([tmp_path / "base"]))
     assert "## Inference" in section and "| python/pytorch/cnn | onnxruntime | fp32 | 16 |" in section
+
+
+def test_list_shows_export_paths_and_why_not(data_cache):
+    proc = harness("list", "--exports", "--model", "cnn", "--format", "json", cache=data_cache)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["implementation"], r["format"]): r for r in json.loads(proc.stdout)}
+    torch_onnx = rows["python/pytorch/cnn", "onnx"]
+    assert "torch.onnx.export" in torch_onnx["exporter"]
+    assert set(torch_onnx["runtimes"].split(", ")) >= {"native", *[n for n in INSTALLED
+                                                                   if "onnx" in DEPLOY.RUNTIMES[n].formats]}
+    assert rows["python/pytensor/cnn", "-"]["why not"].startswith("PyTensor has no exporter")
+    assert ("python/tensorflow/cnn", "tflite") in rows and ("julia/knet/cnn", "-") in rows
+    plain = json.loads(harness("list", "--model", "cnn", "--format", "json", cache=data_cache).stdout)
+    assert {r["framework"]: r["exports"] for r in plain if r["lang"] == "python"}["pytensor"] == "none"
