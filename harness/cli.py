@@ -17,6 +17,7 @@ from harness.errors import UsageError
 # verb -> its one-line help; each is a module in harness.commands with add_arguments(parser) and main(args) -> int
 VERBS = {
     "run": "Train implementations on prepared data and time them, one fresh worker per run.",
+    "infer": "Export the trained model and time inference natively and on the deployment runtimes (run --task infer).",
     "list": "Show every registered implementation, the setups it supports and whether it can run here.",
     "setup": "Create the environments the suite needs (standard library only: works before anything is installed).",
     "weights": "Write the initial canonical weights (.npz) an implementation creates.",
@@ -37,6 +38,9 @@ EXAMPLES = {
     "run": ["{prog} run --framework pytorch --model cnn --data synthetic --samples 512 --epochs 3",
             "{prog} run --lang python --model rnn --repeats 3            # every Python framework, interleaved",
             "{prog} run --framework keras --backend jax --model resnet50 --device cuda --precision bf16"],
+    "infer": ["{prog} infer --framework pytorch --model resnet50 --runtime native,onnxruntime",
+              "{prog} infer --lang python --framework keras --backend jax --model cnn --weights w.npz",
+              "{prog} list --exports                    # which export paths and runtimes work here"],
     "list": ["{prog} list", "{prog} list --lang r --model cnn", "{prog} list --format json"],
     "setup": ["python3 -m harness setup                 # .venv with the harness and PyTorch",
               "python3 -m harness setup --frameworks    # + every Python framework and the report tools",

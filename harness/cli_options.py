@@ -13,6 +13,8 @@ from harness.protocol import DEVICES, PRECISIONS
 from harness.requests import DeviceSetup, RunRequest, Selection
 
 FORMATS = ("table", "json")
+TASKS = ("train", "infer")
+INFER_PRECISIONS = PRECISIONS + ("int8",)  # int8: --task infer on a runtime that quantizes
 
 
 # --------------------------------------------------------------------------- value types
@@ -114,7 +116,8 @@ def add_device_setup(p: argparse.ArgumentParser) -> None:
                    "torchrun assigns its own); node 0 writes the record")
     p.add_argument("--workers", type=addresses, help="HOST:PORT of every node's TensorFlow worker in "
                    "node-rank order (tensorflow with --nodes; written into TF_CONFIG)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=INFER_PRECISIONS,
+                   help="fp32, bf16, fp16 (cuda); int8 only for --task infer on a runtime that quantizes")
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile where offered")
     p.add_argument("--image-size", type=positive_int, default=32, help="resnet50 input side (default: 32)")
     p.add_argument("--variant", type=variant, default=(), help="KEY=VALUE[,KEY=VALUE]: another way a user of a "
@@ -138,6 +141,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "and repeat, this machine and commit)")
     p.add_argument("--format", default="table", choices=FORMATS)
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_infer_arguments(p)
+
+
+def add_infer_arguments(p: argparse.ArgumentParser, task: bool = True) -> None:
+    """The inference task's options (harness.inference): on `run` with --task infer, and on `infer`."""
+    if task:
+        p.add_argument("--task", default="train", choices=TASKS, help="train (default): time training; infer: "
+                       "export the trained model and time inference natively and on deployment runtimes")
+    p.add_argument("--runtime", help="--task infer: comma-separated native, onnxruntime, openvino, tvm, iree, "
+                   "litert (default: native and every installed runtime that reads the export)")
+    p.add_argument("--weights", help="--task infer: canonical weights (.npz) instead of the brief training")
+    p.add_argument("--threads", type=positive_int, help="--task infer: compute threads of every runtime "
+                   "(default: the cores this process may use)")
+    p.add_argument("--queries", type=rank, default=300, help="--task infer: single-stream (batch 1) queries for "
+                   "the latency percentiles (default: 300; 0: none)")
+    p.add_argument("--passes", type=positive_int, default=3, help="--task infer: timed offline passes after the "
+                   "warm-up pass (default: 3)")
+    p.add_argument("--examples", type=positive_int, help="--task infer: offline examples N (default: 1024 or "
+                   "the whole test set if smaller, in full batches)")
 
 
 def add_implementation(p: argparse.ArgumentParser) -> None:
@@ -167,6 +189,15 @@ def run_request(ns: argparse.Namespace) -> RunRequest:
     return RunRequest(selection(ns), device_setup(ns), epochs=ns.epochs, batch_size=ns.batch_size, data=ns.data,
                       samples=ns.samples, seed=ns.seed, repeats=ns.repeats, timeout=ns.timeout, out=ns.out,
                       resume=ns.resume, data_dir=ns.data_dir)
+
+
+def infer_request(ns: argparse.Namespace):
+    """--task infer: the run request (epochs = the brief training's, batch size = the offline batch) and the rest."""
+    from harness.inference import InferRequest, parse_runtimes
+
+    return InferRequest(run_request(ns), runtimes=parse_runtimes(ns.runtime), weights=ns.weights,
+                        precision=ns.precision, threads=ns.threads, queries=ns.queries, passes=ns.passes,
+                        examples=ns.examples)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -32,6 +32,8 @@ class Job:
     mode: str = "train"
     timeout: float | None = None  # seconds for the whole worker
     extra: dict = field(default_factory=dict)  # mode-specific inputs (paths of weights, inputs, ...)
+    env: dict = field(default_factory=dict)  # variables set in the worker's environment (e.g. thread counts)
+    python_env: str | None = None  # the environment whose interpreter runs it; None: the implementation's
 
     def payload(self) -> dict:
         i = self.impl
@@ -52,11 +54,14 @@ class Outcome:
 
 def run_worker(impl, options, mode: str = "train", data=None, epochs: int = 0, batch_size: int = 0,
                timeout: float | None = None, extra: dict | None = None, on_event=None,
-               log_path: Path | None = None) -> Outcome:
+               log_path: Path | None = None, env: dict | None = None, python_env: str | None = None) -> Outcome:
     """Run one worker of `impl` in `mode` with RunOptions `options` on prepared `data`
-    (harness.data.Prepared, or None for modes that read their own inputs)."""
+    (harness.data.Prepared, or None for modes that read their own inputs). `env`: variables for
+    the worker's environment; `python_env`: run it with that environment's interpreter (a mode
+    that does not open the implementation, e.g. a deployment runtime, runs in "main")."""
     payload = {} if data is None else {"folder": str(data.folder), "samples": data.samples, "name": data.name}
-    job = Job(impl, options.to_dict(), payload, epochs, batch_size, mode=mode, timeout=timeout, extra=extra or {})
+    job = Job(impl, options.to_dict(), payload, epochs, batch_size, mode=mode, timeout=timeout, extra=extra or {},
+              env=dict(env or {}), python_env=python_env)
     return run_job(job, on_event=on_event, log_path=log_path)
 
 
@@ -68,9 +73,10 @@ def _signal_name(code: int) -> str:
 
 
 def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
-    python = interpreter(job.impl.framework.env)
+    python_env = job.python_env or job.impl.framework.env
+    python = interpreter(python_env)
     if python is None:
-        return Outcome("failed", None, f"the {job.impl.framework.env} environment is missing: "
+        return Outcome("failed", None, f"the {python_env} environment is missing: "
                        f"{job.impl.framework.install}", [], "", None)
     with tempfile.TemporaryDirectory(prefix="dl-rosetta-job-") as tmp:
         job_file = Path(tmp) / "job.json"
@@ -89,7 +95,7 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
             worker_args = [str(job_file), "--events-fd", str(write_fd)]
         command, extra_env = parallel.launch(job.impl, job.options, python, worker_args)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                   PYTHONUNBUFFERED="1", **extra_env)
+                   PYTHONUNBUFFERED="1", **{**extra_env, **job.env})
         env[SPAWN_VAR] = repr(time.monotonic())
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

@@ -94,11 +94,31 @@ class Trainer(Protocol):
 
         return numpy_matmul_peak(precision)
 
+    def infer(self, x):
+        """Eval-mode logits of one batch `x` (host array in the declared layout), float32 host memory:
+        the framework's own way of serving a batch, timed by the inference task (`--task infer
+        --runtime native`). Default: predict(x), which is one forward pass for a batch of at most
+        EVAL_BATCH; override where a framework has a leaner single-batch call."""
+        return self.predict(x)
+
+    def export(self, fmt: str, path: str, example) -> dict:
+        """Write the model, with its current weights, to `path` in format `fmt` ("onnx", "tflite")
+        with the framework's own exporter, for input like `example` (a batch in the declared
+        layout). Returns what the record needs: {"exporter": name and version, "layout": the input
+        layout the file takes ("NCHW", "NHWC" or "tokens"), "dynamic_batch": whether the file takes
+        any batch size (False: it takes the example's only), and anything else worth keeping}.
+        Default: no exporter (ExportUnsupported); the registry row names what a framework offers."""
+        raise ExportUnsupported(f"{type(self).__name__} has no exporter")
+
     def data_digest(self, name: str) -> str | None:
         """SHA-256 (hex) of the bytes of the training array fit_data received ("x" or "y"), computed
         in the implementation's own runtime (R, Julia) as it holds them; None: the worker digests
         the array it handed over."""
         return None
+
+
+class ExportUnsupported(NotImplementedError):
+    """The framework (or this model in it) has no exporter for the asked format."""
 
 
 def check_weights(spec, weights: dict) -> None:

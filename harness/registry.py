@@ -67,6 +67,20 @@ class JuliaPackage:
 
 
 @dataclass(frozen=True)
+class Export:
+    """One export path a framework offers: its own exporter writing one file format.
+
+    The code lives beside the framework's models (`Trainer.export`); this row is what `list` and
+    the parent check read without importing anything."""
+
+    format: str  # "onnx" | "tflite": what the deployment runtimes (harness.deploy) read
+    exporter: str  # the framework's own exporter, as a user would name it
+    needs: tuple[str, ...] = ()  # modules the exporter imports in the framework's environment
+    backends: tuple[str | None, ...] | None = None  # the backends it works on (None: every one)
+    note: str = ""  # what a reader of the results must know (shown by `list --exports`)
+
+
+@dataclass(frozen=True)
 class Framework:
     lang: str
     name: str
@@ -90,6 +104,8 @@ class Framework:
     # --variant KEY=VALUE: other ways a user of this binding writes the same training (harness/bindings.py);
     # (key, (default, other values...)) pairs; the trainer reads RunOptions.extra["variant"]
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    exports: tuple[Export, ...] = ()  # its own exporters (the inference task exports with these)
+    no_export: str = ""  # why it has none (shown by `list` and for --task infer --runtime R)
 
 
 DDP = MultiDevice("torchrun + DistributedDataParallel", "DDP", torchrun=True)
@@ -97,33 +113,57 @@ MIRRORED = MultiDevice("tf.distribute.MirroredStrategy", "MirroredStrategy")
 JAX_MESH = MultiDevice("jax.sharding device mesh", "mesh", xla_host_devices=True)
 KERAS_DATA_PARALLEL = MultiDevice("keras.distribution.DataParallel", "DataParallel", xla_host_devices=True)
 JAX_NODES = ("rdzv_endpoint", "node_rank")
+# Keras 3's own model.export(format="onnx") on every backend: tf2onnx inside on TensorFlow,
+# jax2onnx on JAX, torch.onnx on torch; format="litert" (the TFLite converter) on TensorFlow.
+KERAS_EXPORTS = (
+    Export("onnx", "keras Model.export(format='onnx') (tf2onnx)", ("tf2onnx",), backends=("tensorflow",)),
+    Export("onnx", "keras Model.export(format='onnx') (jax2onnx)", ("jax2onnx",), backends=("jax",),
+           note="jax2onnx 0.17 writes Keras' max pooling (lax.reduce_window_max) as a 4-D ONNX MaxPool that "
+                "no runtime here takes (1-3 spatial dimensions): cnn and resnet50 fail on every ONNX runtime"),
+    Export("onnx", "keras Model.export(format='onnx') (torch.onnx, TorchScript for a dynamic batch)",
+           ("onnx",), backends=("torch",)),
+    Export("tflite", "keras Model.export(format='litert') (TFLite converter)", backends=("tensorflow",)),
+)
 
 FRAMEWORKS: tuple[Framework, ...] = (
     Framework("python", "pytorch", "PyTorch", "main", ("torch",), "pip install -e '.[pytorch]'", extra="pytorch",
+              exports=(Export("onnx", "torch.onnx.export (dynamo)", ("onnx", "onnxscript")),),
               multi_device=((None, DDP),),
               multi_node=((None, MultiNode("torchrun c10d rendezvous", ("rdzv_endpoint",))),)),
     Framework("python", "tensorflow", "TensorFlow", "main", ("tensorflow",), "pip install -e '.[tensorflow]'",
               extra="tensorflow",
+              exports=(Export("onnx", "tf2onnx.convert.from_function (the tf.function)", ("tf2onnx",)),
+                       Export("tflite", "tf.lite.TFLiteConverter (the tf.function)")),
               multi_device=((None, MIRRORED),),
               multi_node=((None, MultiNode("MultiWorkerMirroredStrategy (TF_CONFIG)", ("workers", "node_rank"),
                                            "python_models.tensorflow.distributed:join_nodes", tf_config=True,
                                            one_cpu_replica=True)),)),
     Framework("python", "keras", "Keras", "main", ("keras",), "pip install -e '.[keras]'", extra="keras",
               backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
+              exports=KERAS_EXPORTS,
               multi_device=(("tensorflow", MIRRORED), ("jax", KERAS_DATA_PARALLEL)),
               multi_node=(("jax", MultiNode("keras.distribution.initialize (jax.distributed)", JAX_NODES,
                                             "python_models.keras.distributed:join_nodes")),),
               no_multi_device="Keras 3 has no data-parallel path on the {backend} backend; choices: "
                               "--backend tensorflow (MirroredStrategy), --backend jax (DataParallel)"),
     Framework("python", "jax", "JAX (Flax)", "main", ("jax", "flax", "optax"), "pip install -e '.[jax]'", extra="jax",
+              exports=(Export("onnx", "jax2onnx.to_onnx (the jitted eval function)", ("jax2onnx",)),),
               multi_device=((None, JAX_MESH),),
               multi_node=((None, MultiNode("jax.distributed", JAX_NODES, "python_models.jax.parallel:join_nodes")),)),
     Framework("python", "mxnet", "MXNet (Gluon)", "legacy", ("mxnet",), "python3 -m harness setup --legacy",
+              exports=(Export("onnx", "mx.onnx.export_model (the hybridized block)", ("onnx",),
+                              note="opset 13: MXNet's translations stop there"),),
               multi_device=((None, MultiDevice("Gluon contexts + kvstore 'device'", "Gluon kvstore")),)),
-    Framework("python", "chainer", "Chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy"),
-    Framework("python", "pytensor", "PyTensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy"),
+    Framework("python", "chainer", "Chainer", "legacy", ("chainer",), "python3 -m harness setup --legacy",
+              exports=(Export("onnx", "onnx_chainer.export (onnx-chainer 1.6, traced)", ("onnx", "onnx_chainer"),
+                              note="traced at one batch size: a static-shape file per batch size"),)),
+    Framework("python", "pytensor", "PyTensor", "legacy", ("pytensor",), "python3 -m harness setup --legacy",
+              no_export="PyTensor has no exporter to ONNX or TFLite (its graphs compile to C, Numba or JAX "
+                        "in-process only)"),
     Framework("python", "tinygrad", "tinygrad", "main", ("tinygrad",), "pip install -e '.[tinygrad]'",
-              extra="tinygrad", debian=("clang",), executables=("clang",), precisions=("fp32",)),
+              extra="tinygrad", debian=("clang",), executables=("clang",), precisions=("fp32",),
+              no_export="tinygrad has no exporter to ONNX or TFLite (it reads ONNX files, tinygrad.frontend.onnx, "
+                        "but does not write them)"),
     Framework("python", "cntk", "CNTK", "main", ("cntk",), "",
               retired="CNTK's last release (2.7, 2019) ships wheels for Python <= 3.6 only"),
     Framework("python", "caffe2", "Caffe2", "main", ("caffe2",), "",
@@ -132,21 +172,28 @@ FRAMEWORKS: tuple[Framework, ...] = (
               backends=("tensorflow", "jax", "torch"), backend_variable="KERAS_BACKEND",
               variants=(("data", ("numpy", "r-arrays")), ("loop", ("fit", "train_on_batch"))),
               no_multi_device="{label} trains in its own R loop (r_models/keras/train.R), which has no "
-                              "multi-device path; choices: --lang python --framework keras --backend tensorflow|jax"),
+                              "multi-device path; choices: --lang python --framework keras --backend tensorflow|jax",
+              exports=KERAS_EXPORTS),
     Framework("julia", "flux", "Flux", "main", ("juliacall",), "python3 -m harness setup --julia",
               package=JuliaPackage("Flux", ("Flux.NNlib", "Flux.Zygote", "Flux.Optimisers", "Flux.MLDataDevices",
-                                            "Flux.MLUtils"), "julia_models.flux.weights", cuda_load=("CUDA", "cuDNN"))),
+                                            "Flux.MLUtils"), "julia_models.flux.weights", cuda_load=("CUDA", "cuDNN")),
+              exports=(Export("onnx", "ONNXNaiveNASflux.save (the Flux chain)", ("juliacall",),
+                              note="written in julia_models/DLRosetta.jl; cannot run on machines without Julia"),)),
     Framework("julia", "knet", "Knet", "main", ("juliacall",), "python3 -m harness setup --julia",
               package=JuliaPackage("Knet", ("Knet.AutoGrad", "Knet.CUDA"), "julia_models.knet.weights",
                                    cuda_sync="Knet.CUDA.synchronize", note=(
                                        "; and Knet 1.4.10, Knet's last release (2022), requires CUDA.jl 1-3 (General "
                                        "registry), whose GPUCompiler/LLVM.jl stack predates Julia 1.10, the oldest Julia "
                                        "juliacall accepts: Knet loading there is unproven and expected to fail at "
-                                       "precompilation"))),
+                                       "precompilation")),
+              no_export="Knet has no exporter to ONNX (ONNX.jl and ONNXNaiveNASflux read and write Flux models "
+                        "only)"),
     # cpp_models/ compile with torch.utils.cpp_extension: a C++ compiler and ninja (Python's headers
     # too, where the interpreter lacks them: `setup --cpp` adds python3-dev then)
     Framework("cpp", "libtorch", "LibTorch", "main", ("torch",), "python3 -m harness setup --cpp",
-              debian=("g++", "ninja-build"), precisions=("fp32",), compiles=False, binds="pytorch"),
+              debian=("g++", "ninja-build"), precisions=("fp32",), compiles=False, binds="pytorch",
+              no_export="LibTorch (C++) has no ONNX exporter: torch.onnx is Python-only; its weights are the "
+                        "canonical file, which the PyTorch row exports"),
 )
 
 
@@ -185,6 +232,17 @@ class Implementation:
     @property
     def multi_node(self) -> MultiNode | None:
         return dict(self.framework.multi_node).get(self.backend)
+
+    @property
+    def exports(self) -> tuple[Export, ...]:
+        """The export paths of this implementation's framework on its backend."""
+        return tuple(e for e in self.framework.exports if e.backends is None or self.backend in e.backends)
+
+    def no_export(self) -> str:
+        """Why this implementation has no export path (empty when it has one)."""
+        if self.exports:
+            return ""
+        return self.framework.no_export or f"no exporter registered for {self.framework.display}"
 
     @property
     def short(self) -> str:

@@ -448,6 +448,9 @@ def summarise(paths, **keys):
         from harness.errors import UsageError
 
         raise UsageError(f"no run records with epochs under {', '.join(map(str, paths))}")
+    frame = frame[frame["task"] == "train"]  # --task infer rows: the Inference section (harness.inference)
+    if frame.empty:
+        return recs, frame, None, None
     by_id = {r["run_id"]: r for r in recs}
     envs = {r["run_id"]: sysenv(r) for r in recs}
     index = results.index(*paths, **keys)
@@ -466,12 +469,27 @@ def summarise(paths, **keys):
     return by_id, frame, index, summary
 
 
+def _inference_section(records) -> str:
+    """The Inference section (harness.inference.markdown_section) of the records of --task infer."""
+    from harness.inference import markdown_section
+
+    return markdown_section(list(records.values()) if isinstance(records, dict) else records)
+
+
 def build(paths, out: Path, title: str = "DL Rosetta: training time", fmt: str = "html", **keys):
     """Write the outputs of `fmt` into `out`; returns (markdown, sections)."""
     from harness.results import write_atomic
 
     records, frame, index, summary = summarise(paths, **keys)
     out.mkdir(parents=True, exist_ok=True)
+    inference_md = _inference_section(records)
+    if summary is None:  # only inference records
+        if not inference_md:
+            from harness.errors import UsageError
+
+            raise UsageError("no successful runs to report")
+        write_atomic(out / "table.md", inference_md)
+        return inference_md, []
     sections = build_sections(frame, summary, index, records)
     if fmt in ("csv", "json", "parquet"):
         from harness import export
@@ -493,7 +511,7 @@ def build(paths, out: Path, title: str = "DL Rosetta: training time", fmt: str =
         name = f"languages-{s.slug}.png"
         if chart_languages(s, out / name):
             s.charts.append((name, "R/Julia against Python on the same framework and backend"))
-    md = markdown(sections)
+    md = markdown(sections) + ("\n" + inference_md if inference_md else "")
     write_atomic(out / "table.md", md)
     if fmt == "html":
         from harness import report_page

@@ -156,6 +156,9 @@ def check_setup(setup: DeviceSetup, impls=(), here: bool = True) -> None:
             raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")
         if setup.gpus > len(found):
             raise UsageError(f"--gpus {setup.gpus}: only {len(found)} GPU(s) here")
+    if setup.precision == "int8":
+        raise UsageError("--precision int8 is for --task infer on a runtime that quantizes (onnxruntime, openvino); "
+                         "choices for training: fp32, bf16, fp16")
     if setup.precision == "fp16" and setup.device == "cpu":
         raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
     for impl in impls:

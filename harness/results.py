@@ -165,6 +165,8 @@ def _flat(record: dict) -> dict:
         "load_1m": ((record.get("load_average") or {}).get("before") or [None])[0],
         **key, "commit_key": key["commit"],
         "suite": plan.get("suite"), "plan": plan.get("config"),
+        # --task infer (harness.inference): its epochs are the warm-up and timed offline passes
+        "task": record.get("task", "train"), "runtime": (record.get("runtime") or {}).get("name"),
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 # one row of a table: what was run, on which setup, with which amount of work per epoch
 ROW_KEYS = ("lang", "framework", "backend", "model", "device", "gpus", "nodes", "precision", "compile", "image_size",
-            "data", "samples", "batch_size", "variant")
+            "data", "samples", "batch_size", "variant", "task", "runtime")  # task/runtime: inference rows stay apart
 ACCURACY_TOLERANCE = 0.05  # absolute, i.e. 5 points of test accuracy
 LEVEL = 0.95
 MIN_CI = 6  # fewer samples than this give no 95 % interval for a median (the smallest with one: n = 6)

@@ -35,8 +35,14 @@ MODES = {"train": "harness.benchmark:run_train",
          "weights": "harness.canonical:run_weights",
          "predict": "harness.canonical:run_predict",
          "equivalence": "harness.equivalence_modes:run_equivalence",
-         "train-export": "harness.equivalence_modes:run_train_export"}
-
+         "train-export": "harness.equivalence_modes:run_train_export",
+         "infer-prepare": "harness.inference:run_prepare",
+         "infer": "harness.inference:run_infer",
+         "deploy-logits": "harness.inference:run_deploy_logits"}
+# Modes that run without the implementation: no framework import or model build, `opened` is None
+# (a deployment runtime compiling an exported file runs in the main environment, whatever framework
+# exported it). The job may still name an implementation, for the record.
+BARE = {"deploy-logits"}
 
 class Events:
     def __init__(self, fd: int | None):
@@ -123,8 +129,10 @@ def main(argv=None) -> int:
     try:
         job = json.loads(open(args.job).read())
         events.send("phase", name="start", startup_s=T_MAIN - spawn, pid=os.getpid())
-        run = mode_function(job.get("mode", "train"))
-        result = run(job, open_implementation(job, events), events)
+        mode = job.get("mode", "train")
+        run = mode_function(mode)
+        bare = mode in BARE or job.get("bare", False)
+        result = run(job, None if bare else open_implementation(job, events), events)
         result.setdefault("timing", {})["startup_s"] = T_MAIN - spawn
         events.send("result", **result)
         parallel.leave_nodes()  # --nodes K: every node has sent its result before any exits

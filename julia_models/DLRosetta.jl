@@ -21,6 +21,7 @@ function get_weight end     # (t, key) -> host copy of one weight, in Julia's la
 function set_weight! end    # (t, key, a) -> copy `a` (Julia's layout) into the model
 function info end           # (t) -> Dict("fast_path" => Dict, "deviations" => Vector{String}, "threads" => Int)
 function matmul! end        # (t, n) -> one n×n Float32 product on the trainer's device, waited for (the matmul peak)
+function export_onnx end    # (t, path, inshape) -> exporter name; only frameworks with an ONNX exporter (Flux)
 
 const OFFSET = 1   # Julia's first index: handoff.py adds it to labels, token ids and batch rows
 const MODULES = Dict("cnn" => "CNN", "resnet50" => "ResNet50", "rnn" => "RNN", "transformer" => "Transformer")

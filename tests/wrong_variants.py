@@ -50,6 +50,67 @@ VARIANTS = {
 }
 
 
+# Wrong exports: the trained model is right (checks 1-5 pass), the file its exporter writes is not.
+# `check --checks deploy` must catch each: the deployed logits differ from the framework's own.
+EXPORT_VARIANTS = {
+    "resnet50-export-bn-eps": Variant("resnet50", "deploy", "BatchNorm exported with Keras' eps 1e-3, so the "
+                                      "scale folded into each convolution is gamma / sqrt(var + 1e-3)"),
+    "cnn-export-nhwc-as-nchw": Variant("cnn", "deploy", "the file declares NHWC input and reshapes it to NCHW "
+                                       "(a reshape where a transpose belongs)"),
+}
+
+
+def build_export_variant(name: str, spec, options):
+    """A correct PyTorch trainer whose export() writes the wrong model named `name`."""
+    import copy
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from python_models.pytorch import cnn, resnet50
+    from python_models.pytorch.export import export as torch_export
+    from python_models.pytorch.trainer import TorchTrainer
+
+    torch.manual_seed(options.seed)
+    if name == "resnet50-export-bn-eps":
+        class WrongEps(TorchTrainer):
+            def export(self, fmt, path, example):
+                saved = self.model
+                self.model = copy.deepcopy(saved)
+                for m in self.model.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eps = 1e-3
+                try:
+                    return torch_export(self, fmt, path, example)
+                finally:
+                    self.model = saved
+
+        return WrongEps(resnet50.ResNet50(spec.arch, spec.num_classes), spec, options)
+    if name == "cnn-export-nhwc-as-nchw":
+        class ReshapedInput(nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):  # x: (N, H, W, C) as declared
+                n, h, w, c = x.shape
+                return self.model(x.reshape(n, c, h, w))  # the bug: the bytes of NHWC read as NCHW
+
+        class WrongLayout(TorchTrainer):
+            def export(self, fmt, path, example):
+                saved = self.model
+                self.model = ReshapedInput(saved)
+                try:
+                    made = torch_export(self, fmt, path, np.ascontiguousarray(np.asarray(example).transpose(0, 2, 3, 1)))
+                finally:
+                    self.model = saved
+                return {**made, "layout": "NHWC"}
+
+        return WrongLayout(cnn.CNN(spec.arch, spec.num_classes, options.dropout), spec, options)
+    raise KeyError(name)
+
+
 def build(name: str, spec, options):
     """The PyTorch trainer of variant `name` (imports torch: call inside the worker only)."""
     import numpy as np
@@ -196,11 +257,13 @@ def install(name: str) -> None:
     """Make the worker's Python runtime build variant `name` for PyTorch's model of that name."""
     from harness.runtimes import python as runtime
 
-    original, model = runtime.build, VARIANTS[name].model
+    variant = VARIANTS.get(name) or EXPORT_VARIANTS[name]
+    original, model = runtime.build, variant.model
+    make = build_export_variant if name in EXPORT_VARIANTS else build
 
     def patched(impl, spec, options):
         if impl.name == "pytorch" and impl.model == model:
-            return build(name, spec, options)
+            return make(name, spec, options)
         return original(impl, spec, options)
 
     runtime.build = patched

@@ -97,7 +97,8 @@ def compare(base_frame, new_frame, base_index, new_index, threshold: float = 0.1
     rows = []
     for key in list(dict.fromkeys(list(base) + list(new) + list(new_status))):
         row = dict(zip(stats.ROW_KEYS, key))
-        row["label"] = label.get(key, "?") + (" compiled" if row["compile"] else "")
+        row["label"] = label.get(key, "?") + (" compiled" if row["compile"] else "") + \
+            (f" infer:{row['runtime']}" if row.get("task") == "infer" else "")
         row["setup"] = f"{row['device']} x{row['gpus']} {row['precision']}"
         b, n = base.get(key), new.get(key)
         row.update(n_base=0 if b is None else len(b), n_new=0 if n is None else len(n))

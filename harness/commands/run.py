@@ -21,6 +21,16 @@ def main(args) -> int:
     from harness.progress import RunProgress
     from harness.requests import check_setup, implementations
 
+    if getattr(args, "task", "train") == "infer":  # the inference task (issue 14)
+        from harness import inference
+        from harness.cli_options import infer_request
+
+        return inference.command_main(infer_request(args), args.format, args.quiet,
+                                      "python -m harness " + shlex.join(sys.argv[1:]))
+    if getattr(args, "runtime", None) or getattr(args, "weights", None):
+        from harness.errors import UsageError
+
+        raise UsageError("--runtime and --weights belong to --task infer (or the infer verb)")
     request = run_request(args)
     impls, skipped = implementations(request.selection)
     filled = slurm.fill_from_slurm(request.setup, impls)  # srun: this node's rank and node 0's address

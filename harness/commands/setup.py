@@ -20,7 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / ".venv"
 LEGACY = REPO / ".venv-legacy"
-LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1"]
+LEGACY_PACKAGES = ["numpy==1.23.5", "mxnet==1.9.1", "chainer==7.8.1", "pytensor==2.27.1",
+                   "onnx==1.15.0"]  # MXNet's and Chainer's exporters (onnx.mapping went in 1.16)
+# Chainer's exporter pins chainer<7 in its metadata but runs with 7.8 (tests/test_inference.py): no deps
+LEGACY_NO_DEPS = ["onnx-chainer==1.6.0"]
 # the report test opens the HTML page in headless Chromium; tests/slurm_cluster.py starts Slurm's daemons
 TEST_DEBIAN_PACKAGES = ["chromium", "slurmctld", "slurmd", "slurm-client", "munge"]
 LEGACY_BUILD_CONSTRAINT = "setuptools<81"  # chainer 7.8.1's setup.py needs pkg_resources
@@ -78,6 +81,7 @@ def setup_legacy() -> None:
     env = dict(os.environ, PIP_BUILD_CONSTRAINT=str(constraint))  # pip < 25 reads PIP_CONSTRAINT for builds
     env["PIP_CONSTRAINT"] = str(constraint)
     pip(python, *LEGACY_PACKAGES, env=env)
+    pip(python, "--no-deps", *LEGACY_NO_DEPS, env=env)
 
 
 def python_frameworks() -> tuple[list[str], list[str]]:

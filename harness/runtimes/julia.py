@@ -267,6 +267,19 @@ class JuliaTrainer(Trainer):
         """SHA-256 computed by Julia (SHA stdlib) over what the trainer holds, in the harness's encoding."""
         return str(self._dl.data_digest(self._t, name))
 
+    def export(self, fmt: str, path: str, example) -> dict:
+        """Flux's ONNX exporter (DLRosetta.export_onnx, julia_models/flux/trainer.jl); Knet has none."""
+        from juliacall import Main as jl
+
+        from harness.protocol import ExportUnsupported
+
+        if fmt != "onnx" or self.framework != "flux":
+            raise ExportUnsupported(f"julia/{self.framework} has no {fmt} exporter")
+        shape = tuple(reversed(np.shape(example)[1:]))  # C-order (N, C, H, W) is Julia's (W, H, C, N)
+        inshape = jl.Tuple([*shape, jl.Symbol("Batch")])
+        exporter = str(self._dl.export_onnx(self._t, str(path), inshape))
+        return {"exporter": exporter, "layout": "NCHW" if np.ndim(example) == 4 else "tokens", "dynamic_batch": True}
+
 
 def build(impl, spec, options):
     from juliacall import Main as jl

@@ -275,3 +275,20 @@ class RTrainer(Trainer):
         value = self._method("matmul_peak", precision=precision)
         return None if value is None else float(value)
 
+    def export(self, fmt: str, path: str, example) -> dict:
+        """Keras' own Model.export, called from R through reticulate (r_models/keras/train.R)."""
+        import numpy as np
+
+        from harness.onnx_files import ONNX_OPSET
+        from harness.protocol import ExportUnsupported
+
+        backend = os.environ.get("KERAS_BACKEND")
+        if fmt not in ("onnx", "tflite") or (fmt == "tflite" and backend != "tensorflow"):
+            raise ExportUnsupported(f"R Keras on {backend} exports onnx{' and tflite' if backend == 'tensorflow' else ''}, "
+                                    f"not {fmt}")
+        self._method("export", format=fmt, path=str(path), example=np.asarray(example), opset=ONNX_OPSET)
+        keras = sys.modules["keras"]
+        return {"exporter": f"keras {keras.__version__} Model.export(format={'onnx' if fmt == 'onnx' else 'litert'!r}) "
+                            f"on {backend}, called from R", "layout": "NHWC" if np.ndim(example) == 4 else "tokens",
+                "dynamic_batch": True}
+

@@ -182,4 +182,21 @@ function matmul!(t::Trainer, n::Integer)
     return nothing
 end
 
+# Flux's exporter: ONNXNaiveNASflux.save traces the model with probes and writes ONNX (it writes
+# Conv, BatchNormalization, MaxPool, GlobalAveragePool, Gemm, ...; no GRU: the rnn fails with its
+# message). `inshape` is Julia's input shape with :Batch for the batch dimension, e.g.
+# (32, 32, 3, :Batch): WHCN, which the file holds as ONNX's NCHW. The package is loaded on first use
+# (julia_models/README.md: it is not in env/juliapkg.json, whose UUIDs are verified against the registry).
+function export_onnx(t::Trainer, path::AbstractString, inshape)
+    ONNXNaiveNASflux = Base.require(Main, :ONNXNaiveNASflux)
+    model = cpu_device()(t.model)
+    Flux.testmode!(model)  # eval: BatchNorm's running statistics, no dropout
+    try
+        Base.invokelatest(ONNXNaiveNASflux.save, String(path), model, Tuple(inshape))
+    finally
+        Flux.trainmode!(model)
+    end
+    return "ONNXNaiveNASflux $(pkgversion(ONNXNaiveNASflux)), Flux $(pkgversion(Flux))"
+end
+
 end # module

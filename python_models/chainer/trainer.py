@@ -194,6 +194,10 @@ class ChainerTrainer(Trainer):
 
         return best_rate(run, 2.0 * n**3)
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.chainer.export import export
+        return export(self, fmt, path, example)
+
     def get_weights(self) -> dict[str, np.ndarray]:
         cpu = chainer.get_device("@numpy")
         return {k: np.array(cpu.send(_array(link, name)), copy=True) for k, (link, name) in self.arrays.items()}

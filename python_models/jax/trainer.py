@@ -220,6 +220,10 @@ class JaxTrainer(Trainer):
         product = jax.jit(jnp.matmul)
         return best_rate(lambda: product(a, b).block_until_ready(), 2.0 * n**3)
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.jax.export import export
+        return export(self, fmt, path, example)
+
     def peak_device_memory(self) -> int | None:
         peaks = self.place.peak_bytes()
         self.info["setup"]["peak_bytes_per_device"] = peaks

@@ -274,6 +274,10 @@ class GluonTrainer(Trainer):
             out.append(self.net(xb).asnumpy())  # outside autograd.record(): inference mode
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.mxnet.export import export
+        return export(self, fmt, path, example)
+
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: p.data(self.ctx).asnumpy() for k, p in self.params.items()}
 

@@ -157,6 +157,10 @@ class TorchTrainer(Trainer):
         state.update({k: own[k] for k in own if k.endswith("num_batches_tracked")})
         self.model.load_state_dict(state, strict=True)
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.pytorch.export import export
+        return export(self, fmt, path, example)
+
     def peak_device_memory(self) -> int | None:
         if self.device.type != "cuda":
             return None

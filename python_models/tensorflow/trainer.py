@@ -215,6 +215,10 @@ class TFTrainer(Trainer):
         for k, (v, layout) in wmap.items():
             v.assign(np.ascontiguousarray(layout.to_tf(np.asarray(weights[k], np.float32))))
 
+    def export(self, fmt, path, example) -> dict:
+        from python_models.tensorflow.export import export
+        return export(self, fmt, path, example)
+
     def peak_device_memory(self) -> int | None:
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] if self.device == "/GPU:0" else None
 

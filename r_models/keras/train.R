@@ -405,6 +405,20 @@ keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list
     fit_data = fit_data,
     train_epoch = train_epoch,
     predict = function(x) model$predict(x, batch_size = 256L, verbose = 0L),
+    # Keras' own exporter, the call Python Keras makes (python_models/keras/export.py): format "onnx"
+    # (tf2onnx, jax2onnx or torch.onnx by backend) or "tflite" (Keras' "litert", TensorFlow only), for
+    # inputs shaped like one example of `example` with any batch size.
+    export = function(format, path, example, opset) {
+      shape <- c(list(NULL), lapply(unlist(py_to_r(example$shape))[-1], as.integer))
+      spec <- keras$InputSpec(shape = tuple(shape), dtype = py_get_item(model$inputs, 0L)$dtype)
+      if (format == "onnx") {
+        model$export(path, format = "onnx", verbose = FALSE, input_signature = list(spec),
+                     opset_version = as.integer(opset))
+      } else {
+        model$export(path, format = "litert", verbose = FALSE, input_signature = list(spec))
+      }
+      invisible(NULL)
+    },
     get_weights = function() export_weights(model, adjust, prefixes),
     set_weights = function(weights) import_weights(model, dict_to_list(weights), adjust, prefixes),
     param_count = function() {
