@@ -64,6 +64,7 @@ EXAMPLES = {
 # what each --format gives, per verb (the commands that are not this module's own declare the choices)
 FORMATS = {
     "run": {"table": "the summary table on stdout", "json": "the run's JSON record on stdout (a list for several)"},
+    "infer": {"table": "the inference table on stdout", "json": "the runs' JSON records on stdout"},
     "list": {"table": "a table that fits the terminal", "json": "one JSON object per implementation"},
     "check": {"table": "the implementation x check matrix", "json": "the full report with every deviation"},
     "suite": {"table": "the summary table", "json": "runs, failures, skipped rows and the summary as JSON"},

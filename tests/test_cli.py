@@ -118,7 +118,7 @@ def test_bare_invocation_prints_help_and_starts_nothing(data_cache):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["lst"], "error: invalid choice: 'lst' is not a verb; choose from run, list, setup, weights, predict, check, "
+    (["lst"], "error: invalid choice: 'lst' is not a verb; choose from run, infer, list, setup, weights, predict, check, "
               "suite, report, compare (did you mean 'list'?)"),
     (["list", "--formt", "json"], "error: unrecognized arguments: --formt json (did you mean --format?)"),
     (["--fram", "pytorch"], "error: unrecognized arguments: --fram pytorch"),  # no abbreviations
