@@ -1,20 +1,25 @@
 """One set of arrays for everyone: prepare a data set once, as .npy files with a digest manifest.
 
 `prepare` runs in the parent process (it may download and decode); workers only memory-map the
-prepared folder, so every implementation reads the very same bytes.
+prepared folder, so every implementation reads the very same bytes. Every call checks the
+prepared files against their manifest (harness.data.cache.verify) before it returns, and refuses
+what would not fit in memory before anything is allocated.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data import cache
+from harness.data.memory import GENERATION_COPIES, check_fits
 from harness.errors import UsageError
 from harness.specs import ModelSpec
 
 BUILTIN = ("cifar10", "imdb", "synthetic")
 FULL_SIZES = {"cifar10": (50_000, 10_000), "imdb": (25_000, 25_000)}
 SYNTHETIC_SEED = 0  # synthetic data does not follow --seed: every run and repeat sees the same bytes
+SYNTHETIC_MAX = 1_000_000  # training examples a synthetic set may have (12.3 GB of images)
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,32 @@ def _load_real(name: str, root: Path):
     return mod.load(root / "raw")
 
 
-def prepare(data: str, spec: ModelSpec, samples: int | None = None, data_dir=None) -> Prepared:
+def _example_bytes(spec: ModelSpec) -> int:
+    """Bytes of one prepared example: x (float32 images or int64 ids) and its int64 label."""
+    import math
+
+    return math.prod(spec.input_shape) * (4 if spec.input_dtype == "float32" else 8) + 8
+
+
+def _ready(folder: Path, refresh: bool) -> bool:
+    """Whether the prepared folder is there to use; with `refresh`, whatever was there is removed."""
+    if refresh and folder.exists():
+        shutil.rmtree(folder)
+    return (folder / "manifest.json").exists() or (folder.exists() and any(folder.iterdir()))
+
+
+def _check_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"data cache {root} is a file, not a folder; choose another --data-dir or ${cache.ENV_VAR}")
+
+
+def prepare(data: str, spec: ModelSpec, samples: int | None = None, data_dir=None, refresh: bool = False) -> Prepared:
+    """The prepared, verified data set `data` for `spec` (see the module's docstring). `refresh`:
+    prepare it again from its source whatever the cache holds."""
     root = cache.data_dir(data_dir)
-    if data not in BUILTIN and not data.endswith(".npz"):
+    _check_root(root)
+    path = Path(data).expanduser()
+    if data not in BUILTIN and not data.endswith(".npz") and not path.exists():
         raise UsageError(f"unknown data {data!r}; choices: {', '.join(BUILTIN)} or a FILE.npz")
     if data in ("cifar10", "imdb") and data != spec.dataset:
         raise UsageError(f"model {spec.name} trains on {spec.dataset}, not {data}; choices: {spec.dataset}, synthetic, FILE.npz")
@@ -52,32 +80,45 @@ def prepare(data: str, spec: ModelSpec, samples: int | None = None, data_dir=Non
 
         full_train, full_test = FULL_SIZES[spec.dataset]
         n_train = samples or full_train
+        if n_train > SYNTHETIC_MAX:
+            raise UsageError(f"--samples {n_train:,}: a synthetic set holds at most {SYNTHETIC_MAX:,} training "
+                             f"examples; choices: --samples {spec.batch_size} .. {SYNTHETIC_MAX}")
         n_test = synthetic.test_size(n_train, full_test)
         kind = "images" if spec.dataset == "cifar10" else "tokens"
         key = f"synthetic-v{synthetic.VERSION}-{kind}-n{n_train}-t{n_test}-seed{SYNTHETIC_SEED}"
         folder = root / "prepared" / key
-        if not (folder / "manifest.json").exists():
+        if not _ready(folder, refresh):
+            check_fits(GENERATION_COPIES * (n_train + n_test) * _example_bytes(spec),
+                       f"--samples {n_train:,}: the synthetic arrays ({n_train:,} + {n_test:,} test examples)",
+                       "choose fewer --samples")
             arrays = synthetic.make(kind, n_train, n_test, SYNTHETIC_SEED)
             cache.write_prepared(folder, arrays, {"kind": "synthetic", "shape_of": spec.dataset, "seed": SYNTHETIC_SEED,
                                                   "generator_version": synthetic.VERSION})
-        return Prepared(folder, data, None, cache.read_manifest(folder))
+        return _verified(Prepared(folder, data, None, cache.read_manifest(folder)))
 
-    if data.endswith(".npz"):
+    if data not in BUILTIN:  # the user's file
         from harness.data import userfile
 
-        path = Path(data).expanduser()
+        if path.is_dir():
+            raise UsageError(f"--data {path} is a folder; choices: {', '.join(BUILTIN)} or a FILE.npz")
         if not path.is_file():
             raise UsageError(f"data file {path} does not exist; choices: {', '.join(BUILTIN)} or an existing FILE.npz")
+        userfile.check_archive(path, spec)  # before a byte of it is decompressed
         digest = cache.file_digest(path, "sha256")
         folder = root / "prepared" / f"user-{spec.name}-{digest[:16]}"
-        if not (folder / "manifest.json").exists():
+        if not _ready(folder, refresh):
             cache.write_prepared(folder, userfile.load(path, spec), {"kind": "file", "path": str(path.resolve()), "sha256": digest})
     else:
         folder = root / "prepared" / data
-        if not (folder / "manifest.json").exists():
+        if not _ready(folder, refresh):
             cache.write_prepared(folder, _load_real(data, root), {"kind": data})
-    prepared = Prepared(folder, data, samples, cache.read_manifest(folder))
+    prepared = _verified(Prepared(folder, data, samples, cache.read_manifest(folder)))
     available = prepared.manifest["arrays"]["x_train"]["shape"][0]
     if samples is not None and samples > available:
         raise UsageError(f"--samples {samples} exceeds the {available} training examples of {data}")
+    return prepared
+
+
+def _verified(prepared: Prepared) -> Prepared:
+    cache.verify(prepared.folder, prepared.manifest)
     return prepared
