@@ -17,6 +17,8 @@ import json
 import math
 import sys
 
+from harness.cli_options import probability
+
 
 def fraction(text: str) -> float:
     try:
@@ -33,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("new", help="results folder or record file to check against it")
     p.add_argument("--threshold", type=fraction, default=0.10,
                    help="slower by more than this is a regression: 0.1 or 10%% (default: 10%%)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default: 0.05)")
+    p.add_argument("--alpha", type=probability, default=0.05, help="significance level of the test (default: 0.05)")
     p.add_argument("--base-commit", help="only BASE runs of this commit (prefix)")
     p.add_argument("--new-commit", help="only NEW runs of this commit (prefix)")
     p.add_argument("--format", default="table", choices=("table", "json"))

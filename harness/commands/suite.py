@@ -48,9 +48,9 @@ def main(args) -> int:
         print(f"skipped {', '.join(labels)}: {reason}", file=sys.stderr)
     if not suite.entries:
         raise UsageError(f"{suite.path}: nothing in this suite can run here")
-    schedule = suite.schedule(args.repeats)
+    order = suite.schedule(args.repeats)  # not `schedule`: that is the module
     done = schedule.completed(args.out) if args.resume else {}
-    plans = [(entry, repeat, entry.plan(suite.name, repeat)) for entry, repeat in schedule]
+    plans = [(entry, repeat, entry.plan(suite.name, repeat)) for entry, repeat in order]
     todo = [p for p in plans if schedule.plan_id(p[2]) not in done]
     print(f"suite {suite.name}: {len(suite.entries)} entries x {args.repeats or suite.repeats} repeats = "
           f"{len(plans)} runs; {len(plans) - len(todo)} already in {args.out}/, {len(todo)} to run", file=sys.stderr)
