@@ -7,8 +7,17 @@ with its parity flag. Failed runs are listed under the table with their errors.
 from __future__ import annotations
 
 import math
+import re
 
 from harness.registry import BACKEND_NAMES, display_name
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~])")  # ( ) and ! only matter next to [ ], escaped here
+
+
+def markdown_text(text) -> str:
+    """Text from records, safe inside Markdown (a table cell or a line): every character Markdown
+    could read as markup is backslash-escaped, a line break becomes a space."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def num(v) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
 from harness.summary import accuracy_cell as _acc
+from harness.summary import markdown_text
 from harness.summary import none_if_missing as _none
 from harness.summary import num, row_name
 
@@ -70,7 +71,7 @@ class Table:
 
     def markdown(self) -> str:
         def line(cells):
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
 
         sep = "| " + " | ".join(":--" if a == "l" else "--:" for a in self.align) + " |"
         return "\n".join([line(self.header), sep] + [line(r) for r in self.rows])
@@ -226,15 +227,15 @@ def build_sections(frame, summary, index=None) -> list:
 def markdown(sections, charts_prefix: str = "") -> str:
     out = []
     for s in sections:
-        out += [f"### {s.title}", "",
+        out += [f"### {markdown_text(s.title)}", "",
                 "Steady seconds per epoch (epoch 0, the warm-up, excluded): median ± half the interquartile "
-                "range (steady epochs/runs). " + "; ".join(s.workloads) + ".", "",
+                "range (steady epochs/runs). " + markdown_text("; ".join(s.workloads)) + ".", "",
                 s.overview.markdown(), ""]
         for name, caption in s.charts[:1]:
-            out += [f"![{caption}]({charts_prefix}{name})", ""]
+            out += [f"![{markdown_text(caption)}]({charts_prefix}{name})", ""]
         out += ["<details><summary>Details: 95 % interval for the median, throughput, warm-up, start-up, "
                 "accuracy</summary>", "", s.details.markdown(), "",
-                f"Hardware: {s.hardware}. Software: {s.software}. Test accuracy is a parity check "
+                f"Hardware: {markdown_text(s.hardware)}. Software: {markdown_text(s.software)}. Test accuracy is a parity check "
                 "(⚠: more than 5 points from the median of all rows of that model), not a ranking.", "",
                 "</details>", ""]
     return "\n".join(out).rstrip() + "\n"
