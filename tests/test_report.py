@@ -176,3 +176,20 @@ def test_report_command_writes_the_page_and_prints_the_table(store, tmp_path, ca
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no run records" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_markdown_escapes_text_from_records(tmp_path):
+    """Text copied from records (a CPU's name, a version) cannot break table.md's rows or add markup;
+    the HTML page escapes the same text its own way."""
+    from harness.commands.report import build
+
+    env = {**ENV, "cpu": "Weird | CPU <b>*9000*</b> [x](y) `z` _w_"}
+    for repeat in range(2):
+        results.save(record(env=env, version="2.13.0|rc1*", seconds=(3, 1.0, 1.0), repeat=repeat), tmp_path / "s")
+    md, _ = build([tmp_path / "s"], tmp_path / "report")
+    assert "Weird \\| CPU \\<b\\>\\*9000\\*\\</b\\> \\[x\\](y) \\`z\\` \\_w\\_" in md
+    assert "<b>" not in md and "| CPU" not in md.replace("\\|", "")
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    widths = {len(re.findall(r"(?<!\\)\|", line)) for line in rows[:3]}
+    assert len(widths) == 1, rows[:3]  # header, separator and rows keep their columns
+    assert "2.13.0\\|rc1\\*" in md

@@ -37,6 +37,8 @@ VARIANTS = {
                                            "variance, as Keras' BatchNormalization keeps it"),
     "rnn-keras-gate-order": Variant("rnn", "logits", "GRU gates mapped as Keras stacks them (update, reset, new)"),
     "rnn-keras-adam-eps": Variant("rnn", "steps", "Keras' default Adam epsilon 1e-7"),
+    "cnn-predict-stale": Variant("cnn", "transfer", "predict runs a copy of the weights last loaded, which "
+                                 "training never reaches (as a jitted predict closing over its parameters would)"),
 }
 
 
@@ -93,6 +95,28 @@ def build(name: str, spec, options):
                 return array_digest((self.x if which == "x" else self.y).numpy())
 
         return Rescaled(cnn.CNN(CNN_DROPOUT if options.dropout else off), spec, options)
+    if name == "cnn-predict-stale":
+        import copy
+
+        class StalePredict(TorchTrainer):
+            def snapshot(self):
+                self.frozen = copy.deepcopy(self.model)
+
+            def set_weights(self, weights):
+                super().set_weights(weights)
+                self.snapshot()
+
+            def predict(self, x):
+                live = self.model, self.forward
+                self.model = self.forward = self.frozen
+                try:
+                    return super().predict(x)
+                finally:
+                    self.model, self.forward = live
+
+        trainer = StalePredict(cnn.CNN(CNN_DROPOUT if options.dropout else off), spec, options)
+        trainer.snapshot()
+        return trainer
     if name == "resnet50-biased-running-var":
         class BiasedBN(nn.BatchNorm2d):
             def forward(self, x):
