@@ -15,7 +15,10 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.protocol import RunOptions
-from harness.specs import get_spec
+from harness.specs import MODELS, get_spec
+
+
+CPU_REPLICAS_MIN_LIMIT = 8  # --device cpu --gpus N: up to the core count, and at least this many
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class RunRequest:
             if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
                 raise UsageError(f"{flag} {value} is a file, not a folder; choices: a folder (it is created if missing)")
         s, model = self.setup, self.selection.model
-        if s.scaling == "strong" and s.replicas > 1 and model is not None:
+        if s.scaling == "strong" and s.replicas > 1 and model in MODELS:  # an unknown model is refused later, by name
             batch = self.batch_size or get_spec(model).batch_size
             if batch % s.replicas:
                 raise UsageError(f"--scaling strong: the global batch {batch} does not split across {s.replicas} "
@@ -198,6 +201,13 @@ def check_setup(setup: DeviceSetup, impls=()) -> None:
             raise UsageError("--device cuda: no NVIDIA GPU found here (nvidia-smi lists none); choices: cpu")
         if setup.gpus > len(found):
             raise UsageError(f"--gpus {setup.gpus}: only {len(found)} GPU(s) here")
+    if setup.device == "cpu":  # N CPU replicas are N processes or devices: not more than a few per core
+        import os
+
+        most = max(os.cpu_count() or 1, CPU_REPLICAS_MIN_LIMIT)
+        if setup.gpus > most:
+            raise UsageError(f"--gpus {setup.gpus} with --device cpu starts {setup.gpus} CPU replicas; this machine "
+                             f"has {os.cpu_count()} cores; choices: --gpus 1 .. {most}")
     if setup.precision == "fp16" and setup.device == "cpu":
         raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
     parallel.check(setup, impls)

@@ -77,6 +77,10 @@ ROWS = [
         "--batch-size 256: a global batch of 256 exceeds the 128 training examples of synthetic"),
     Row("weak-global-batch-beyond-examples", run_with("--gpus", "2", "--batch-size", "128"),
         "--batch-size 128 x 2 replicas: a global batch of 256 exceeds the 128 training examples"),
+    Row("cpu-replicas-beyond-cores", run_with("--gpus", "100000"), "--gpus 100000 with --device cpu starts 100000 CPU "
+        "replicas; this machine has"),
+    Row("strong-scaling-unknown-model", run_with("--model", "vgg", "--gpus", "2", "--scaling", "strong", drop=("--model",)),
+        "unknown model 'vgg'; choices: cnn, resnet50, rnn"),
     Row("strong-batch-does-not-split", run_with("--gpus", "3", "--scaling", "strong"),
         "--scaling strong: the global batch 64 does not split across 3 replicas; choices: a --batch-size divisible by 3"),
     # ---- numbers
