@@ -12,9 +12,9 @@ digest) written after a full check; any write to a file changes its ctime, which
 sets back, so a changed byte is always hashed again. Inside the worker, `open_checked` hashes the
 files it maps once more before the clock starts (untimed, `timing.verify_s`), and the record
 carries those digests beside the manifest. Measured on a CIFAR-10-sized set (50,000 x 3x32x32
-float32 = 614 MB train, 123 MB test) on the 2-core development VM, page cache warm: a stamp hit
-0.3 ms; hashing x_train 0.5-1.2 s (machine idle / loaded); the worker's hash of all four arrays
-0.7-1.5 s per run.
+float32 = 614 MB train, 123 MB test) on the 2-core development VM: a stamp hit 0.3 ms; hashing
+x_train 0.5-0.65 s quiet, 1.2-2.3 s at a load average of 10-14; the worker's hash of all four
+arrays 1.5-3.1 s per run at that load.
 """
 from __future__ import annotations
 
