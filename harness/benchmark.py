@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import environment, launch, results
-from harness.data.cache import open_prepared
+from harness.errors import interruption
+from harness.data.cache import ARRAY_NAMES, open_checked, open_prepared
 from harness.model_input import model_input
 from harness.protocol import Batches, epoch_batches
 from harness.specs import EVAL_BATCH, get_spec
@@ -88,7 +89,14 @@ def run_train(job: dict, opened, events) -> dict:
     if opened.param_count != spec.param_count:
         raise ValueError(f"{impl.label} builds {opened.param_count:,} trainable parameters; "
                          f"the {spec.name} spec has {spec.param_count:,}")
-    data = open_prepared(job["data"]["folder"], job["data"].get("samples"))
+    events.send("phase", name="verify")
+    t = time.monotonic()
+    expected = job["data"].get("arrays")  # the manifest the parent verified
+    if expected is None:  # a job written by hand: nothing to compare with, the record says so
+        data, seen = open_prepared(job["data"]["folder"], job["data"].get("samples")), None
+    else:  # the bytes this run trains on, hashed where they are mapped, before the clock starts
+        data, seen = open_checked(job["data"]["folder"], expected, job["data"].get("samples"))
+    timing["verify_s"] = time.monotonic() - t
     layout = trainer.info.get("layout", "NCHW")
 
     events.send("phase", name="data")
@@ -118,6 +126,7 @@ def run_train(job: dict, opened, events) -> dict:
         "param_count": opened.param_count,
         "layout": layout,
         "peak": matmul_peak,
+        "data_seen": seen,
     }
 
 
@@ -145,10 +154,14 @@ def measure_peak(trainer, impl, options, versions: dict, data_folder: str) -> di
 
 
 def prepare(request, model: str):
-    """The prepared data set a request trains `model` on (harness.data.Prepared)."""
+    """The prepared, verified data set a request trains `model` on (harness.data.Prepared); a
+    request the data cannot feed is a UsageError here, before any worker starts."""
     from harness import data
 
-    return data.prepare(request.resolved(model)[2], get_spec(model), request.samples, request.data_dir)
+    prepared = data.prepare(request.resolved(model)[2], get_spec(model), request.samples, request.data_dir,
+                            refresh=request.refresh)
+    request.check_data(model, prepared)
+    return prepared
 
 
 def new_run_id(impl, repeat: int) -> str:
@@ -194,6 +207,16 @@ def flops_record(spec, options, timing: dict, peak: dict | None) -> dict:
     return out
 
 
+def _data_seen(seen: dict | None, manifest: dict) -> dict:
+    """The worker's own SHA-256 of every array it mapped, against the manifest the record carries."""
+    if not seen:
+        return {"match": False, "detail": "the worker reported no digest of the data it trained on", "sha256": None}
+    differ = [n for n in ARRAY_NAMES if seen.get(n) != manifest["arrays"][n]["sha256"]]
+    detail = (f"the worker saw other bytes than the manifest's in {', '.join(differ)}" if differ
+              else "the worker's SHA-256 of every array equals the manifest's")
+    return {"match": not differ, "detail": detail, "sha256": seen}
+
+
 def execute(impl, request, prepared, repeat: int, command: str, progress, plan: dict | None = None) -> dict:
     """Run `impl` once as `request` (harness.requests.RunRequest) asks, on `prepared` data; save the
     record. `plan` (harness.schedule.run_plan) says which planned run it answers."""
@@ -207,9 +230,16 @@ def execute(impl, request, prepared, repeat: int, command: str, progress, plan: 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()  # 1, 5, 15 min: how busy the machine was, for whoever reads the number
     t = time.monotonic()
+    interrupted = None
     with progress.run(impl.label, repeat, epochs) as on_event:
-        outcome = launch.run_worker(impl, options, "train", prepared, epochs, batch_size, request.timeout,
-                                    on_event=on_event, log_path=out / "logs" / f"{run_id}.log")
+        try:
+            outcome = launch.run_worker(impl, options, "train", prepared, epochs, batch_size, request.timeout,
+                                        on_event=on_event, log_path=out / "logs" / f"{run_id}.log")
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the worker is gone; record what finished
+            interrupted = e
+            outcome = getattr(e, "outcome", None) or launch.Outcome("interrupted", None, None, [], "", None)
+            outcome.error = (f"interrupted by {interruption(e)} after {len(outcome.epochs)} of {epochs} epochs; "
+                             "--resume runs it again")
     wall = time.monotonic() - t
     res = outcome.result or {}
     epoch_rows = res.get("epochs", outcome.epochs)
@@ -237,15 +267,23 @@ def execute(impl, request, prepared, repeat: int, command: str, progress, plan: 
         "info": res.get("info", {}),
         "versions": versions,
         "data_manifest": prepared.manifest,
+        "data_seen": _data_seen(res.get("data_seen"), prepared.manifest),
         "environment": environment.collect(),
         "command": command,
         "plan": plan,
     }
     record["flops"] = flops_record(spec, options, record["timing"], res.get("peak"))
     record["flops_per_example"] = record["flops"]["per_example"]
+    if outcome.status == "ok" and not record["data_seen"]["match"]:  # never claim bytes the run did not see
+        record["status"], record["error"] = "failed", f"data: {record['data_seen']['detail']}"
     if outcome.status == "replica":  # node R > 0 of a multi-node run: node 0 writes the record
         return record
-    if outcome.status != "ok":
+    if record["status"] != "ok":
         record["log_tail"] = outcome.log
-    results.save(record, out)
+    path = results.save(record, out)
+    if interrupted is not None:
+        import sys
+
+        print(f"{impl.label} r{repeat}: {outcome.error}; recorded in {path}", file=sys.stderr)
+        raise interrupted
     return record

@@ -184,7 +184,22 @@ def entry() -> None:
     """The `dl-rosetta` command and `python -m harness`."""
     import signal
 
-    # A SIGTERM (kill, a job scheduler, a CI timeout) unwinds like Ctrl-C, so the running worker's
-    # process group is killed with us instead of training on as an orphan (launch.run_job).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    raise SystemExit(main())
+    from harness.errors import Interrupted
+
+    received = []
+
+    def terminate(signum, frame):
+        # A SIGTERM (kill, a job scheduler, a CI timeout) unwinds like Ctrl-C: the running worker's
+        # process group is killed with us (harness.launch) and the run in progress is recorded as
+        # interrupted (harness.benchmark.execute). A second SIGTERM while unwinding is ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        received.append(signum)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before or after main's own handler
+        print("interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(128 + received[0] if received else code)

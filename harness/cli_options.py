@@ -7,6 +7,7 @@ into typed values right here, at the edge; no command imports another command. S
 from __future__ import annotations
 
 import argparse
+import math
 
 from harness.errors import UsageError
 from harness.protocol import DEVICES, PRECISIONS
@@ -15,6 +16,8 @@ from harness.requests import DeviceSetup, RunRequest, Selection
 FORMATS = ("table", "json")
 TASKS = ("train", "infer")
 INFER_PRECISIONS = PRECISIONS + ("int8",)  # int8: --task infer on a runtime that quantizes
+SEED_MAX = 2**32 - 1  # what every framework's seeding takes (numpy's legacy RandomState, TensorFlow)
+TIMEOUT_MAX = 7 * 24 * 3600  # seconds; far larger values overflow the event loop's select()
 
 
 # --------------------------------------------------------------------------- value types
@@ -37,8 +40,37 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be above 0")
+    return value
+
+
+def timeout_seconds(text: str) -> float:
+    """Seconds a worker may run: a finite number above 0, at most TIMEOUT_MAX (7 days)."""
+    value = positive_float(text)
+    if value > TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(f"{value:g} s is more than {TIMEOUT_MAX} s (7 days); choices: 0 < S <= {TIMEOUT_MAX}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability strictly between 0 and 1 (a significance level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must lie between 0 and 1, e.g. 0.05")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed every framework takes: 0 .. 2**32 - 1."""
+    value = whole_number(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 .. {SEED_MAX}")
     return value
 
 
@@ -92,7 +124,14 @@ def _variants() -> str:
                      for f in FRAMEWORKS if f.variants)
 
 
+def no_abbreviations(p: argparse.ArgumentParser) -> None:
+    """--ou is not --out: an abbreviation would get past the keys a suite may not set, and a
+    record's run_args would not reproduce the run."""
+    p.allow_abbrev = False
+
+
 def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn") -> None:
+    no_abbreviations(p)
     p.add_argument("--lang", default="python", help=f"{_langs()} (default: python)")
     p.add_argument("--framework", help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, pytensor, flux, knet "
                    "(default: every framework of --lang)")
@@ -101,7 +140,7 @@ def add_selection(p: argparse.ArgumentParser, model_default: str | None = "cnn")
 
 
 def add_device_setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="weight init and epoch order (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help=f"weight init and epoch order, 0 .. {SEED_MAX} (default: 0)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--gpus", type=positive_int, default=1, help="data-parallel replicas per machine: GPUs with "
                    "--device cuda, or N CPU replicas with --device cpu, for testing the data-parallel path")
@@ -135,10 +174,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=positive_int, help="use the first N training examples")
     p.add_argument("--repeats", type=positive_int, default=1, help="fresh worker processes per implementation")
     add_device_setup(p)
-    p.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per run (default: 3600)")
+    p.add_argument("--timeout", type=timeout_seconds, default=3600.0, help="seconds per run (default: 3600)")
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out (same options "
                    "and repeat, this machine and commit)")
+    p.add_argument("--refresh", action="store_true", help="prepare the data set again, whatever the cache holds")
     p.add_argument("--format", default="table", choices=FORMATS)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_infer_arguments(p)
@@ -164,13 +204,14 @@ def add_infer_arguments(p: argparse.ArgumentParser, task: bool = True) -> None:
 
 def add_implementation(p: argparse.ArgumentParser) -> None:
     """Exactly one implementation, as `run` names them (weights, predict)."""
+    no_abbreviations(p)
     p.add_argument("--lang", default="python", help=f"{_langs()} (default: python)")
     p.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, keras, jax, mxnet, chainer, "
                    "pytensor, flux, knet")
     p.add_argument("--backend", help="Keras 3 backend: tensorflow, jax or torch")
     p.add_argument("--model", required=True, help=_models())
     p.add_argument("--device", default="cpu", choices=DEVICES)
-    p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds for the worker (default: 1800)")
+    p.add_argument("--timeout", type=timeout_seconds, default=1800.0, help="seconds for the worker (default: 1800)")
 
 
 # --------------------------------------------------------------------------- Namespace -> typed values
@@ -188,7 +229,7 @@ def device_setup(ns: argparse.Namespace) -> DeviceSetup:
 def run_request(ns: argparse.Namespace) -> RunRequest:
     return RunRequest(selection(ns), device_setup(ns), epochs=ns.epochs, batch_size=ns.batch_size, data=ns.data,
                       samples=ns.samples, seed=ns.seed, repeats=ns.repeats, timeout=ns.timeout, out=ns.out,
-                      resume=ns.resume, data_dir=ns.data_dir)
+                      resume=ns.resume, data_dir=ns.data_dir, refresh=getattr(ns, "refresh", False))
 
 
 def infer_request(ns: argparse.Namespace):
@@ -207,6 +248,6 @@ class _Parser(argparse.ArgumentParser):
 
 def run_parser() -> argparse.ArgumentParser:
     """`run`'s options as a parser that raises UsageError (for suite files)."""
-    p = _Parser(prog="python -m harness run", add_help=False)
+    p = _Parser(prog="python -m harness run", add_help=False, allow_abbrev=False)
     add_run_arguments(p)
     return p

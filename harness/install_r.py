@@ -77,15 +77,26 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
+class RscriptFails(RuntimeError):
+    """R is installed but Rscript does not run (which is not the same as reticulate missing)."""
+
+
 def reticulate_version() -> str | None:
-    """The reticulate R finds first with .r-lib in front (what the R runtime loads), or None."""
+    """The reticulate R finds first with .r-lib in front (what the R runtime loads), or None;
+    RscriptFails when Rscript itself fails."""
     if shutil.which("Rscript") is None:
         return None
     env = dict(os.environ, R_LIBS_USER=str(R_LIB))
-    out = subprocess.run(["Rscript", "--vanilla", "-e",
-                          f'.libPaths(c("{R_LIB}", .libPaths())); '
-                          'cat(tryCatch(as.character(packageVersion("reticulate")), error = function(e) ""))'],
-                         capture_output=True, text=True, env=env)
+    try:
+        out = subprocess.run(["Rscript", "--vanilla", "-e",
+                              f'.libPaths(c("{R_LIB}", .libPaths())); '
+                              'cat(tryCatch(as.character(packageVersion("reticulate")), error = function(e) ""))'],
+                             capture_output=True, text=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RscriptFails(f"Rscript does not run ({e})") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RscriptFails(f"Rscript exits with code {out.returncode}: {last}")
     return out.stdout.strip() or None
 
 
@@ -144,7 +155,10 @@ def install_r_packages(python: Path) -> None:
     """reticulate >= 1.31 into .r-lib (skipped when R already finds one), then a check inside rpy2."""
     if shutil.which("R") is None:
         raise SystemExit("[setup r] R is not installed: run install_system() first")
-    found = reticulate_version()
+    try:
+        found = reticulate_version()
+    except RscriptFails as e:
+        raise SystemExit(f"[setup r] R is installed but {e}; reinstall R (r-base-core)") from None
     if found and _version(found) >= RETICULATE_MIN:
         say(f"reticulate {found} present")
     else:

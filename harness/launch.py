@@ -2,15 +2,26 @@
 
 A worker that crashes, hangs past its timeout or is killed (out of memory) becomes a failed
 record with the reason; the caller goes on with the next run.
+
+A worker never outlives the harness. It starts in a process group of its own (so the harness
+kills it with everything it started, and the terminal's Ctrl-C reaches only the harness) but in
+the harness's session (so the kernel's autogroup scheduling does not give every worker a whole
+session's share of the CPU). On Linux the kernel SIGKILLs it the moment its parent ends
+(PR_SET_PDEATHSIG, set before exec and again by the worker itself for torchrun's children);
+elsewhere the worker's own watchdog ends it when its parent's pid changes. Ctrl-C or SIGTERM of
+the harness kills the worker and hands what finished to the caller (KeyboardInterrupt.outcome).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +31,54 @@ from harness.interpreters import REPO, interpreter
 
 LOG_TAIL_LINES = 30
 SPAWN_VAR = "DL_ROSETTA_T_SPAWN"  # our monotonic clock when we launched the worker (its start-up time)
+PARENT_VAR = "DL_ROSETTA_PARENT_PID"  # the harness's pid, which the worker watches
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _libc_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up before any fork: the child between fork and exec only calls it
+
+
+def die_with_parent() -> bool:
+    """Linux: have the kernel SIGKILL this process when the thread that started it ends."""
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+
+
+def _child_setup() -> None:
+    """Between fork and exec of a worker: its own process group, and death with the harness."""
+    os.setpgid(0, 0)
+    die_with_parent()
+
+
+def guard_parent() -> None:
+    """In the worker, first thing: end with the harness. A parent that ended before this ran (the
+    worker now belongs to init or a subreaper) ends the worker at once; the watchdog thread covers
+    systems without PR_SET_PDEATHSIG."""
+    parent = os.getppid()
+    expected = os.environ.get(PARENT_VAR)
+    direct = "TORCHELASTIC_RUN_ID" not in os.environ  # torchrun's workers are its children, not ours
+    if direct and expected and int(expected) != parent:
+        os._exit(1)
+    die_with_parent()  # again: torchrun's agent starts its workers without it
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(WATCHDOG_INTERVAL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dl-rosetta-parent-watchdog", daemon=True).start()
 
 
 @dataclass
@@ -44,7 +103,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str  # "ok" | "failed" | "replica" (a node other than 0 of a multi-node run: no record here)
+    status: str  # "ok" | "failed" | "interrupted" | "replica" (a node other than 0 of a multi-node run: no record here)
     result: dict | None
     error: str | None
     epochs: list  # epoch events received, kept even when the run failed later
@@ -59,7 +118,8 @@ def run_worker(impl, options, mode: str = "train", data=None, epochs: int = 0, b
     (harness.data.Prepared, or None for modes that read their own inputs). `env`: variables for
     the worker's environment; `python_env`: run it with that environment's interpreter (a mode
     that does not open the implementation, e.g. a deployment runtime, runs in "main")."""
-    payload = {} if data is None else {"folder": str(data.folder), "samples": data.samples, "name": data.name}
+    payload = {} if data is None else {"folder": str(data.folder), "samples": data.samples, "name": data.name,
+                                       "arrays": data.manifest["arrays"]}
     job = Job(impl, options.to_dict(), payload, epochs, batch_size, mode=mode, timeout=timeout, extra=extra or {},
               env=dict(env or {}), python_env=python_env)
     return run_job(job, on_event=on_event, log_path=log_path)
@@ -97,21 +157,25 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                    PYTHONUNBUFFERED="1", **{**extra_env, **job.env})
         env[SPAWN_VAR] = repr(time.monotonic())
+        env[PARENT_VAR] = str(os.getpid())
+        epochs = []  # filled as events arrive: what finished, even if we are interrupted
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO,
-                pass_fds=() if write_fd is None else (write_fd,), start_new_session=True,
+                pass_fds=() if write_fd is None else (write_fd,), preexec_fn=_child_setup,
             )
             if write_fd is not None:
                 os.close(write_fd)
             try:
-                outcome = _collect(proc, read_fd, job.timeout, on_event, poll=write_fd is None)
-            except BaseException:  # Ctrl-C: the worker has its own session and must not outlive us
+                outcome = _collect(proc, read_fd, job.timeout, on_event, poll=write_fd is None, epochs=epochs)
+            except BaseException as e:  # Ctrl-C, SIGTERM: the worker's group must not outlive us
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 proc.wait()
+                if isinstance(e, KeyboardInterrupt):
+                    e.outcome = Outcome("interrupted", None, None, epochs, _tail(log_path), proc.returncode)
                 raise
         outcome.log = _tail(log_path)
         multi_node = parallel.replicas(job.options) > job.options["gpus"]
@@ -125,11 +189,13 @@ def run_job(job: Job, on_event=None, log_path: Path | None = None) -> Outcome:
         return outcome
 
 
-def _collect(proc, read_fd: int, timeout: float | None, on_event, poll: bool = False) -> Outcome:
+def _collect(proc, read_fd: int, timeout: float | None, on_event, poll: bool = False,
+             epochs: list | None = None) -> Outcome:
     """Events until the pipe ends; with `poll` (a FIFO we also hold open) until the process has
-    exited and nothing is left to read."""
+    exited and nothing is left to read. Epoch events are appended to `epochs` as they arrive."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    result, error, epochs, buf = None, None, [], b""
+    result, error, buf = None, None, b""
+    epochs = [] if epochs is None else epochs
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())

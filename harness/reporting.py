@@ -37,7 +37,7 @@ from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
 from harness.summary import (COLUMN_KEYS, MEANINGS, ci_cell, colour, column_label, interval, num, order, ratio_cell,
                              row_name, throughput)
 from harness.summary import accuracy_cell as _acc
-from harness.summary import percent
+from harness.summary import markdown_text, percent
 from harness.summary import none_if_missing as _none
 
 # a section: one machine, one machine environment, one commit, one device setup
@@ -58,7 +58,7 @@ class Table:
 
     def markdown(self) -> str:
         def line(cells):
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
 
         sep = "| " + " | ".join(":--" if a == "l" else "--:" for a in self.align) + " |"
         return "\n".join([line(self.header), sep] + [line(r) for r in self.rows])
@@ -300,15 +300,15 @@ def _tell_apart(sections) -> None:
 def markdown(sections, charts_prefix: str = "") -> str:
     out = []
     for s in sections:
-        out += [f"### {s.title}", "",
+        out += [f"### {markdown_text(s.title)}", "",
                 "Median steady seconds per epoch (epoch 0, the warm-up, excluded) with the distribution-free 95 % "
                 "interval of the median (order statistics; needs n ≥ 6) and n = steady epochs/runs; throughput; "
                 "× PyTorch = PyTorch's median s/epoch over the row's (above 1: faster), with a 95 % bootstrap "
-                "interval. " + "; ".join(s.workloads) + f". The machine's {s.load}.", "",
+                "interval. " + markdown_text("; ".join(s.workloads)) + f". The machine's {markdown_text(s.load)}.", "",
                 s.overview.markdown(), ""]
         for name, caption in s.charts[:1]:
-            out += [f"![{caption}]({charts_prefix}{name})", ""]
-        env = "; ".join(f"{k}: {v}" for k, v in s.environment)
+            out += [f"![{markdown_text(caption)}]({charts_prefix}{name})", ""]
+        env = markdown_text("; ".join(f"{k}: {v}" for k, v in s.environment))
         commands = "; ".join(f"`{c}` ({n} runs)" for c, n in s.commands)
         out += ["<details><summary>Details: interval coverage, spread, warm-up, start-up, accuracy, environment, "
                 "commands</summary>", "", s.details.markdown(), "",

@@ -2,16 +2,23 @@
 
 Commands parse their arguments and turn the Namespace into these frozen dataclasses at the edge
 (harness/cli_options.py); the library (benchmark, schedule, parallel, equivalence) takes them and
-never an argparse Namespace. This module also holds the two checks every command makes before a
-worker starts: which selected implementations can run here, and whether the device setup can.
+never an argparse Namespace. This module also holds the checks every command makes before a
+worker starts: which selected implementations can run here, whether the device setup can, and
+(`RunRequest.check_data`) whether the prepared data can feed the request. A request that
+contradicts itself cannot be built: the dataclasses check their values when constructed (also by
+dataclasses.replace), so every bad value is one UsageError in the parent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import UsageError
 from harness.protocol import RunOptions
-from harness.specs import get_spec
+from harness.specs import MODELS, get_spec
+
+
+CPU_REPLICAS_MIN_LIMIT = 8  # --device cpu --gpus N: up to the core count, and at least this many
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,13 @@ class DeviceSetup:
     image_size: int = 32
     variant: tuple[tuple[str, str], ...] = ()  # --variant: (key, value) pairs an implementation declares
 
+    def __post_init__(self):
+        if self.nodes == 1:  # these name the other nodes; with one node they would be silently ignored
+            for flag, value in (("--rdzv-endpoint", self.rdzv_endpoint), ("--workers", self.workers)):
+                if value is not None:
+                    raise UsageError(f"{flag} is for multi-node runs and --nodes is 1; choices: --nodes K (K > 1) "
+                                     f"on every node, or leave {flag} out")
+
     @property
     def replicas(self) -> int:
         return self.gpus * self.nodes
@@ -70,6 +84,45 @@ class RunRequest:
     out: str = "results"
     resume: bool = False
     data_dir: str | None = None
+    refresh: bool = False  # prepare the data again whatever the cache holds (not part of the plan)
+
+    def __post_init__(self):
+        for flag, value in (("--out", self.out), ("--data-dir", self.data_dir)):
+            if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+                raise UsageError(f"{flag} {value} is a file, not a folder; choices: a folder (it is created if missing)")
+        s, model = self.setup, self.selection.model
+        if s.scaling == "strong" and s.replicas > 1 and model in MODELS:  # an unknown model is refused later, by name
+            batch = self.batch_size or get_spec(model).batch_size
+            if batch % s.replicas:
+                raise UsageError(f"--scaling strong: the global batch {batch} does not split across {s.replicas} "
+                                 f"replicas; choices: a --batch-size divisible by {s.replicas}, or --scaling weak")
+
+    def global_batch(self, model: str) -> int:
+        """Examples per optimiser step over all replicas (weak scaling: the batch per replica x replicas)."""
+        batch = self.resolved(model)[1]
+        return batch * self.setup.replicas if self.setup.scaling == "weak" else batch
+
+    def check_data(self, model: str, prepared) -> None:
+        """Refuse what the prepared data (harness.data.Prepared) cannot feed: a global batch larger
+        than the training set, or arrays (upsampled for --image-size) that would not fit in memory."""
+        import math
+
+        from harness.data.memory import check_fits
+
+        spec = get_spec(model)
+        n, batch = prepared.n_train, self.global_batch(model)
+        if batch > n:
+            flag = (f"--batch-size {self.resolved(model)[1]}" + (f" x {self.setup.replicas} replicas"
+                                                                 if self.setup.scaling == "weak" and self.setup.replicas > 1 else ""))
+            raise UsageError(f"{flag}: a global batch of {batch} exceeds the {n} training examples of {prepared.name}, "
+                             f"so no full batch is left to train on; choices: a smaller --batch-size or more --samples")
+        n_test = prepared.manifest["arrays"]["x_test"]["shape"][0]
+        side = self.setup.image_size if model == "resnet50" else None
+        shape = spec.input_shape if side is None else (spec.input_shape[0], side, side)
+        per_example = math.prod(shape) * (4 if spec.input_dtype == "float32" else 8) + 8
+        what = f"{n:,} training and {n_test:,} test examples" + (f" at {side} px" if side and side != 32 else "")
+        check_fits((n + n_test) * per_example, f"the arrays a worker is handed ({what})",
+                   "choose fewer --samples" + (" or a smaller --image-size" if side and side != 32 else ""))
 
     def options(self, impl) -> RunOptions:
         """The worker's view of this request for one implementation."""
@@ -159,6 +212,13 @@ def check_setup(setup: DeviceSetup, impls=(), here: bool = True) -> None:
     if setup.precision == "int8":
         raise UsageError("--precision int8 is for --task infer on a runtime that quantizes (onnxruntime, openvino); "
                          "choices for training: fp32, bf16, fp16")
+    if setup.device == "cpu":  # N CPU replicas are N processes or devices: not more than a few per core
+        import os
+
+        most = max(os.cpu_count() or 1, CPU_REPLICAS_MIN_LIMIT)
+        if setup.gpus > most:
+            raise UsageError(f"--gpus {setup.gpus} with --device cpu starts {setup.gpus} CPU replicas; this machine "
+                             f"has {os.cpu_count()} cores; choices: --gpus 1 .. {most}")
     if setup.precision == "fp16" and setup.device == "cpu":
         raise UsageError("--precision fp16 needs --device cuda; choices on cpu: fp32, bf16")
     for impl in impls:

@@ -10,7 +10,11 @@ Layout. A store is any folder (`--out`, default `results/`); published results l
 Both are written to a temporary name in the same folder, flushed to disk and then linked into
 place, so a reader (or a run killed midway) sees a whole file or none; linking refuses to replace
 an existing file, which keeps the store append-only. Sub-folders are read recursively; JSON files
-that are not run records (reports, bench scripts' own outputs) are ignored.
+that are not run records (reports, bench scripts' own outputs: JSON objects without any of a
+record's keys) are ignored. A file that is not JSON (truncated, garbage), or a record whose
+fields have the wrong types (`record_problem`), is skipped with one warning line on stderr
+naming the file and why, and reading goes on: a reader never crashes on a bad file and never
+drops one silently.
 
 Keys. Records are self-describing rather than filed by folder: `save` adds `record["key"]`
 
@@ -34,12 +38,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 RECORD_SUFFIX = ".json"
 SCHEMA = "dl-rosetta/run/1"
 KEY_FIELDS = ("machine", "env", "commit", "config")
+STATUSES = ("ok", "failed", "interrupted")  # what a saved record's status can be
+RECORD_MARKERS = ("run_id", "impl", "config", "status", "schema")  # a JSON object with any of these is meant as a record
 
 
 def _digest(obj) -> str:
@@ -129,8 +136,112 @@ def save(record: dict, out_dir: Path) -> Path:
 
         write_new(out_dir / f"{record['run_id']}.epochs.csv", pd.DataFrame(rows).to_csv(index=False))
     path = out_dir / f"{record['run_id']}{RECORD_SUFFIX}"
-    write_new(path, json.dumps(record, indent=1, default=str))
+    try:
+        write_new(path, json.dumps(record, indent=1, default=str))
+    except BaseException:  # no epoch table without its record
+        if rows:
+            (out_dir / f"{record['run_id']}.epochs.csv").unlink(missing_ok=True)
+        raise
     return path
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+_NUMBER = (int, float)
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _want(value, types, where: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        return f"{where} is {value!r}, not a {'number' if types == _NUMBER else getattr(types, '__name__', types)}"
+    if not isinstance(value, types):
+        name = "number" if types == _NUMBER else getattr(types, "__name__", str(types))
+        return f"{where} is {_type_name(value)} {json.dumps(value, default=str)[:40]}, not a {name}"
+    return None
+
+
+def record_problem(record) -> str | None:
+    """Why `record` cannot be read as a run record (a wrong or missing field, named), or None.
+
+    Checks what every reader (load, index, report, compare, stats) relies on, so none of them
+    meets a wrong type later."""
+    if not isinstance(record, dict):
+        return f"a record is a JSON object, not {_type_name(record)}"
+    for name, types, optional in (("run_id", str, False), ("status", str, False), ("impl", dict, False),
+                                  ("config", dict, False), ("timing", dict, True), ("epochs", list, True),
+                                  ("metrics", dict, True), ("environment", dict, True), ("plan", dict, True),
+                                  ("key", dict, True), ("load_average", dict, True), ("started", str, True)):
+        problem = _want(record.get(name), types, name, optional)
+        if problem:
+            return problem
+    if record["status"] not in STATUSES:
+        return f"status is {record['status']!r}; choices: {', '.join(STATUSES)}"
+    impl, cfg = record["impl"], record["config"]
+    for name in ("lang", "framework", "model"):
+        problem = _want(impl.get(name), str, f"impl.{name}")
+        if problem:
+            return problem
+    for name in ("backend", "label", "version"):
+        problem = _want(impl.get(name), str, f"impl.{name}", optional=True)
+        if problem:
+            return problem
+    for name, types, optional in (("data", str, False), ("batch_size", int, False), ("device", str, False),
+                                  ("gpus", int, False), ("precision", str, False), ("n_train", int, True),
+                                  ("epochs", int, True), ("seed", int, True), ("nodes", int, True),
+                                  ("image_size", int, True), ("repeat", int, True)):
+        problem = _want(cfg.get(name), types, f"config.{name}", optional)
+        if problem:
+            return problem
+    for i, e in enumerate(record.get("epochs") or []):
+        if not isinstance(e, dict):
+            return f"epochs[{i}] is {_type_name(e)}, not an object"
+        for name, types, optional in (("epoch", int, False), ("seconds", _NUMBER, False), ("steps", int, True),
+                                      ("examples", int, True), ("examples_per_s", _NUMBER, True),
+                                      ("loss", _NUMBER, True)):
+            problem = _want(e.get(name), types, f"epochs[{i}].{name}", optional)
+            if problem:
+                return problem
+    for table, fields in (("timing", ("startup_s", "import_s", "build_s", "first_epoch_s", "steady_s_per_epoch")),
+                          ("metrics", ("test_accuracy", "final_loss"))):
+        for name in fields:
+            problem = _want((record.get(table) or {}).get(name), _NUMBER, f"{table}.{name}", optional=True)
+            if problem:
+                return problem
+    env = record.get("environment") or {}
+    for name in ("hostname", "machine_id", "cpu", "python", "platform"):
+        problem = _want(env.get(name), str, f"environment.{name}", optional=True)
+        if problem:
+            return problem
+    for name, types in (("gpus", list), ("git", dict)):
+        problem = _want(env.get(name), types, f"environment.{name}", optional=True)
+        if problem:
+            return problem
+    for i, g in enumerate(env.get("gpus") or []):
+        if not isinstance(g, dict) or not isinstance(g.get("name"), str):
+            return f"environment.gpus[{i}] has no name"
+    git = env.get("git") or {}
+    problem = _want(git.get("commit"), str, "environment.git.commit", optional=True)
+    if problem:
+        return problem
+    before = (record.get("load_average") or {}).get("before")
+    if before is not None and not (isinstance(before, list) and before and isinstance(before[0], _NUMBER)):
+        return "load_average.before is not a list of numbers"
+    if record.get("key") is not None:
+        for name in KEY_FIELDS:
+            problem = _want(record["key"].get(name), str, f"key.{name}")
+            if problem:
+                return problem
+    plan = record.get("plan") or {}
+    for name in ("suite", "config"):
+        problem = _want(plan.get(name), str, f"plan.{name}", optional=True)
+        if problem:
+            return problem
+    return None
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -186,7 +297,7 @@ def epoch_rows(records) -> list[dict]:
 
 
 def is_record(obj) -> bool:
-    return isinstance(obj, dict) and all(k in obj for k in ("run_id", "impl", "config", "status"))
+    return record_problem(obj) is None
 
 
 def record_files(paths) -> list[Path]:
@@ -201,23 +312,49 @@ def record_files(paths) -> list[Path]:
     return files
 
 
-def read_records(paths, **keys) -> list[dict]:
-    """The run records under the given folders/files (recursively), optionally filtered by key.
+def scan(paths, **keys) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(records, skipped): the run records under the given folders/files (recursively), optionally
+    filtered by key, and (path, why) of every file that was meant as a record but cannot be read.
 
-    keys: machine=, env=, commit= (a prefix of the commit key), config=, suite=; other JSON files
-    are skipped."""
-    out = []
+    keys: machine=, env=, commit= (a prefix of the commit key), config=, suite=. JSON objects with
+    none of a record's keys are other tools' files and are neither records nor skipped."""
+    out, skipped = [], []
     for f in record_files(paths):
         try:
             record = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # not ours: records are written whole or not at all
-        if not is_record(record):
+        except json.JSONDecodeError as e:  # records are written whole: this is damage
+            skipped.append((str(f), f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"))
+            continue
+        except UnicodeDecodeError as e:
+            skipped.append((str(f), f"not valid JSON (not UTF-8 text: byte {e.start})"))
+            continue
+        except OSError as e:
+            skipped.append((str(f), f"cannot be read ({e.strerror or e})"))
+            continue
+        if not isinstance(record, dict) or not any(k in record for k in RECORD_MARKERS):
+            continue  # not ours: a report's or a bench script's JSON
+        problem = record_problem(record)
+        if problem:
+            skipped.append((str(f), problem))
             continue
         record["_path"] = str(f)
         if _matches(record, keys):
             out.append(record)
-    return out
+    return out, skipped
+
+
+def warn_skipped(skipped, stream=None) -> None:
+    """One line per file a reader skipped, naming it and why."""
+    for path, why in skipped:
+        print(f"warning: skipped {path}: {why}", file=stream or sys.stderr)
+
+
+def read_records(paths, **keys) -> list[dict]:
+    """The run records under the given folders/files (recursively), optionally filtered by key;
+    every file that cannot be read as one is skipped with a warning line on stderr (see `scan`)."""
+    records, skipped = scan(paths, **keys)
+    warn_skipped(skipped)
+    return records
 
 
 def _matches(record: dict, keys: dict) -> bool:

@@ -17,7 +17,9 @@
 
 Options are the `run` command's own (`batch_size` = `--batch-size`, `compile = true` =
 `--compile`) and are parsed by its parser, so a suite can say anything a run can. Later tables
-override earlier ones: options < model < setup < implementation < command-line overrides.
+override earlier ones: options < model < setup < implementation < command-line overrides. A key
+must be an option's whole name (no abbreviations: `ou` is not `out`); an unknown key is refused
+by name, so every record's run_args reproduce its run exactly.
 
 A planned run is (suite, its resolved options' digest, repeat): `run_plan` is stored in the
 record, and `completed` finds those already in a store for this machine and commit, which is how
@@ -54,12 +56,23 @@ SUITE_CONTROLLED = {"lang", "framework", "backend", "model", "out", "format", "q
 LABEL = re.compile(r"^(?:(?P<lang>[a-z]+)/)?(?P<framework>[a-z0-9_-]+|\*)(?:\[(?P<backend>[a-z0-9_-]+)\])?$")
 
 
+def option_keys() -> list[str]:
+    """The keys a suite's option tables may use: the `run` options a suite does not set itself."""
+    from harness.cli_options import run_parser
+
+    dests = {a.dest for a in run_parser()._actions if a.option_strings}
+    return sorted(dests - SUITE_CONTROLLED)
+
+
 def option_argv(options: dict, where: str) -> list[str]:
     """{"batch_size": 32, "compile": True} -> ["--batch-size", "32", "--compile"]."""
     argv = []
+    known = set(option_keys())
     for key, value in options.items():
         if key in SUITE_CONTROLLED:
             raise UsageError(f"{where}: {key!r} is set by the suite itself, not as an option")
+        if key not in known:
+            raise UsageError(f"{where}: unknown option {key!r}; choices: {', '.join(sorted(known))}")
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             if value:

@@ -18,6 +18,7 @@ Terminal tables are rich tables that fit the terminal; failed runs are listed un
 from __future__ import annotations
 
 import math
+import re
 import shutil
 
 from harness.registry import BACKEND_NAMES, LANGUAGES, display_name
@@ -50,6 +51,14 @@ MEANINGS = {
 
 
 COLUMN_KEYS = ("model", "data", "samples", "batch_size", "image_size")  # a workload: a report's column
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~])")  # ( ) and ! only matter next to [ ], escaped here
+
+
+def markdown_text(text) -> str:
+    """Text from records, safe inside Markdown (a table cell or a line): every character Markdown
+    could read as markup is backslash-escaped, a line break becomes a space."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def num(v) -> str:

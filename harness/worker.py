@@ -25,7 +25,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402, F401 - every mode needs it; imported before the timed framework import
 
 from harness import parallel, runtimes  # noqa: E402
-from harness.launch import SPAWN_VAR  # noqa: E402
+from harness.launch import SPAWN_VAR, guard_parent  # noqa: E402
 from harness.protocol import RunOptions, Trainer  # noqa: E402
 from harness.registry import select  # noqa: E402
 from harness.specs import get_spec  # noqa: E402
@@ -112,6 +112,7 @@ def mode_function(mode: str):
 
 
 def main(argv=None) -> int:
+    guard_parent()  # this process ends with the harness, whatever phase it is in
     parser = argparse.ArgumentParser(prog="harness.worker")
     parser.add_argument("job")
     parser.add_argument("--events-fd", type=int)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,75 @@ SLOW_FIRST = ("test_learning.py::test_pytorch_beats_chance[resnet50]",
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("/")[-1], len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture
+def stub_worker(tmp_path, monkeypatch):
+    """Make this process's harness.launch start tests/worker_stubs.py (the named stub) as the worker."""
+    import worker_stubs
+
+    from harness import launch
+
+    def use(name: str, **env):
+        monkeypatch.setenv(worker_stubs.ENV, name)
+        for k, v in env.items():
+            monkeypatch.setenv(k, str(v))
+        script = worker_stubs.stub_command(tmp_path)
+        monkeypatch.setattr(launch, "interpreter", lambda env: script)
+
+    return use
+
+
+# --------------------------------------------------------------------------- skips are failures
+# A test may skip only because a runtime cannot be reached from this machine; every other skip
+# (a framework that is not installed, R whose Rscript fails, a missing environment) hides a
+# broken setup and fails the session. The one list of reasons a skip may give:
+ALLOWED_SKIPS = {
+    "Julia cannot be reached (no julialang.org / pkg.julialang.org here)":
+        re.compile(r"^Julia (not found|\S+ at \S+ is older|\S+ found at \S+, but the packages)"),
+    "Julia is installed, so the test of the message shown without it does not apply":
+        re.compile(r"^Julia and Flux are installed here"),
+    "no GPU on this machine":
+        re.compile(r"(no NVIDIA GPU|needs a GPU|--device cuda: no)"),
+}
+_SKIPS: list[tuple[str, str]] = []
+
+
+def skip_reason(report) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3 else str(longrepr)
+    text = text.removeprefix("Skipped: ")
+    # a skip inside a shared fixture says whose reason it was; the reason itself follows
+    return text.removeprefix("the reference cannot run here: ")
+
+
+def allowed(reason: str) -> bool:
+    return any(p.search(reason) for p in ALLOWED_SKIPS.values())
+
+
+def pytest_runtest_logreport(report):
+    """Runs in the controller for every report, also those xdist's workers send back."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPS.append((report.nodeid, skip_reason(report)))
+
+
+def pytest_collectreport(report):
+    if report.skipped:  # a whole module skipped at collection
+        _SKIPS.append((report.nodeid, skip_reason(report)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller sees its reports
+        return
+    bad = [(node, why) for node, why in _SKIPS if not allowed(why)]
+    if bad and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config._dl_rosetta_bad_skips = bad
+
+
+def pytest_terminal_summary(terminalreporter):
+    bad = getattr(terminalreporter.config, "_dl_rosetta_bad_skips", [])
+    if bad:
+        terminalreporter.section("skips that are failures (tests/conftest.py ALLOWED_SKIPS)", red=True)
+        for node, why in bad:
+            terminalreporter.line(f"{node}: {why}")

@@ -107,6 +107,10 @@ def test_missing_data_without_network_is_a_clear_error(tmp_path):
 
 
 def test_default_verb_is_run_and_help_lists_verbs(data_cache):
+    """Every verb is listed with the start of its description (not just "run" somewhere, which
+    "prune" or a usage line would satisfy)."""
+    from harness.cli import VERBS
+
     proc = harness("--help", cache=data_cache)
     assert proc.returncode == 0 and "list" in proc.stdout and "run" in proc.stdout
 

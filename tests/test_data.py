@@ -232,3 +232,48 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 def test_synthetic_size_rule():
     assert synthetic.test_size(512, 10_000) == 256
     assert synthetic.test_size(50_000, 10_000) == 10_000
+
+
+# --------------------------------------------------------------------------- nothing on disk is trusted
+def test_verify_hashes_a_file_again_whenever_it_was_written(tmp_path, monkeypatch):
+    """The stamp spares the hash of unchanged files only: any write (even one that puts the mtime
+    back) changes the file's ctime, and the file is hashed and refused."""
+    import os
+
+    prepared = data.prepare("synthetic", CNN, 128, data_dir=tmp_path)
+    assert cache.verify(prepared.folder, prepared.manifest) == dict.fromkeys(cache.ARRAY_NAMES, "stamp")
+    path = prepared.folder / "x_train.npy"
+    st = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0x01
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the mtime says nothing happened
+    with pytest.raises(UsageError, match="x_train.npy does not match its manifest"):
+        cache.verify(prepared.folder, prepared.manifest)
+    blob[-1] ^= 0x01
+    path.write_bytes(bytes(blob))  # the same bytes again: hashed once, then trusted by the stamp
+    assert cache.verify(prepared.folder, prepared.manifest)["x_train"] == "hashed"
+    assert cache.verify(prepared.folder, prepared.manifest)["x_train"] == "stamp"
+
+
+def test_the_worker_refuses_bytes_that_changed_after_the_parent_checked(tmp_path):
+    prepared = data.prepare("synthetic", CNN, 128, data_dir=tmp_path)
+    arrays, seen = cache.open_checked(prepared.folder, prepared.manifest["arrays"], 64)
+    assert len(arrays["x_train"]) == 64 and seen == {k: v["sha256"] for k, v in prepared.manifest["arrays"].items()}
+    blob = bytearray((prepared.folder / "y_test.npy").read_bytes())
+    blob[-1] ^= 0x01
+    (prepared.folder / "y_test.npy").write_bytes(bytes(blob))
+    with pytest.raises(cache.DataMismatch, match="y_test.npy does not match the manifest"):
+        cache.open_checked(prepared.folder, prepared.manifest["arrays"])
+
+
+def test_prepared_folders_are_as_readable_as_results(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        prepared = data.prepare("synthetic", CNN, 128, data_dir=tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(prepared.folder.stat().st_mode) == 0o755  # what mkdir gives, as the results store has

@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import spec_oracle
 import wrong_variants
 from harness import canonical, equivalence, launch, runtimes
 from harness.protocol import RunOptions
-from harness.registry import IMPLEMENTATIONS
+from harness.registry import IMPLEMENTATIONS, Implementation
 from harness.specs import SPECS, get_spec
 
 ACTIVE = [i for i in IMPLEMENTATIONS if not i.framework.retired]
@@ -50,13 +51,23 @@ def failed(checks: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("impl", ACTIVE, ids=lambda i: i.label)
-def test_same_model_as_reference(impl, check_inputs):
+def test_same_model_as_reference(impl, check_inputs, tmp_path):
     reason = runtimes.availability(impl)
     if reason:
         pytest.skip(reason)
     inputs, ref = check_inputs(impl.model)
-    is_ref = impl == equivalence.reference_impl(impl.model)
-    res = ref if is_ref else equivalence.run_equivalence(impl, inputs, ref)
+    if impl == equivalence.reference_impl(impl.model):
+        # The reference's row compared with itself could not fail. It is checked against the spec's
+        # own forward pass in numpy (tests/spec_oracle.py, cnn and rnn) and against a second, fresh
+        # reference worker, which must reproduce the first (logits, steps, dropout shares, data).
+        if impl.model in spec_oracle.ORACLES:
+            x = np.load(Path(inputs.data.folder) / "x_test.npy")[: inputs.tol.eval_examples]
+            oracle = spec_oracle.ORACLES[impl.model](inputs.probe, x)
+            check = equivalence.check_logits(oracle, np.load(ref["files"]["logits"]), inputs.tol)
+            assert check.ok, f"{impl.label} differs from the spec's forward pass in numpy: {check.detail}"
+        res = equivalence.run_equivalence(impl, replace(inputs, work=tmp_path / "again"), ref)
+    else:
+        res = equivalence.run_equivalence(impl, inputs, ref)
     checks = equivalence.evaluate(inputs, ref, res)
     expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(inputs.spec) else {"dropout"})
     assert set(checks) == expected
@@ -77,7 +88,10 @@ def variant_worker(tmp_path, monkeypatch):
     return use
 
 
-@pytest.mark.parametrize("name", list(wrong_variants.VARIANTS))
+EARLY_VARIANTS = [n for n, v in wrong_variants.VARIANTS.items() if v.caught_by != "transfer"]
+
+
+@pytest.mark.parametrize("name", EARLY_VARIANTS)
 def test_wrong_variant_is_caught(name, check_inputs, variant_worker, tmp_path):
     variant = wrong_variants.VARIANTS[name]
     inputs, ref = check_inputs(variant.model)
@@ -90,6 +104,44 @@ def test_wrong_variant_is_caught(name, check_inputs, variant_worker, tmp_path):
     print(f"{name}: " + ", ".join(f"{k} {c.cell()}" for k, c in checks.items()))  # shown by pytest -rP
     assert variant.caught_by in failed(checks), (
         f"{name} ({variant.what}) passed the {variant.caught_by} check: {checks[variant.caught_by].detail}")
+
+
+@dataclass(frozen=True)
+class Twin(Implementation):
+    """The reference under another label (its own work folder), run by the interpreter of `env`."""
+
+    tag: str = "twin"
+
+    @property
+    def label(self) -> str:
+        return f"{super().label}-{self.tag}"
+
+
+def test_transfer_check_end_to_end(check_inputs, data_cache, tmp_path, monkeypatch):
+    """Check 5 through its workers (train-export, predict): a second PyTorch passes it; a variant
+    that checks 1-4 cannot tell from PyTorch (predict runs stale weights) fails it, and only it."""
+    ref_impl = equivalence.reference_impl("cnn")
+    if runtimes.availability(ref_impl):
+        pytest.skip(runtimes.availability(ref_impl))
+    early_inputs, ref = check_inputs("cnn")
+    name = "cnn-predict-stale"
+    script = tmp_path / "python-wrong"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
+    script.chmod(0o755)
+    real = launch.interpreter
+    monkeypatch.setattr(launch, "interpreter", lambda env: script if env == "wrong" else real(env))
+    monkeypatch.setenv(wrong_variants.ENV, name)
+    same = Twin(ref_impl.framework, ref_impl.backend, "cnn", tag="again")
+    wrong = Twin(replace(ref_impl.framework, env="wrong"), ref_impl.backend, "cnn", tag=name)
+
+    res = equivalence.run_equivalence(wrong, replace(early_inputs, work=tmp_path / "early"), ref)
+    assert not failed(equivalence.evaluate(early_inputs, ref, res)), "checks 1-4 cannot see this variant"
+
+    inputs = equivalence.make_inputs("cnn", tmp_path / "transfer", RunOptions(), data_dir=data_cache,
+                                     transfer_samples=256, timeout=1200)
+    found = equivalence.run_transfer([same, wrong], inputs, ref_impl, say=lambda *_: None)
+    assert found[ref_impl].ok and found[same].ok, (found[ref_impl].detail, found[same].detail)
+    assert not found[wrong].ok and "FAIL trained in this implementation" in found[wrong].detail, found[wrong].detail
 
 
 # --------------------------------------------------------------------------- the checks themselves

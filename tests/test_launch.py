@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO, children
-from harness import data, launch
+from harness import data, launch, results
 from harness.commands import run as run_command
 from harness.protocol import RunOptions
 from harness.registry import select
@@ -79,11 +81,11 @@ def test_a_failed_run_does_not_end_the_suite(data_cache, tmp_path, monkeypatch, 
     assert len(list(tmp_path.glob("*.json"))) == 2  # both records kept on disk
 
 
-def test_sigterm_to_the_harness_takes_its_worker_along(data_cache):
+def test_sigterm_to_the_harness_takes_its_worker_along(data_cache, tmp_path):
     """kill (SIGTERM) of `python -m harness` kills the worker too: no orphan trains on."""
     env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache))
     proc = subprocess.Popen([sys.executable, "-m", "harness", "--framework", "pytorch", "--model", "cnn", "--data",
-                             "synthetic", "--samples", "128", "--epochs", "1000", "--quiet"],
+                             "synthetic", "--samples", "128", "--epochs", "1000", "--quiet", "--out", str(tmp_path)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (workers := children(proc.pid)):
@@ -100,3 +102,104 @@ def test_sigterm_to_the_harness_takes_its_worker_along(data_cache):
         else:
             os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"worker {pid} outlived the harness")
+
+
+# --------------------------------------------------------------------------- the worker dies with the harness
+def _wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().split(")")[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended; only its parent (now init) has to reap it
+
+
+def test_sigkill_of_the_harness_takes_its_worker_along(data_cache, tmp_path):
+    """kill -9 of the harness while its worker works without a word (no event write to fail): the
+    worker must be gone within a second (PR_SET_PDEATHSIG), not train on as an orphan."""
+    import worker_stubs
+
+    marker = tmp_path / "building"
+    env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache), WORKER_STUB="silent-build", STUB_DIR=str(tmp_path),
+               STUB_MARKER=str(marker), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(worker_stubs.driver_argv("--framework", "pytorch", "--model", "cnn", "--data", "synthetic",
+                                                      "--samples", "128", "--epochs", "1", "--quiet",
+                                                      "--out", str(tmp_path / "out")),
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: marker.exists() or proc.poll() is not None, 120, "the worker never reached its build")
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        worker = int(marker.read_text())
+        assert worker in children(proc.pid)
+        proc.kill()
+        proc.wait()
+        _wait_for(lambda: _gone(worker), 1.0, f"worker {worker} outlived the harness by more than a second")
+    finally:
+        proc.kill()
+        if marker.exists() and not _gone(int(marker.read_text())):
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+
+
+def test_the_watchdog_ends_a_worker_whose_parent_ended_without_prctl(tmp_path):
+    """The portable fallback: where PR_SET_PDEATHSIG is unavailable, the worker's watchdog thread
+    ends it once its parent's pid changes (the parent ended: the worker now belongs to init)."""
+    ready = tmp_path / "child"
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from harness import launch
+launch._PRCTL = None  # as on a system without prctl
+child = os.fork()
+if child == 0:
+    os.environ[launch.PARENT_VAR] = str(os.getppid())
+    launch.guard_parent()
+    open({str(ready)!r}, "w").write(str(os.getpid()))
+    time.sleep(60)
+    os._exit(3)  # the watchdog did not end it
+while not os.path.exists({str(ready)!r}) or not open({str(ready)!r}).read():
+    time.sleep(0.01)
+os._exit(0)  # the parent ends; its child is an orphan now
+"""
+    subprocess.run([sys.executable, "-c", code], timeout=60, check=True)
+    child = int(ready.read_text())
+    try:
+        _wait_for(lambda: _gone(child), 2 * launch.WATCHDOG_INTERVAL_S + 1, f"orphan {child} lives on")
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT (Ctrl-C)")])
+def test_an_interrupted_run_is_recorded_with_what_finished(data_cache, tmp_path, sig, code, name):
+    """SIGTERM (a scheduler, a CI timeout) and Ctrl-C end the harness and its worker, and the run in
+    progress is recorded: status "interrupted", the reason, the epochs that finished; --resume runs it."""
+    import worker_stubs
+
+    env = dict(os.environ, DL_ROSETTA_DATA=str(data_cache), WORKER_STUB="sleep-steps", STUB_STEP_S="0.1",
+               STUB_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(worker_stubs.driver_argv("--framework", "pytorch", "--model", "cnn", "--data", "synthetic",
+                                                      "--samples", "128", "--epochs", "1000", "--quiet",
+                                                      "--out", str(out)),
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    logs = out / "logs"
+    _wait_for(lambda: proc.poll() is not None or (logs.exists() and any(logs.iterdir()) and children(proc.pid)), 120,
+              "no worker started")
+    worker = children(proc.pid)[0]
+    time.sleep(1.5)  # a few epochs of 0.2 s
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == code
+    err = proc.stderr.read()
+    _wait_for(lambda: _gone(worker), 5, "the worker outlived the harness")
+    (record,) = results.read_records([out])
+    assert record["status"] == "interrupted", record
+    finished = len(record["epochs"])
+    assert record["error"] == f"interrupted by {name} after {finished} of 1000 epochs; --resume runs it again"
+    assert [e["epoch"] for e in record["epochs"]] == list(range(finished)) and finished >= 1
+    assert f"recorded in {record['_path']}" in err and "Traceback" not in err

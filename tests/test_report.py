@@ -309,3 +309,20 @@ def test_mlflow_logs_every_run_once_to_a_local_file_store(store, tmp_path, capsy
     assert main(["report", str(store / "cpu"), "--out", str(tmp_path / "r"), "--format", "csv", "--quiet",
                  "--mlflow", str(uri)]) == 0
     assert f"mlflow: 0 run(s) logged to {uri} (experiment dl-rosetta), {total} already there" in capsys.readouterr().err
+
+
+def test_markdown_escapes_text_from_records(tmp_path):
+    """Text copied from records (a CPU's name, a version) cannot break table.md's rows or add markup;
+    the HTML page escapes the same text its own way."""
+    from harness.reporting import build
+
+    env = {**ENV, "cpu": "Weird | CPU <b>*9000*</b> [x](y) `z` _w_"}
+    for repeat in range(2):
+        results.save(record(env=env, version="2.13.0|rc1*", seconds=(3, 1.0, 1.0), repeat=repeat), tmp_path / "s")
+    md, _ = build([tmp_path / "s"], tmp_path / "report")
+    assert "Weird \\| CPU \\<b\\>\\*9000\\*\\</b\\> \\[x\\](y) \\`z\\` \\_w\\_" in md
+    assert "<b>" not in md and "| CPU" not in md.replace("\\|", "")
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    widths = {len(re.findall(r"(?<!\\)\|", line)) for line in rows[:3]}
+    assert len(widths) == 1, rows[:3]  # header, separator and rows keep their columns
+    assert "2.13.0\\|rc1\\*" in md

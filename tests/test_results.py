@@ -179,3 +179,95 @@ def test_terminal_summary_names_units_and_the_reports_start_up():
     jax = next(line for line in text.splitlines() if line.startswith("JAX (Flax) 0.10"))
     assert f"{2048 // 64 * 64 / 0.5 * 150:,.0f}" in jax  # tokens/s = sequences/s x 150
     assert "failed python/mxnet/cnn r0: RuntimeError: boom" in text and "error" not in header
+
+
+# --------------------------------------------------------------------------- bad files and atomic writes
+def plant_bad_files(folder):
+    """Both kinds of bad file: records that parse with wrong types, and JSON that does not parse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"wrong-impl": dict(record(), impl="oops"),
+           "wrong-seconds": dict(record(), epochs=[{"epoch": 0, "seconds": "fast"}]),
+           "wrong-status": dict(record(), status="done")}
+    for name, r in bad.items():
+        (folder / f"{name}.json").write_text(json.dumps(r))
+    good = json.dumps(record())
+    (folder / "truncated.json").write_text(good[: len(good) // 2])
+    (folder / "garbage.json").write_bytes(b"\x00\xff garbage")
+    (folder / "bench-output.json").write_text(json.dumps({"ratio": 1.01}))  # not a record: no warning
+    return {"wrong-impl": "impl is str \"oops\", not a dict", "wrong-seconds": "epochs[0].seconds is str",
+            "wrong-status": "status is 'done'; choices: ok, failed, interrupted",
+            "truncated": "not valid JSON", "garbage": "not valid JSON"}
+
+
+def warnings_in(err: str) -> dict:
+    out = {}
+    for line in err.splitlines():
+        assert line.startswith("warning: skipped "), line
+        path, why = line.removeprefix("warning: skipped ").split(": ", 1)
+        out[os.path.basename(path).removesuffix(".json")] = why
+    return out
+
+
+def test_every_reader_skips_a_bad_file_with_one_line_naming_it(tmp_path, capsys):
+    results.save(record(seconds=(2, 1, 1)), tmp_path)
+    results.save(record(framework="jax", seconds=(5, 2, 2, 2)), tmp_path)
+    expected = plant_bad_files(tmp_path / "sub")
+    for read, rows in ((lambda: results.load(tmp_path), 7), (lambda: results.index(tmp_path), 2),
+                       (lambda: results.read_records([tmp_path]), 2)):
+        capsys.readouterr()
+        assert len(read()) == rows
+        seen = warnings_in(capsys.readouterr().err)
+        assert set(seen) == set(expected)
+        for name, why in expected.items():
+            assert why in seen[name], (name, seen[name])
+    records, skipped = results.scan([tmp_path])
+    assert len(records) == 2 and len(skipped) == 5
+
+
+def test_report_and_compare_go_on_past_bad_files_and_say_so(tmp_path, capsys):
+    from harness.cli import main
+
+    base, new = tmp_path / "base", tmp_path / "new"
+    for i in range(3):
+        results.save(record(seconds=(3, 1.0, 1.01, 0.99), repeat=i), base)
+        results.save(record(seconds=(3, 1.0, 1.01, 0.99), repeat=i), new)
+    expected = plant_bad_files(new)
+    capsys.readouterr()
+    assert main(["report", str(new), "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    assert set(warnings_in("\n".join(line for line in capsys.readouterr().err.splitlines()
+                                      if line.startswith("warning:")))) == set(expected)
+    assert main(["compare", str(base), str(new), "--format", "json"]) == 0
+    err = capsys.readouterr().err
+    assert set(warnings_in("\n".join(line for line in err.splitlines() if line.startswith("warning:")))) == set(expected)
+
+
+def test_record_problem_names_the_field():
+    good = record()
+    assert results.record_problem(good) is None
+    cases = {"impl is str": dict(good, impl="oops"), "config.batch_size is str": dict(good, config={**good["config"], "batch_size": "64"}),
+             "run_id is null": dict(good, run_id=None), "environment.gpus[0] has no name":
+             dict(good, environment={**good["environment"], "gpus": [{"memory_mib": 1}]}),
+             "metrics.test_accuracy is str": dict(good, metrics={"test_accuracy": "high"}),
+             "a record is a JSON object": [good]}
+    for want, bad in cases.items():
+        assert want in (results.record_problem(bad) or ""), (want, results.record_problem(bad))
+
+
+def test_a_failed_link_leaves_no_partial_record(tmp_path, monkeypatch):
+    """Fault injection in the process: the record's link into place fails after its temporary
+    file was written; nothing of the run is left visible (not its record, not its epoch table)."""
+    real_link = os.link
+
+    def link(src, dst, *a, **k):
+        if str(dst).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", link)
+    r = record()
+    with pytest.raises(OSError, match="No space left"):
+        results.save(r, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "link", real_link)
+    results.save(r, tmp_path)  # the same run saved again: whole
+    assert results.read_records([tmp_path])[0]["run_id"] == r["run_id"]

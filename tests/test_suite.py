@@ -83,7 +83,7 @@ samples = 512
     ('models = ["cnn"]\nimplementations = ["pytorch/cnn/extra"]', "write it as lang/framework"),
     ('models = ["cnn"]\nimplementations = ["python/theano"]', "unknown framework 'theano'"),
     ('models = ["cnn"]\nimplementations = ["python/pytorch"]\n[options]\ncolour = 1',
-     "unrecognized arguments: --colour 1"),
+     "unknown option 'colour'; choices: batch_size, compile, data"),
     ('models = ["cnn"]\nimplementations = ["python/pytorch"]\n[options]\nepochs = 0', "0 must be at least 1"),
     ('models = ["cnn"]\nimplementations = ["python/pytorch"]\n[options]\nmodel = "rnn"', "set by the suite itself"),
     ('models = ["cnn"]\nimplementations = ["python/pytorch", "python/pytorch"]', "appears twice"),

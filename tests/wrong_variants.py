@@ -47,6 +47,8 @@ VARIANTS = {
                                            "the next one"),
     "transformer-dropout-always": Variant("transformer", "steps", "dropout kept on when the harness turns it off "
                                           "(RunOptions.dropout False) for the check-3 steps"),
+    "cnn-predict-stale": Variant("cnn", "transfer", "predict runs a copy of the weights last loaded, which "
+                                 "training never reaches (as a jitted predict closing over its parameters would)"),
 }
 
 
@@ -163,6 +165,29 @@ def build(name: str, spec, options):
                 return array_digest((self.x if which == "x" else self.y).numpy())
 
         return Rescaled(cnn.CNN(spec.arch, spec.num_classes, options.dropout), spec, options)
+        return Rescaled(cnn.CNN(spec.arch, spec.num_classes, options.dropout), spec, options)
+    if name == "cnn-predict-stale":
+        import copy
+
+        class StalePredict(TorchTrainer):
+            def snapshot(self):
+                self.frozen = copy.deepcopy(self.model)
+
+            def set_weights(self, weights):
+                super().set_weights(weights)
+                self.snapshot()
+
+            def predict(self, x):
+                live = self.model, self.forward
+                self.model = self.forward = self.frozen
+                try:
+                    return super().predict(x)
+                finally:
+                    self.model, self.forward = live
+
+        trainer = StalePredict(cnn.CNN(spec.arch, spec.num_classes, options.dropout), spec, options)
+        trainer.snapshot()
+        return trainer
     if name == "resnet50-biased-running-var":
         class BiasedBN(nn.BatchNorm2d):
             def forward(self, x):

@@ -11,10 +11,11 @@ import sys
 
 
 def add_arguments(p) -> None:
-    from harness.cli_options import positive_float, positive_int
+    from harness.cli_options import no_abbreviations, positive_int, seed, timeout_seconds
     from harness.protocol import DEVICES, PRECISIONS
     from harness.specs import MODELS
 
+    no_abbreviations(p)
     p.add_argument("--model", required=True, help=", ".join(MODELS))
     p.add_argument("--lang", help="only this language (default: every language)")
     p.add_argument("--framework", help="only this framework (the reference always runs)")
@@ -24,14 +25,14 @@ def add_arguments(p) -> None:
                    "against its own and PyTorch's eval logits")
     p.add_argument("--runtime", help="--checks deploy: comma-separated runtimes (default: every installed one)")
     p.add_argument("--threads", type=positive_int, default=1, help="--checks deploy: threads per runtime (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="probe weights, batches and init (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="probe weights, batches and init (default: 0)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--samples", type=positive_int, help="synthetic training examples for check 5 "
                    "(default: cnn 512, resnet50 128, rnn 512, transformer 256)")
     p.add_argument("--data-dir", help="data cache (default: $DL_ROSETTA_DATA or ~/.cache/dl-rosetta)")
     p.add_argument("--keep", help="keep the weights, logits and worker logs in this folder")
-    p.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds per worker (default: 1800)")
+    p.add_argument("--timeout", type=timeout_seconds, default=1800.0, help="seconds per worker (default: 1800)")
     p.add_argument("--format", default="table", choices=("table", "json"))
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 

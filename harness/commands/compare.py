@@ -23,6 +23,8 @@ import json
 import math
 import sys
 
+from harness.cli_options import probability
+
 
 def fraction(text: str) -> float:
     try:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli_options import add_implementation
+from harness.cli_options import add_implementation, seed
 
 
 def add_arguments(p) -> None:
     add_implementation(p)
-    p.add_argument("--seed", type=int, default=0, help="weight init seed (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="weight init seed (default: 0)")
     p.add_argument("--out", required=True, help="the .npz file to write")
 
 

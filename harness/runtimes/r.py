@@ -18,6 +18,7 @@ import atexit
 import functools
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -62,7 +63,10 @@ def availability(impl) -> str | None:
     if missing:
         extra = {"torch": "pytorch"}.get(impl.backend, impl.backend)
         return f"{', '.join(missing)} not installed in the main environment: pip install -e '.[keras,{extra}]'"
-    found = _reticulate_version()
+    try:
+        found = _reticulate_version()
+    except RuntimeError as e:  # install_r.RscriptFails: a broken R is not a missing package
+        return f"R is installed but {e}; reinstall R (r-base-core), then {fix}"
     if found is None:
         return f"the R package reticulate is not installed: {fix}"
     if tuple(int(p) for p in found.split(".")[:2]) < RETICULATE_MIN:
@@ -83,18 +87,25 @@ def _bridge() -> types.ModuleType:
 
 
 def _r_tmpdir() -> str:
-    """A per-process parent for R's session temporary directory; stale ones of ended processes go."""
+    """A fresh, private parent for R's session temporary directory (tempfile.mkdtemp: a name no
+    one can guess or plant beforehand, mode 0700). Stale ones of ended workers are removed: only
+    folders (never links) of this user whose pid has ended."""
     base = Path(tempfile.gettempdir())
     for old in base.glob(TMP_PREFIX + "*"):
+        pid = old.name[len(TMP_PREFIX):].split("-")[0]  # dl-rosetta-r-<pid>-<random>
         try:
-            os.kill(int(old.name[len(TMP_PREFIX):]), 0)
+            st = old.lstat()
+        except OSError:
+            continue
+        if not pid.isdigit() or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(old, ignore_errors=True)
-        except (ValueError, PermissionError):
+        except PermissionError:
             pass
-    path = base / f"{TMP_PREFIX}{os.getpid()}"
-    path.mkdir(exist_ok=True)
-    return str(path)
+    return tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
 
 
 def _start_r() -> None:
@@ -239,8 +250,10 @@ class RTrainer(Trainer):
         seconds = time.monotonic() - t
         after = _call(held, name="probe")
         del bridge.probe
+        # What R's trainer holds now (its data$x, handed back unconverted): the very array given?
+        kept = self._method("held_array", name="x")
         # probe_s: the two probes' full garbage collections, the harness's measurement, not the hand-off
-        self._r_facts["handoff"] = {"same_object": int(after["id"]) == id(x), "seconds": seconds,
+        self._r_facts["handoff"] = {"same_object": kept is x, "seconds": seconds,
                                      "probe_s": time.monotonic() - start - seconds,
                                      "r_heap_growth_bytes": int(after["r_heap_bytes"] - before["r_heap_bytes"]),
                                      "array_bytes": int(x.nbytes) + int(y.nbytes)}

@@ -425,6 +425,9 @@ keras_trainer <- function(model, spec, options, adjust = list(), prefixes = list
       sizes <- iterate(model$trainable_weights, function(w) py_to_r(np$prod(w$shape)))
       as.integer(sum(unlist(sizes)))
     },
+    # The array the trainer holds ("x" or "y"), as the Python object (the harness checks it is the
+    # one it handed over, not a copy).
+    held_array = function(name) data[[name]],
     # SHA-256 of the bytes of the array R holds, computed by R's digest package.
     data_digest = function(name) {
       digest::digest(as.raw(as_handed(name)$tobytes()), algo = "sha256", serialize = FALSE)
