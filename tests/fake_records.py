@@ -29,8 +29,9 @@ def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang=
            gpus=1, nodes=1, device="cpu", precision="fp32", samples=2048, repeat=0, accuracy=0.8, status="ok",
            version="2.13.0", env=None, gpu_names=(), plan=None, started="2026-01-02T03:04:05+00:00") -> dict:
     """One run: `seconds` are its epochs' times (the first is the warm-up)."""
-    from harness.benchmark import timing_summary
+    from harness.benchmark import flops_record, timing_summary
     from harness.protocol import RunOptions, setup_record
+    from harness.specs import get_spec
 
     env = dict(ENV if env is None else env)
     if gpu_names:
@@ -45,6 +46,11 @@ def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang=
     n = next(_counter)
     options = RunOptions(device=device, gpus=gpus, nodes=nodes, precision=precision, backend=backend)
     data = manifest(samples)
+    timing = {"startup_s": 0.1, "import_s": 1.5, "build_s": 0.4, "verify_s": 0.01, "data_s": 0.05, "eval_s": 0.2,
+              **timing_summary(epochs), "wall_s": 3.0 + sum(seconds)}
+    peak = {"flops_per_s": 1e11, "precision": precision, "device": device, "threads": 2, "framework": framework,
+            "measured_by": "fake", "versions": {framework: version, "numpy": "2.1.0"}, "machine": "feedfacecafe",
+            "when": started, "cached": True}
     return {
         "run_id": f"20260102T030405-{label.replace('/', '-').replace('[', '-').replace(']', '')}-r{repeat}-{n:06d}",
         "started": started, "status": status, "error": None if status == "ok" else "RuntimeError: boom",
@@ -52,14 +58,15 @@ def record(framework="pytorch", model="cnn", seconds=(2.0, 1.0, 1.0, 1.0), lang=
                  "version": version},
         "config": {"data": "synthetic", "n_train": samples, "n_test": 512, "epochs": len(seconds),
                    "batch_size": 64, "repeat": repeat, "timeout_s": 3600.0, **options.to_dict()},
-        "timing": {"startup_s": 0.1, "import_s": 1.5, "build_s": 0.4, "verify_s": 0.01, "data_s": 0.05, "eval_s": 0.2,
-                   **timing_summary(epochs), "wall_s": 3.0 + sum(seconds)},
+        "timing": timing,
+        "flops": (flops := flops_record(get_spec(model), options, timing, peak)),
+        "flops_per_example": flops["per_example"],
         "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.5, 0.6, 0.4]},
         "epochs": epochs,
-        "metrics": {"final_loss": 0.3, "test_accuracy": accuracy if status == "ok" else None, "test_examples": 512},
+        "metrics": {"final_loss": 0.3, "test_loss": 0.35, "test_accuracy": accuracy if status == "ok" else None, "test_examples": 512},
         "memory": {"peak_rss_bytes": 2**30, "peak_device_bytes": None},
         "param_count": 3441592, "spec_param_count": 3441592, "layout": "NCHW",
-        "info": {"layout": "NCHW", "fast_path": {}, "deviations": [],
+        "info": {"layout": "NCHW", "fast_path": {}, "deviations": [], "threads": 2,
                  "setup": setup_record(options, devices=[device] * gpus, replicas=gpus * nodes)},
         "versions": {framework: version, "numpy": "2.1.0"},
         "data_manifest": data,

@@ -96,16 +96,18 @@ ROWS = [
                                   "--seed", "-3"], "argument --seed: -3 is outside 0 .. 4294967295", argparse=True),
     Row("check-timeout-inf", ["check", "--model", "cnn", "--timeout", "inf"], "argument --timeout: 'inf' is not a finite",
         argparse=True),
-    Row("compare-alpha-5", ["compare", "{out}", "{out}", "--alpha", "5"], "argument --alpha: 5 must lie between 0 and 1",
+    Row("compare-alpha-5", ["compare", "{out}", "{out}", "--alpha", "5"], "argument --alpha: 5 is out of range: give a level between 0 and 1",
         argparse=True),
-    Row("compare-alpha-0", ["compare", "{out}", "{out}", "--alpha", "0"], "argument --alpha: 0 must lie between 0 and 1",
+    Row("compare-alpha-0", ["compare", "{out}", "{out}", "--alpha", "0"], "argument --alpha: 0 is out of range: give a level between 0 and 1",
         argparse=True),
     # ---- folders and files
     Row("out-is-a-file", run_with("--out", "{file}", drop=("--out",)), "--out {file} is a file, not a folder"),
     Row("data-dir-is-a-file", run_with("--data-dir", "{file}", drop=("--data-dir",)),
         "--data-dir {file} is a file, not a folder"),
     Row("data-is-a-folder", run_with("--data", "{folder}", drop=("--data", "--samples")),
-        "--data {folder} is a folder; choices: cifar10, imdb, synthetic or a FILE.npz"),
+        "--data {folder} is a folder; choices: cifar10, imdb, shakespeare, synthetic or a FILE.npz"),
+    Row("data-is-text-for-cnn", run_with("--data", "{text}", drop=("--data", "--samples")),
+        "--data {text}: a text file is next-byte data for the transformer; model cnn takes cifar10, synthetic or FILE.npz"),
     Row("data-is-a-text-file", run_with("--data", "{file}", drop=("--data", "--samples")),
         "{file} is not an .npz archive (a zip of .npy arrays"),
     Row("data-is-text-named-npz", run_with("--data", "{text_npz}", drop=("--data", "--samples")),
@@ -172,7 +174,8 @@ def context(tmp_path):
     y = rng.integers(0, 10, 128)
     folder = tmp_path / "folder"
     folder.mkdir()
-    (tmp_path / "notes.txt").write_text("not data\n")
+    (tmp_path / "notes.csv").write_text("not data\n")
+    (tmp_path / "story.txt").write_text("once upon a time\n")
     (tmp_path / "text.npz").write_text("x_train = 1\n")
     good = _npz(tmp_path / "good.npz", x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
     objects = np.empty(128, dtype=object)
@@ -183,7 +186,7 @@ def context(tmp_path):
         suites[f"suite_{name}"] = tmp_path / f"suite-{name}.toml"
         suites[f"suite_{name}"].write_text(f'models = ["cnn"]\nimplementations = ["python/pytorch"]\n[options]\n{table}\n')
     paths = {
-        "out": tmp_path / "out", "cache": tmp_path / "cache", "file": tmp_path / "notes.txt", "folder": folder,
+        "out": tmp_path / "out", "cache": tmp_path / "cache", "file": tmp_path / "notes.csv", "text": tmp_path / "story.txt", "folder": folder,
         "text_npz": tmp_path / "text.npz", "good_npz": good,
         "empty_train": _npz(tmp_path / "empty-train.npz", x_train=x[:0], y_train=y[:0], x_test=x, y_test=y),
         "empty_test": _npz(tmp_path / "empty-test.npz", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0]),

@@ -147,7 +147,7 @@ ADDED = {".flops": "issue 15: the model's FLOPs per example and the run's MFU",
 
 # What a fake record need not mirror: what save() adds, an implementation's own fast-path flags
 # and versions, the machine's nested facts (GPU lists, links).
-OWN = re.compile(r"^\.(key|schema|versions|info\.fast_path)(\.|$)|^\.environment\.[^.]+\.")
+OWN = re.compile(r"^\.(key|schema|versions|info\.fast_path|flops\.peak\.versions)(\.|$)|^\.environment\.[^.]+\.")
 
 
 def added(path: str) -> bool:

@@ -126,7 +126,7 @@ def prepare(data: str, spec: ModelSpec, samples: int | None = None, data_dir=Non
         from harness.data import text, userfile
 
         if path.is_dir():
-            raise UsageError(f"--data {path} is a folder; choices: {', '.join(BUILTIN)} or a FILE.npz")
+            raise UsageError(f"--data {path} is a folder; choices: {', '.join(BUILTIN)} or a {_file_choice(spec)}")
         if not path.is_file():
             raise UsageError(f"data file {path} does not exist; choices: {', '.join(BUILTIN)} or an existing "
                              f"{_file_choice(spec)}")
