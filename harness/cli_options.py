@@ -60,9 +60,9 @@ def probability(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a level between 0 and 1, e.g. 0.05") from None
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must lie between 0 and 1, e.g. 0.05")
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a level between 0 and 1, e.g. 0.05")
     return value
 
 

@@ -501,7 +501,11 @@ class RunState:
     @property
     def reason(self) -> str:
         if self.state == "failed" and self.record:
-            return self.record.get("error") or ""
+            error = self.record.get("error") or ""
+            if self.record.get("status") == "interrupted" and self.job and self.job.phase == "ended":
+                # the harness recorded the signal it got; the scheduler says who sent it
+                return f"{job_error(self.job, '')}; the run: {error}"
+            return error
         if self.state == "queued" and self.job:
             return self.job.reason  # Priority, Resources, ...
         return ""

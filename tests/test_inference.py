@@ -81,16 +81,20 @@ KNOWN = {
     ("python/chainer/cnn", "iree"): "'param_conv1_W'",
     ("python/mxnet/rnn", "iree"): "'gruclassifier0_embedding0_weight'",
     ("python/chainer/rnn", "iree"): "'param_embedding_W'",
-    # The TFLite converter keeps TensorFlow's TensorList ops of the GRU loop: LiteRT needs the Flex delegate
-    ("python/tensorflow/rnn", "litert"): "Flex delegate",
+    # The TFLite converter keeps TensorFlow's TensorList ops of the GRU loop: LiteRT needs the Flex delegate.
+    # The raw TF model's loop has also been refused at conversion (both seen here, in one environment:
+    # after the merge of issue 15's trainer changes the converter stopped earlier, element shape not static).
+    ("python/tensorflow/rnn", "litert"): ("Flex delegate", "'tf.TensorListReserve' op requires element_shape to be static"),
     ("python/keras[tensorflow]/rnn", "litert"): "Flex delegate",
 }
 KNOWN.update({(f"r/{label[len('python/'):]}", rt): text for (label, rt), text in list(KNOWN.items())
               if label.startswith("python/keras[")})
 
 
-def _known(label: str, runtime: str) -> str | None:
-    return KNOWN.get((label, runtime))
+def _known(label: str, runtime: str) -> tuple[str, ...]:
+    """The known failure's words (any one of them), or () where the pair must work."""
+    known = KNOWN.get((label, runtime), ())
+    return (known,) if isinstance(known, str) else known
 
 
 # --------------------------------------------------------------------------- bad input
@@ -270,7 +274,7 @@ def _assert_matrix(report: dict, impl_label: str):
         if c["status"] == "skipped":
             continue
         if known:
-            if c["status"] != "error" or known not in c["detail"]:
+            if c["status"] != "error" or not any(k in c["detail"] for k in known):
                 problems.append(f"{rt}: known to fail with {known!r} but gave {c['status']}: {c['detail'][:300]} "
                                 "(update KNOWN)")
         elif c["status"] != "ok":

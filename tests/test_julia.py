@@ -45,7 +45,8 @@ KNET = ("Knet v1.4.10 src/Knet.jl (tag v1.4.10 of denizyuret/Knet.jl; the export
         "Knet.Ops20, Knet.Train20 and AutoGrad names)")
 VERIFIED = {
     **{f"Flux.{n}": f"{FLUX}: export" for n in
-       ("Chain", "Conv", "Dense", "Dropout", "MaxPool", "BatchNorm", "GlobalMeanPool", "Embedding")},
+       ("Chain", "Conv", "Dense", "Dropout", "MaxPool", "BatchNorm", "GlobalMeanPool", "Embedding",
+        "testmode!", "trainmode!")},  # the last two: the export list's last line (the ONNX export, issue 14)
     "Flux.relu": f"{FLUX}: @reexport using NNlib (NNlib exports ACTIVATIONS, incl. relu)",
     "Flux.sigmoid": f"{FLUX}: @reexport using NNlib (NNlib: export sigmoid, ... # Aliases)",
     "Flux.Momentum": f"{FLUX}: @reexport using Optimisers (Optimisers 0.4 exports Momentum(η, ρ))",

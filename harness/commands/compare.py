@@ -36,22 +36,12 @@ def fraction(text: str) -> float:
     return value
 
 
-def level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a level between 0 and 1, e.g. 0.05") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is out of range: give a level between 0 and 1, e.g. 0.05")
-    return value
-
-
 def add_arguments(p) -> None:
     p.add_argument("base", help="results folder or record file of the baseline")
     p.add_argument("new", help="results folder or record file to check against it")
     p.add_argument("--threshold", type=fraction, default=0.10,
                    help="slower by more than this is a regression: 0.1 or 10%% (default: 10%%)")
-    p.add_argument("--alpha", type=level, default=0.05, help="significance level of the test, between 0 and 1 "
+    p.add_argument("--alpha", type=probability, default=0.05, help="significance level of the test, between 0 and 1 "
                    "(default: 0.05)")
     p.add_argument("--base-commit", help="only BASE runs of this commit (prefix)")
     p.add_argument("--new-commit", help="only NEW runs of this commit (prefix)")

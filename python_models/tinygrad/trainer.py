@@ -1,10 +1,10 @@
-"""The tinygrad training loop shared by the three models: the harness protocol with a TinyJit step.
+"""The tinygrad training loop shared by the models: the harness protocol with a TinyJit step.
 
 tinygrad is lazy: operations build a graph, and `realize()` schedules it into kernels, renders them
 as C (clang on CPU) and runs them. `TinyJit`, as tinygrad's documentation recommends for a
-training step, runs the step once eagerly, captures the kernels of its second call, and from the
-third call on replays them with only the input buffers swapped: no graph building, scheduling or
-compiling per step. Compiled kernels are also kept in tinygrad's disk cache (`CACHEDB`, by default
+training step, captures the kernels of a call and replays them at later calls with only the input
+buffers swapped: no graph building, scheduling or compiling per step. Here it captures the first
+call (capture_first; tinygrad's default runs one call eagerly first, scheduling the step twice). Compiled kernels are also kept in tinygrad's disk cache (`CACHEDB`, by default
 ~/.cache/tinygrad/cache.db), so a later process compiles nothing it has compiled before.
 
 Models are plain classes whose attribute names are the canonical keys (`nn.state.get_state_dict`
@@ -98,6 +98,19 @@ def as_input(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32 if a.dtype.kind in "iu" else np.float32)
 
 
+def capture_first(jit):
+    """A TinyJit that captures on its first call (and after reset()) instead of its second: its
+    call counter starts at 1 (tinygrad 0.14's _TinyJit.cnt: 0 eager, 1 capture, 2+ replay)."""
+    reset = jit.reset
+
+    def reset_to_capture():
+        reset()
+        jit.cnt = 1
+
+    jit.cnt, jit.reset = 1, reset_to_capture
+    return jit
+
+
 class TinygradTrainer(Trainer):
     """Trains a model object (a callable from a batch to logits) whose state-dict keys are canonical."""
 
@@ -114,14 +127,21 @@ class TinygradTrainer(Trainer):
         self.optimizer = make_optimizer(get_parameters(model), spec.optimizer,
                                         [t for k, t in state.items() if k in decays])
         self.clip = spec.optimizer.clip_norm  # global gradient-norm clipping, clip_grad_norm_'s form; None: off
-        Tensor.realize(*state.values())
+        # Everything a step reads is realized here (the optimiser's moments and counters too, and the
+        # dropout generator's seed and counter, which tinygrad creates on the first draw), so each
+        # TinyJit captures on its first call: tinygrad's default runs the first call eagerly and
+        # captures the second, scheduling the whole step twice (the unrolled GRU's scheduling took
+        # 2 x ~85 s per process on this 2-core VM). A state tensor first created inside the capture
+        # would be re-created by every replay (a dropout counter reset to its start every step).
+        Tensor.realize(*state.values(), *get_parameters(self.optimizer))
+        Tensor.rand(1).realize()
         self.device = Device.DEFAULT
-        self._step = TinyJit(self._train_step)
-        self._forward = TinyJit(self._eval_forward)
+        self._step = capture_first(TinyJit(self._train_step))
+        self._forward = capture_first(TinyJit(self._eval_forward))
         renderer = Device[self.device].renderer
         self.info = {
             "layout": "NCHW",  # tinygrad's convolution layout, and the canonical one
-            "fast_path": {"tinyjit": "train step and eval forward (captured on the 2nd call, replayed after)",
+            "fast_path": {"tinyjit": "train step and eval forward (captured on the 1st call, replayed after)",
                           "device": self.device, "renderer": type(renderer).__name__,
                           "compiler": type(renderer.compiler).__name__,
                           "kernel_cache": CACHEDB if CACHELEVEL.value > 0 else "off",
@@ -169,7 +189,7 @@ class TinygradTrainer(Trainer):
         # are arguments of the jitted step (not captured constants), so new data needs no new capture.
         x, y = Tensor(as_input(x)).realize(), Tensor(np.asarray(y, dtype=np.int32)).realize()
         if getattr(self, "x", None) is not None and (self.x.shape, self.y.shape) != (x.shape, y.shape):
-            self._step.reset()  # the captured step is specific to the input shapes
+            capture_first(self._step).reset()  # the captured step is specific to the input shapes
         self.x, self.y = x, y
 
     def train_epoch(self, batches) -> np.ndarray:
