@@ -71,7 +71,7 @@ FORMATS = {
 }
 
 EXIT_CODES = ("exit codes: 0 success; 1 a run failed, a check failed or compare found a regression; "
-              "2 bad input (one line naming the value and the choices); 130 interrupted")
+              "2 bad input (one line naming the value and the choices); 130 interrupted (Ctrl-C), 143 (SIGTERM)")
 
 
 def version() -> str:

@@ -36,7 +36,7 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -556,9 +556,7 @@ def _compare(logits: np.ndarray, ref: np.ndarray | None, model: str, options, tr
 
 def execute(request: InferRequest, pairs: list[Pair], command: str, say=print) -> list[dict]:
     """Run every pair (prepare, reference, the runtimes' repeats); save and return the records."""
-    from harness import benchmark, environment, equivalence, launch, results
-    from harness.data import cache
-    from harness.protocol import RunOptions
+    from harness import benchmark, launch
 
     out = Path(request.run.out)
     cache_dir = cache_root(request.run.data_dir)

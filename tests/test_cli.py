@@ -112,7 +112,10 @@ def test_default_verb_is_run_and_help_lists_verbs(data_cache):
     from harness.cli import VERBS
 
     proc = harness("--help", cache=data_cache)
-    assert proc.returncode == 0 and "list" in proc.stdout and "run" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stdout.split())  # help wraps long lines
+    for verb, text in VERBS.items():
+        assert f"{verb} {' '.join(text.split()[:4])}" in flat, f"{verb!r} is not listed with its description"
 
 
 def test_bare_invocation_prints_help_and_starts_nothing(data_cache):
