@@ -144,3 +144,23 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skips that are failures (tests/conftest.py ALLOWED_SKIPS)", red=True)
         for node, why in bad:
             terminalreporter.line(f"{node}: {why}")
+
+
+@pytest.fixture
+def variant_worker(tmp_path, monkeypatch):
+    """Make the runner start tests/wrong_variants.py as the worker, building the named variant
+    (the wrong variants of tests/test_equivalence.py and tests/test_inference.py)."""
+    import stat
+
+    import wrong_variants
+    from harness import launch
+
+    script = tmp_path / "python-wrong"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+    def use(name: str):
+        monkeypatch.setenv(wrong_variants.ENV, name)
+        monkeypatch.setattr(launch, "interpreter", lambda env: script)
+
+    return use

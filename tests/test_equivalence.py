@@ -9,7 +9,6 @@ tests/wrong_variants.py go through the same worker modes and must be caught.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,20 +71,6 @@ def test_same_model_as_reference(impl, check_inputs, tmp_path):
     expected = set(EARLY_CHECKS) - (set() if equivalence.has_dropout(inputs.spec) else {"dropout"})
     assert set(checks) == expected
     assert not failed(checks), f"{impl.label} differs from {equivalence.reference_impl(impl.model).label}: {failed(checks)}"
-
-
-@pytest.fixture
-def variant_worker(tmp_path, monkeypatch):
-    """Make the runner start tests/wrong_variants.py as the worker, building the named variant."""
-    script = tmp_path / "python-wrong"
-    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-
-    def use(name: str):
-        monkeypatch.setenv(wrong_variants.ENV, name)
-        monkeypatch.setattr(launch, "interpreter", lambda env: script)
-
-    return use
 
 
 EARLY_VARIANTS = [n for n, v in wrong_variants.VARIANTS.items() if v.caught_by != "transfer"]

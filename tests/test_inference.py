@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -306,20 +304,6 @@ def test_resnet50_deploys(runtime, deploy_inputs, tmp_path):
     report = equivalence_deploy.check("resnet50", [impl], [runtime], inputs.options, tmp_path, isolate=False,
                                       inputs=inputs)
     _assert_matrix(report, impl.label)
-
-
-@pytest.fixture
-def variant_worker(tmp_path, monkeypatch):
-    """Make the runner start tests/wrong_variants.py as the worker, building the named variant."""
-    script = tmp_path / "python-wrong"
-    script.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{Path(wrong_variants.__file__)}" "$@"\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-
-    def use(name: str):
-        monkeypatch.setenv(wrong_variants.ENV, name)
-        monkeypatch.setattr(launch, "interpreter", lambda env: script)
-
-    return use
 
 
 @pytest.mark.skipif("onnxruntime" not in INSTALLED, reason="ONNX Runtime is not installed")

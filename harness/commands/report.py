@@ -1,29 +1,8 @@
 """`python -m harness report [RESULTS...]`: the results as a page, as Markdown tables, or as exports.
 
-Sections. One section per machine, machine environment (OS, Python, CPU, memory, GPUs and driver:
-`sysenv`), commit and device setup (device, GPU count, nodes, precision): a section never pools
-two commits or two environments; the same machine and setup at another commit is another section,
-and the history view follows each row across them. Rows are implementations (with their framework
-version); columns the workloads (model, data, size, batch, image size).
-
-Numbers (harness.summary.MEANINGS): the median steady seconds per epoch with the distribution-free
-95 % interval of the median and the sample count n (steady epochs/runs), throughput in the model's
-unit (images/s, tokens/s), × PyTorch (PyTorch's median s/epoch over the row's, same section and
-workload, with a 95 % bootstrap interval), first epoch, start-up (spawn + import + build), test
-accuracy as a parity check. Rows whose runs began with the 1-minute load average above the core
-count are flagged (⚑).
-
-Outputs (--format):
-    html     OUT/index.html: one self-contained page (plotly's JS and the charts embedded, works
-             offline): sortable, filterable table and charts, hover for environment and command,
-             full environment and commands per section, the history over commits and versions;
-             plus OUT/table.md and the matplotlib PNGs the README embeds. Prints the Markdown.
-    md       OUT/table.md and the PNGs only; prints the Markdown (the README's tables).
-    csv, json, parquet
-             OUT/summary.<format>: one row per implementation x workload x section with median,
-             interval, n, throughput and the ratio to PyTorch; csv and json are printed too.
---mlflow URI logs every run (parameters, metrics per epoch, environment, command) to MLflow.
-"""
+What a section, a number and each --format output is: harness/reporting.py's docstring (the
+library this command calls); --mlflow URI logs every run (parameters, metrics per epoch,
+environment, command) to MLflow."""
 from __future__ import annotations
 
 import sys

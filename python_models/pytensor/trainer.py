@@ -134,26 +134,11 @@ def sgd_momentum(params, grads, opt):
     return updates
 
 
-def adam(params, grads, opt):
-    """PyTorch's form: w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
-    t = pytensor.shared(np.float32(0), name="adam.step")
-    t_new = t + 1
-    step_size = opt.lr / (1 - opt.beta1 ** t_new)
-    bc2_sqrt = pt.sqrt(1 - opt.beta2 ** t_new)
-    updates = [(t, t_new)]
-    for w, g in zip(params, grads):
-        m = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg", shape=w.type.shape)
-        v = pytensor.shared(np.zeros_like(w.get_value()), name=f"{w.name}.exp_avg_sq", shape=w.type.shape)
-        m_new = opt.beta1 * m + (1 - opt.beta1) * g
-        v_new = opt.beta2 * v + (1 - opt.beta2) * pt.sqr(g)
-        updates += [(m, m_new), (v, v_new), (w, w - step_size * m_new / (pt.sqrt(v_new) / bc2_sqrt + opt.eps))]
-    return updates
-
-
-def adamw(params, grads, opt, decays=frozenset()):
-    """PyTorch's AdamW: w *= 1 - lr*weight_decay (only the tensors named in `decays`), then Adam's step
-    w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), both from the same w (decoupled decay)."""
-    t = pytensor.shared(np.float32(0), name="adamw.step")
+def adam(params, grads, opt, decays=frozenset()):
+    """PyTorch's Adam: w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). AdamW (opt.name "adamw")
+    first decays the tensors named in `decays`, w *= 1 - lr*weight_decay, both terms from the same w
+    (decoupled decay)."""
+    t = pytensor.shared(np.float32(0), name=f"{opt.name}.step")
     t_new = t + 1
     step_size = opt.lr / (1 - opt.beta1 ** t_new)
     bc2_sqrt = pt.sqrt(1 - opt.beta2 ** t_new)
@@ -169,7 +154,7 @@ def adamw(params, grads, opt, decays=frozenset()):
     return updates
 
 
-OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam, "adamw": adamw}
+OPTIMIZERS = {"sgd": sgd_momentum, "adam": adam, "adamw": adam}
 
 
 def clip_global_norm(grads, max_norm: float, eps: float):
