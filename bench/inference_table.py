@@ -2,24 +2,32 @@
 
     .venv/bin/python bench/inference_table.py run --out bench/results/inference-<machine>   # the runs
     .venv/bin/python bench/inference_table.py table bench/results/inference-<machine>       # the tables
+    .venv/bin/python bench/inference_table.py table bench/results/inference-<machine> --readme README.md
 
-`run` trains ResNet-50 briefly once per implementation (the exported model is a trained one),
-then times it at 224 px through `python -m harness infer`: natively (eager, and compiled where the
-framework has a compiled form: torch.compile, XLA) and on every installed runtime that reads its
-export, offline at batch 32 and single-stream at batch 1, --repeats fresh workers each, every
-runtime with the same threads; then int8 against fp32 (ONNX Runtime static quantization, OpenVINO
-NNCF) for PyTorch's export, calibrated on training examples. A failed pair stays a failed record.
+`run` trains ResNet-50 briefly once, in PyTorch (the exported model is a trained one, with real
+BatchNorm statistics), and hands those canonical weights (--weights) to every other
+implementation, so that every row deploys the same model. It times it at 224 px through
+`python -m harness infer`: natively (eager, and compiled where the framework has a compiled form:
+torch.compile, XLA) and on every installed runtime that reads its export, offline at batch 32
+(--examples test images, --passes timed passes after a warm-up pass) and single-stream at batch 1
+(--queries), --repeats fresh workers each, every runtime with the same threads; then int8 against
+fp32 (ONNX Runtime static quantization, OpenVINO NNCF) for PyTorch's export, calibrated on
+training examples. A failed pair stays a failed record.
 
 `table` prints two Markdown tables from those records: throughput (images/s at batch 32) and p50
 latency (ms at batch 1), each with its ratio to PyTorch eager of the same run (> 1: faster), and
-the int8 rows (test accuracy against fp32, MLPerf's 99 % rule, speed-up).
+the int8 rows (test accuracy against fp32, MLPerf's 99 % rule, speed-up); with --readme it
+replaces the README's block between the `inference-table` markers instead.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import statistics
 import subprocess
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,23 +42,33 @@ COMPILED = {"pytorch", "tensorflow", "keras"}  # --compile changes the native pa
 def run(args) -> int:
     base = [sys.executable, "-m", "harness", "infer", "--model", "resnet50", "--image-size", str(args.image_size),
             "--data", args.data, "--samples", str(args.samples), "--batch-size", "32", "--queries", str(args.queries),
-            "--repeats", str(args.repeats), "--out", args.out, "--quiet", "--timeout", str(args.timeout)]
+            "--examples", str(args.examples), "--passes", str(args.passes), "--repeats", str(args.repeats),
+            "--out", args.out, "--quiet", "--timeout", str(args.timeout)]
     if args.threads:
         base += ["--threads", str(args.threads)]
+    weights = args.weights
     failed = 0
-    for lang, framework, backend in IMPLEMENTATIONS:
-        sel = ["--lang", lang, "--framework", framework] + (["--backend", backend] if backend else [])
-        commands = [base + sel]
-        if framework in COMPILED:
-            commands.append(base + sel + ["--compile", "--runtime", "native"])
-        for command in commands:
-            print("$", " ".join(command[1:]), flush=True)
-            failed += subprocess.run(command, cwd=REPO).returncode != 0
-    for precision in ("fp32", "int8"):
-        command = base[:-2] + ["--framework", "pytorch", "--runtime", "onnxruntime,openvino", "--precision", precision,
-                               "--timeout", str(args.timeout)]
+
+    def call(command) -> None:
+        nonlocal failed
+        command = command + (["--weights", weights] if weights else [])
         print("$", " ".join(command[1:]), flush=True)
         failed += subprocess.run(command, cwd=REPO).returncode != 0
+
+    for lang, framework, backend in IMPLEMENTATIONS:
+        sel = ["--lang", lang, "--framework", framework] + (["--backend", backend] if backend else [])
+        call(base + sel)
+        if weights is None:  # the first (PyTorch) trained: every other row deploys those weights
+            trained = sorted(Path(args.out, "infer").glob(f"*-{lang}-{framework}-resnet50/weights.npz"))
+            if not trained:
+                print(f"{lang}/{framework} wrote no weights.npz under {args.out}/infer: stopped", file=sys.stderr)
+                return 1
+            weights = str(trained[-1])
+            print(f"every other implementation deploys {weights}", flush=True)
+        if framework in COMPILED:
+            call(base + sel + ["--compile", "--runtime", "native"])
+    # int8 beside the fp32 rows of PyTorch's export above (the same weights and test images)
+    call(base + ["--framework", "pytorch", "--runtime", "onnxruntime,openvino", "--precision", "int8"])
     print(f"{failed} command(s) had a failed record; `table` lists them", file=sys.stderr)
     return 0
 
@@ -60,6 +78,17 @@ def table(args) -> int:
     from harness import results
 
     records = [r for r in results.read_records([args.results]) if r.get("task") == "infer"]
+    if not records:
+        print(f"{args.results}: no inference records", file=sys.stderr)
+        return 2
+    if args.readme:
+        return write_block(args)
+    print_tables(records)
+    return 0
+
+
+def print_tables(records: list[dict]) -> None:
+    """The throughput/latency table and the int8 table, in Markdown on stdout."""
     groups: dict = {}
     for r in records:
         key = (r["impl"]["label"], r["runtime"]["name"] + (" (compiled)" if r["config"].get("compile") else ""),
@@ -88,7 +117,7 @@ def table(args) -> int:
         p50 = med(rs, ("inference", "latency", "p50_ms"))
         if not rs:
             reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100]
-            print(f"| {key[0]} | {key[1]} | failed: {reason} | | | | 0 |")
+            print(f"| {key[0]} | {key[1]} | failed: {reason.replace('|', '/')} | | | | 0 |")
             continue
         ratio = f"{eps / base_eps:.2f}" if eps and base_eps else "–"
         lat = f"{base_p50 / p50:.2f}" if p50 and base_p50 else "–"
@@ -110,6 +139,36 @@ def table(args) -> int:
             print(f"| {key[0]} | {key[1]} | {acc:.4f} | {acc32:.4f} | {'yes' if kept else 'no'} | {eps:,.1f} | "
                   f"{eps / eps32:.2f} |" if eps32 else f"| {key[0]} | {key[1]} | {acc:.4f} | {acc32:.4f} | "
                   f"{'yes' if kept else 'no'} | {eps:,.1f} | – |")
+
+
+BEGIN, END = "<!-- inference-table: begin", "<!-- inference-table: end -->"
+
+
+def write_block(args) -> int:
+    """Replace the README's block with the tables and the environment they were measured in."""
+    from harness import results
+
+    records = [r for r in results.read_records([args.results]) if r.get("task") == "infer"]
+    ok = [r for r in records if r["status"] == "ok"] or records
+    env = ok[0].get("env") or {}
+    commits = sorted({(r.get("env") or {}).get("git", {}).get("commit", "?")[:12] for r in records})
+    loads = [r["load_average"]["before"][0] for r in records if (r.get("load_average") or {}).get("before")]
+    threads = sorted({r["runtime"].get("threads") for r in ok if r.get("runtime")} - {None})
+    cfg = ok[0]["config"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_tables(records)
+    head = (f"{BEGIN}: python bench/inference_table.py table {args.results} --readme README.md; do not edit by hand -->\n"
+            f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores; commit {', '.join(commits)}; ResNet-50 at {cfg.get('image_size')} px, "
+            f"{len(records)} records, threads {', '.join(map(str, threads)) or '?'} for every runtime; the 1-minute load "
+            f"before each run: median {statistics.median(loads):.2f}, max {max(loads):.2f} (cores: {env.get('cores', '?')}).\n")
+    text = Path(args.readme).read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        print(f"{args.readme}: no block between '{BEGIN} ...' and '{END}'", file=sys.stderr)
+        return 2
+    Path(args.readme).write_text(pattern.sub(lambda m: head + "\n" + out.getvalue() + END, text, count=1))
+    print(f"{args.readme}: the inference-table block written from {args.results}", file=sys.stderr)
     return 0
 
 
@@ -120,13 +179,17 @@ def main() -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--image-size", type=int, default=224)
     r.add_argument("--data", default="synthetic", help="synthetic (default) or cifar10 (real-shaped int8 accuracy)")
-    r.add_argument("--samples", type=int, default=1024, help="the brief training's examples (default: 1024)")
-    r.add_argument("--queries", type=int, default=300)
-    r.add_argument("--repeats", type=int, default=3)
+    r.add_argument("--samples", type=int, default=512, help="the brief training's examples (default: 512)")
+    r.add_argument("--weights", help="canonical weights (.npz) for every row (default: PyTorch trains once)")
+    r.add_argument("--queries", type=int, default=300, help="single-stream queries at batch 1 (default: 300)")
+    r.add_argument("--examples", type=int, default=64, help="offline test images, in batches of 32 (default: 64)")
+    r.add_argument("--passes", type=int, default=3, help="timed offline passes after the warm-up (default: 3)")
+    r.add_argument("--repeats", type=int, default=1, help="fresh workers per (implementation, runtime) (default: 1)")
     r.add_argument("--threads", type=int)
     r.add_argument("--timeout", type=float, default=3600)
     t = sub.add_parser("table")
     t.add_argument("results")
+    t.add_argument("--readme", help="write the tables into this README's inference-table block")
     args = p.parse_args()
     return run(args) if args.what == "run" else table(args)
 

@@ -3,6 +3,13 @@ the x PyTorch ratio with its interval, and the load during the measurement.
 
     python -m harness suite readme-cpu --out bench/results/<machine>-readme --resume
     .venv/bin/python bench/readme_tables.py bench/results/<machine>-readme [--readme README.md]
+    python -m harness suite transformer-cpu --out bench/results/<machine>-transformer --resume
+    .venv/bin/python bench/readme_tables.py bench/results/<machine>-transformer --block transformer-table \
+        --min-repeats 2
+
+--block names the README's block: `readme-tables` (default: the frameworks x models overview and
+its chart) or `transformer-table` (the transformer's tokens/s, MFU, first epoch and test bits per
+byte beside each row's ratio to PyTorch).
 
 Takes the newest report section of the store (one machine, machine environment, commit and setup:
 never a pool of several), refuses it when a row has fewer than --min-repeats runs (default 5), when
@@ -23,24 +30,35 @@ sys.path.insert(0, str(REPO))
 
 from harness.errors import UsageError  # noqa: E402
 
-BEGIN = "<!-- readme-tables: begin"
-END = "<!-- readme-tables: end -->"
+def markers(name: str) -> tuple[str, str]:
+    """The README block's begin (a prefix: the rest of its line says where it came from) and end."""
+    return f"<!-- {name}: begin", f"<!-- {name}: end -->"
 
 
-def block(section, png: str, store: str) -> str:
-    """The README's text for one report section."""
-    from harness.summary import MEANINGS
+BEGIN, END = markers("readme-tables")
 
+
+def heading(section, store: str, name: str, args: str = "") -> list[str]:
+    """The block's first lines: where it came from, the machine, commit, work and load."""
     s = section.summary
     env = dict(section.environment)
     loaded = int(s["loaded"].sum())
     runs = f"{int(s['runs'].min())}" + (f"-{int(s['runs'].max())}" if s["runs"].max() != s["runs"].min() else "")
-    lines = [
-        f"{BEGIN}: python bench/readme_tables.py {store}; do not edit by hand -->",
+    return [
+        f"{markers(name)[0]}: python bench/readme_tables.py {store}{args}; do not edit by hand -->",
         f"{section.setup} on {section.hardware}; {env.get('OS', '?')}, Python {env.get('Python', '?')}, commit "
         f"{section.key['commit_key']}; {'; '.join(section.workloads)}; {runs} interleaved runs per row, "
         f"{env.get('Runs', '')}. The machine's {section.load}" + ("." if loaded else ", no row above the cores."),
         "",
+    ]
+
+
+def block(section, png: str, store: str) -> str:
+    """The README's overview block for one report section."""
+    from harness.summary import MEANINGS
+
+    env = dict(section.environment)
+    lines = heading(section, store, "readme-tables") + [
         section.overview.markdown(),
         "",
         f"Median steady seconds per epoch with the {MEANINGS['ci']}; n = steady epochs/runs; throughput = "
@@ -52,7 +70,46 @@ def block(section, png: str, store: str) -> str:
     return "\n".join(lines)
 
 
-def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int = 0, allow_dirty: bool = False) -> str:
+def transformer_block(section, png: str, store: str) -> str:
+    """The README's transformer block: per row the steady s/epoch with its interval, tokens/s, the
+    ratio to PyTorch with its interval, MFU, first epoch, start-up and the test bits per byte."""
+    from harness.reporting import Table
+    from harness.summary import MEANINGS, ci_cell, none_if_missing, num, percent, ratio_cell, row_name, throughput
+
+    s = section.summary[section.summary["model"] == "transformer"]
+    if s.empty:
+        raise UsageError(f"{section.title}: no transformer rows")
+    table = Table(["Framework", "s/epoch (95 % CI where n ≥ 6), n", "tokens/s", "× PyTorch (95 % CI)", "MFU",
+                   "first epoch s", "start-up s", "test bits/byte"], [], ["l"] + ["r"] * 7)
+    for _, r in s.iterrows():
+        ci = f" ({ci_cell(r)})" if none_if_missing(r["ci_level"]) else ""  # no interval below n = 6
+        table.rows.append([row_name(r) + (" ⚑" if r["loaded"] else ""), f"{num(r['median_s'])}{ci}, n {r['n']}/{r['runs']}",
+                           num(r["median_eps"] * throughput("transformer")[1]), ratio_cell(r), percent(r.get("mfu")),
+                           num(r["first_epoch_s"]), num(r["startup_s"]), bits(r.get("test_bits_per_byte"))])
+    env = dict(section.environment)
+    lines = heading(section, store, "transformer-table", " --block transformer-table") + [
+        table.markdown(),
+        "",
+        f"Median steady seconds per epoch; n = steady epochs/runs; tokens/s = windows/s × the context (256); × PyTorch = "
+        f"{MEANINGS['x_pytorch']}; MFU = {MEANINGS['mfu']}; first epoch = {MEANINGS['first_epoch_s']}; "
+        f"test bits/byte = the mean next-byte loss over every position of the test windows / ln 2, after the "
+        f"same steps in every row. Frameworks: {env.get('Frameworks', '?')}.",
+        markers("transformer-table")[1],
+    ]
+    return "\n".join(lines)
+
+
+def bits(v) -> str:
+    from harness.summary import none_if_missing
+
+    return "–" if none_if_missing(v) is None else f"{v:.3f}"
+
+
+BLOCKS = {"readme-tables": block, "transformer-table": transformer_block}
+
+
+def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int = 0, allow_dirty: bool = False,
+               name: str = "readme-tables") -> str:
     from harness.reporting import build
 
     out = store / "report"
@@ -76,12 +133,13 @@ def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int 
                          f"cores (more than --max-loaded {max_loaded}): measure again on a quiet machine")
     png = next(name for name, _ in newest.charts if name.startswith("bars-"))
     text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    begin, end = markers(name)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise UsageError(f"{readme}: no block between '{BEGIN} ...' and '{END}'")
+        raise UsageError(f"{readme}: no block between '{begin} ...' and '{end}'")
     link = (out / png).resolve().relative_to(readme.resolve().parent) if (out / png).resolve().is_relative_to(
         readme.resolve().parent) else (out / png)
-    new = pattern.sub(lambda m: block(newest, str(link), str(store)), text, count=1)
+    new = pattern.sub(lambda m: BLOCKS[name](newest, str(link), str(store)), text, count=1)
     readme.write_text(new)
     return new
 
@@ -93,13 +151,15 @@ def main(argv=None) -> int:
     p.add_argument("--min-repeats", type=int, default=5, help="fewest runs a row may have (default: 5)")
     p.add_argument("--max-loaded", type=int, default=0, help="most rows measured above the core count (default: 0)")
     p.add_argument("--allow-dirty", action="store_true", help="accept runs of a tree with uncommitted changes")
+    p.add_argument("--block", choices=sorted(BLOCKS), default="readme-tables",
+                   help="the README block to write (default: readme-tables)")
     args = p.parse_args(argv)
     try:
-        regenerate(args.store, args.readme, args.min_repeats, args.max_loaded, args.allow_dirty)
+        regenerate(args.store, args.readme, args.min_repeats, args.max_loaded, args.allow_dirty, args.block)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.readme}: the readme-tables block regenerated from {args.store}", file=sys.stderr)
+    print(f"{args.readme}: the {args.block} block regenerated from {args.store}", file=sys.stderr)
     return 0
 
 

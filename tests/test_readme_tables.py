@@ -71,6 +71,30 @@ def test_the_block_is_refused_for_a_store_that_cannot_be_a_headline(tmp_path, kw
     assert readme.read_text() == README
 
 
-def test_the_readme_has_the_block():
+def test_the_transformer_block_has_tokens_mfu_first_epoch_and_bits_per_byte(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README.replace("readme-tables", "transformer-table"))
+    root = tmp_path / "s"
+    for repeat in range(2):
+        for fw, t, bpb in (("pytorch", 10.0, 7.5), ("jax", 12.5, 7.6)):
+            r = record(framework=fw, model="transformer", seconds=(30, t, t * 1.01), repeat=repeat, samples=64)
+            r["metrics"]["test_bits_per_byte"] = bpb
+            results.save(r, root)
+    text = readme_tables.regenerate(root, readme, min_repeats=2, name="transformer-table")
+    block = text.split("<!-- transformer-table: begin")[1].split("<!-- transformer-table: end -->")[0]
+    assert "--block transformer-table" in block.splitlines()[0] and "| old |" not in block
+    jax = next(line for line in block.splitlines() if line.startswith("| JAX"))
+    cells = [c.strip() for c in jax.strip("|").split("|")]
+    # 64 windows x context tokens in ~12.56 s; PyTorch's 10 s over JAX's 12.5 s; first epoch 30 s; 7.6 bits/byte
+    from harness.summary import num, throughput
+    assert cells[2] == num(64 / 12.5625 * throughput("transformer")[1]) and cells[3].startswith("0.80") and cells[5] == "30.0" and cells[7] == "7.600", cells
+    assert cells[4].endswith("%"), cells
+    with pytest.raises(UsageError, match="fewer than 5 runs"):
+        readme_tables.regenerate(root, readme, name="transformer-table")
+
+
+def test_the_readme_has_the_blocks():
     text = (REPO / "README.md").read_text()
-    assert text.count(readme_tables.BEGIN) == 1 and text.count(readme_tables.END) == 1
+    for name in readme_tables.BLOCKS:
+        begin, end = readme_tables.markers(name)
+        assert text.count(begin) == 1 and text.count(end) == 1, name
