@@ -10,7 +10,10 @@ implementation, so that every row deploys the same model. It times it at 224 px 
 `python -m harness infer`: natively (eager, and compiled where the framework has a compiled form:
 torch.compile, XLA) and on every installed runtime that reads its export, offline at batch 32
 (--examples test images, --passes timed passes after a warm-up pass) and single-stream at batch 1
-(--queries), --repeats fresh workers each, every runtime with the same threads; then int8 against
+(--queries), --repeats fresh workers each, every runtime with the same threads. TVM (untuned: its
+default schedules) and IREE are timed on fewer images and queries (--compiler-examples,
+--compiler-queries, --compiler-passes), said in each row, and TVM only on PyTorch's export unless
+--tvm-all (every exporter x TVM is proven in CI's deploy matrix); then int8 against
 fp32 (ONNX Runtime static quantization, OpenVINO NNCF) for PyTorch's export, calibrated on
 training examples. A failed pair stays a failed record.
 
@@ -31,11 +34,18 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = [  # (--lang, --framework, --backend)
-    ("python", "pytorch", None), ("python", "tensorflow", None), ("python", "keras", "tensorflow"),
-    ("python", "keras", "jax"), ("python", "keras", "torch"), ("python", "jax", None), ("python", "mxnet", None),
-    ("python", "chainer", None), ("python", "pytensor", None),
+IMPLEMENTATIONS = [  # (--lang, --framework, --backend, the runtimes that read its exports besides TVM and IREE)
+    ("python", "pytorch", None, "native,onnxruntime,openvino"),
+    ("python", "tensorflow", None, "native,onnxruntime,openvino,litert"),
+    ("python", "keras", "tensorflow", "native,onnxruntime,openvino,litert"),
+    ("python", "keras", "jax", "native,onnxruntime,openvino"),
+    ("python", "keras", "torch", "native,onnxruntime,openvino"),
+    ("python", "jax", None, "native,onnxruntime,openvino"),
+    ("python", "mxnet", None, "native,onnxruntime,openvino"),
+    ("python", "chainer", None, "native,onnxruntime,openvino"),
+    ("python", "pytensor", None, "native"),  # no exporter (registry: no_export)
 ]
+COMPILERS = "tvm,iree"  # ONNX compilers: timed on fewer examples and queries (--compiler-queries), see run()
 COMPILED = {"pytorch", "tensorflow", "keras"}  # --compile changes the native path (JAX is always jitted)
 
 
@@ -55,9 +65,14 @@ def run(args) -> int:
         print("$", " ".join(command[1:]), flush=True)
         failed += subprocess.run(command, cwd=REPO).returncode != 0
 
-    for lang, framework, backend in IMPLEMENTATIONS:
+    # TVM's kernels are untuned (its default schedules) and run an order of magnitude slower than the
+    # others, so the compilers get --compiler-examples/--compiler-queries/--compiler-passes (the same
+    # clock and warm-up; fewer samples of it, said in the table's "timed" column)
+    fewer = {"--queries": args.compiler_queries, "--examples": args.compiler_examples, "--passes": args.compiler_passes}
+    compilers = [str(fewer.get(base[i - 1], a)) if i and base[i - 1] in fewer else a for i, a in enumerate(base)]
+    for lang, framework, backend, runtimes in IMPLEMENTATIONS:
         sel = ["--lang", lang, "--framework", framework] + (["--backend", backend] if backend else [])
-        call(base + sel)
+        call(base + sel + ["--runtime", runtimes])
         if weights is None:  # the first (PyTorch) trained: every other row deploys those weights
             trained = sorted(Path(args.out, "infer").glob(f"*-{lang}-{framework}-resnet50/weights.npz"))
             if not trained:
@@ -67,6 +82,11 @@ def run(args) -> int:
             print(f"every other implementation deploys {weights}", flush=True)
         if framework in COMPILED:
             call(base + sel + ["--compile", "--runtime", "native"])
+        if runtimes != "native":
+            # TVM takes every export (the CI's deploy matrix proves each pair's logits); timed here for the
+            # first (PyTorch's) unless --tvm-all: untuned, a ResNet-50 row costs minutes at these sizes
+            on = COMPILERS if args.tvm_all or framework == "pytorch" else COMPILERS.replace("tvm,", "")
+            call(compilers + sel + ["--runtime", on])
     # int8 beside the fp32 rows of PyTorch's export above (the same weights and test images)
     call(base + ["--framework", "pytorch", "--runtime", "onnxruntime,openvino", "--precision", "int8"])
     print(f"{failed} command(s) had a failed record; `table` lists them", file=sys.stderr)
@@ -105,23 +125,32 @@ def print_tables(records: list[dict]) -> None:
                 vals.append(v)
         return statistics.median(vals) if vals else None
 
+    def fmt(v, spec="{:.2f}"):
+        return "–" if v is None else spec.format(v)
+
     ok = {k: [r for r in rs if r["status"] == "ok"] for k, rs in groups.items()}
     base_key = next((k for k in ok if k[0].startswith("python/pytorch/") and k[1] == "native" and k[2] == "fp32"), None)
     base_eps = med(ok.get(base_key, []), ("inference", "offline", "median_examples_per_s"))
     base_p50 = med(ok.get(base_key, []), ("inference", "latency", "p50_ms"))
-    print("| implementation | runtime | img/s, batch 32 | x PyTorch eager | p50 ms, batch 1 | x PyTorch eager | runs |")
-    print("| :-- | :-- | --: | --: | --: | --: | --: |")
-    for key in sorted(k for k in groups if k[2] == "fp32"):
+    print("| implementation | runtime | img/s, batch 32 | × PyTorch eager | p50 ms, batch 1 | p99 ms | "
+          "× PyTorch eager | compile s | timed: images × passes, queries |")
+    print("| :-- | :-- | --: | --: | --: | --: | --: | --: | :-- |")
+    for key in sorted((k for k in groups if k[2] == "fp32"), key=lambda k: (k != base_key, k)):
         rs = ok[key]
-        eps = med(rs, ("inference", "offline", "median_examples_per_s"))
-        p50 = med(rs, ("inference", "latency", "p50_ms"))
         if not rs:
-            reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100]
-            print(f"| {key[0]} | {key[1]} | failed: {reason.replace('|', '/')} | | | | 0 |")
+            reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
+            print(f"| {key[0]} | {key[1]} | failed: {reason} | | | | | | |")
             continue
+        eps = med(rs, ("inference", "offline", "median_examples_per_s"))
+        p50, p99 = med(rs, ("inference", "latency", "p50_ms")), med(rs, ("inference", "latency", "p99_ms"))
+        comp = med(rs, ("timing", "compile_s"))
+        off, lat = rs[0]["inference"].get("offline") or {}, rs[0]["inference"].get("latency") or {}
+        timed = f"{off.get('examples', '?')} × {off.get('passes', '?')}, {lat.get('queries', 0)}" + (
+            f" ({len(rs)} runs)" if len(rs) > 1 else "")
         ratio = f"{eps / base_eps:.2f}" if eps and base_eps else "–"
-        lat = f"{base_p50 / p50:.2f}" if p50 and base_p50 else "–"
-        print(f"| {key[0]} | {key[1]} | {eps:,.1f} | {ratio} | {p50:.2f} | {lat} | {len(rs)} |")
+        lat_ratio = f"{base_p50 / p50:.2f}" if p50 and base_p50 else "–"
+        print(f"| {key[0]} | {key[1]} | {eps:,.1f} | {ratio} | {fmt(p50)} | {fmt(p99)} | {lat_ratio} | "
+              f"{fmt(comp, '{:.1f}')} | {timed} |")
     quantized = sorted(k for k in groups if k[2] == "int8")
     if quantized:
         print("\n| implementation | runtime | int8 accuracy | fp32 accuracy | kept >= 99 % (MLPerf) | int8 img/s | x fp32 |")
@@ -184,6 +213,10 @@ def main() -> int:
     r.add_argument("--queries", type=int, default=300, help="single-stream queries at batch 1 (default: 300)")
     r.add_argument("--examples", type=int, default=64, help="offline test images, in batches of 32 (default: 64)")
     r.add_argument("--passes", type=int, default=3, help="timed offline passes after the warm-up (default: 3)")
+    r.add_argument("--compiler-examples", type=int, default=32, help="offline images on TVM and IREE (default: 32)")
+    r.add_argument("--compiler-queries", type=int, default=30, help="batch-1 queries on TVM and IREE (default: 30)")
+    r.add_argument("--compiler-passes", type=int, default=1, help="timed passes on TVM and IREE (default: 1)")
+    r.add_argument("--tvm-all", action="store_true", help="time TVM on every export, not only PyTorch's")
     r.add_argument("--repeats", type=int, default=1, help="fresh workers per (implementation, runtime) (default: 1)")
     r.add_argument("--threads", type=int)
     r.add_argument("--timeout", type=float, default=3600)

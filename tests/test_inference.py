@@ -201,6 +201,30 @@ def test_infer_end_to_end_every_runtime(data_cache, tmp_path):
     _check_record(again, onnx_runtimes[0])
     assert again["export"]["cache"] == "hit" and again["export"]["sha256"] == records[1]["export"]["sha256"]
     assert again["weights"]["source"] == str(weights) and again["weights"]["sha256"] == records[0]["weights"]["sha256"]
+    _check_bench_table(tmp_path / "a", onnx_runtimes)
+
+
+def _check_bench_table(store: Path, onnx_runtimes: list[str]):
+    """bench/inference_table.py's README block from these real records: PyTorch eager first at 1.00x,
+    a row per runtime with what was timed (32 images x 2 passes, 5 queries), and the load line."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("inference_table", REPO / "bench" / "inference_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    readme = store / "README.md"
+    readme.write_text(f"x\n{table.BEGIN}: old -->\nold\n{table.END}\ny\n")
+    args = type("Args", (), {"results": str(store), "readme": str(readme)})
+    assert table.write_block(args) == 0
+    text = readme.read_text()
+    assert text.startswith("x\n") and text.endswith(f"{table.END}\ny\n") and "\nold\n" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| python/pytorch/cnn")]
+    assert [r.split("|")[2].strip() for r in rows] == ["native", *sorted(onnx_runtimes)], rows
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert cells[3] == "1.00" and cells[6] == "1.00" and cells[8] == "32 × 2, 5", cells
+    assert "the 1-minute load before each run: median" in text
 
 
 @pytest.mark.skipif("litert" not in INSTALLED, reason="LiteRT is not installed")
