@@ -12,8 +12,8 @@ torch.compile, XLA) and on every installed runtime that reads its export, offlin
 (--examples test images, --passes timed passes after a warm-up pass) and single-stream at batch 1
 (--queries), --repeats fresh workers each, every runtime with the same threads. TVM (untuned: its
 default schedules) and IREE are timed on fewer images and queries (--compiler-examples,
---compiler-queries, --compiler-passes), said in each row, and TVM only on PyTorch's export unless
---tvm-all (every exporter x TVM is proven in CI's deploy matrix); then int8 against
+--compiler-queries, --compiler-passes), said in each row, and only on PyTorch's export unless
+--compilers-all (every exporter x compiler is proven in CI's deploy matrix); then int8 against
 fp32 (ONNX Runtime static quantization, OpenVINO NNCF) for PyTorch's export, calibrated on
 training examples. A failed pair stays a failed record.
 
@@ -82,11 +82,10 @@ def run(args) -> int:
             print(f"every other implementation deploys {weights}", flush=True)
         if framework in COMPILED:
             call(base + sel + ["--compile", "--runtime", "native"])
-        if runtimes != "native":
-            # TVM takes every export (the CI's deploy matrix proves each pair's logits); timed here for the
-            # first (PyTorch's) unless --tvm-all: untuned, a ResNet-50 row costs minutes at these sizes
-            on = COMPILERS if args.tvm_all or framework == "pytorch" else COMPILERS.replace("tvm,", "")
-            call(compilers + sel + ["--runtime", on])
+        if runtimes != "native" and (args.compilers_all or framework == "pytorch"):
+            # the compilers take every export (CI's deploy matrix proves each pair's logits); timed here on
+            # PyTorch's unless --compilers-all: a ResNet-50 compile costs minutes here, an untuned TVM row more
+            call(compilers + sel + ["--runtime", COMPILERS])
     # int8 beside the fp32 rows of PyTorch's export above (the same weights and test images)
     call(base + ["--framework", "pytorch", "--runtime", "onnxruntime,openvino", "--precision", "int8"])
     print(f"{failed} command(s) had a failed record; `table` lists them", file=sys.stderr)
@@ -216,7 +215,7 @@ def main() -> int:
     r.add_argument("--compiler-examples", type=int, default=32, help="offline images on TVM and IREE (default: 32)")
     r.add_argument("--compiler-queries", type=int, default=30, help="batch-1 queries on TVM and IREE (default: 30)")
     r.add_argument("--compiler-passes", type=int, default=1, help="timed passes on TVM and IREE (default: 1)")
-    r.add_argument("--tvm-all", action="store_true", help="time TVM on every export, not only PyTorch's")
+    r.add_argument("--compilers-all", action="store_true", help="time TVM and IREE on every export, not only PyTorch's")
     r.add_argument("--repeats", type=int, default=1, help="fresh workers per (implementation, runtime) (default: 1)")
     r.add_argument("--threads", type=int)
     r.add_argument("--timeout", type=float, default=3600)
