@@ -153,7 +153,7 @@ def print_tables(records: list[dict]) -> None:
           "× PyTorch eager | compile s (native: warm-up pass) | timed: images × passes, queries |")
     print("| :-- | :-- | --: | --: | --: | --: | --: | --: | :-- |")
     for key in sorted((k for k in groups if k[2] == "fp32" and k[0].endswith(f"/{model}")),
-                      key=lambda k: (k != base_key, k)):
+                      key=lambda k: (k != base_key, k[0], not k[1].startswith("native"), k[1])):
         rs = ok[key]
         if not rs:
             reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
