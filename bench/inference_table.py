@@ -153,7 +153,7 @@ def print_tables(records: list[dict]) -> None:
           "× PyTorch eager | compile s (native: warm-up pass) | timed: images × passes, queries |")
     print("| :-- | :-- | --: | --: | --: | --: | --: | --: | :-- |")
     for key in sorted((k for k in groups if k[2] == "fp32" and k[0].endswith(f"/{model}")),
-                      key=lambda k: (k != base_key, k[0], not k[1].startswith("native"), k[1])):
+                      key=lambda k: (k[0] != base_key[0], k[0], not k[1].startswith("native"), k[1])):
         rs = ok[key]
         if not rs:
             reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
@@ -201,8 +201,8 @@ def write_block(args) -> int:
 
     records = [r for r in results.read_records([args.results]) if r.get("task") == "infer"]
     ok = [r for r in records if r["status"] == "ok"] or records
-    env = ok[0].get("env") or {}
-    commits = sorted({(r.get("env") or {}).get("git", {}).get("commit", "?")[:12] for r in records})
+    env = ok[0].get("environment") or {}
+    commits = sorted({str(((r.get("environment") or {}).get("git") or {}).get("commit", "?"))[:12] for r in records})
     loads = [r["load_average"]["before"][0] for r in records if (r.get("load_average") or {}).get("before")]
     threads = sorted({r["runtime"].get("threads") for r in ok if r.get("runtime")} - {None})
     cfg = ok[0]["config"]
@@ -210,7 +210,7 @@ def write_block(args) -> int:
     with redirect_stdout(out):
         print_tables(records)
     head = (f"{BEGIN}: python bench/inference_table.py table {args.results} --readme README.md; do not edit by hand -->\n"
-            f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores; commit {', '.join(commits)}; ResNet-50 at {cfg.get('image_size')} px, "
+            f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, {env.get('platform', '?')}, Python {env.get('python', '?')}; commit {', '.join(commits)}; ResNet-50 at {cfg.get('image_size')} px, "
             f"{len(records)} records, threads {', '.join(map(str, threads)) or '?'} for every runtime; the 1-minute load "
             f"before each run: median {statistics.median(loads):.2f}, max {max(loads):.2f} (cores: {env.get('cores', '?')}).\n")
     text = Path(args.readme).read_text()
