@@ -51,6 +51,10 @@ KNOWN = {
     # jax2onnx 0.17 lowers Keras' max pooling (lax.reduce_window_max over (1, k, k, 1)) to a 4-D MaxPool
     # (every ONNX runtime here: their MaxPool takes 1-3 spatial dimensions)
     ("python/keras[jax]/cnn", "onnxruntime"): "Unsupported pooling size",
+    # jax2onnx's max_pool plugin takes only x positionally and refuses Flax's nnx.max_pool(x, (3, 3), ...)
+    # in ResNet-50's stem; given window_shape by keyword it exports, but the padded pooling's logits are
+    # then 10.9 off (the check catches it): the model keeps the refusal until jax2onnx handles the padding
+    ("python/jax/resnet50", "onnxruntime"): "patched_max_pool() takes 1 positional argument",
     ("python/keras[jax]/cnn", "openvino"): "MaxPool",
     ("python/keras[jax]/cnn", "tvm"): "pooling is supported",
     ("python/keras[jax]/cnn", "iree"): "onnx.MaxPool",
@@ -326,6 +330,19 @@ def test_resnet50_deploys(runtime, deploy_inputs, tmp_path):
     (impl,) = select("python", "pytorch", None, "resnet50")
     inputs = replace(deploy_inputs("resnet50"), work=tmp_path)
     report = equivalence_deploy.check("resnet50", [impl], [runtime], inputs.options, tmp_path, isolate=False,
+                                      inputs=inputs)
+    _assert_matrix(report, impl.label)
+
+
+@pytest.mark.skipif("onnxruntime" not in INSTALLED, reason="ONNX Runtime is not installed")
+def test_flax_resnet50_deploys(deploy_inputs, tmp_path):
+    """Flax's ResNet-50 stem max-pool through jax2onnx: a known failure (KNOWN), so the README's
+    inference table's failed JAX rows are tied to CI and the test fails once jax2onnx exports it."""
+    from harness.registry import select
+
+    (impl,) = select("python", "jax", None, "resnet50")
+    inputs = replace(deploy_inputs("resnet50"), work=tmp_path)
+    report = equivalence_deploy.check("resnet50", [impl], ["onnxruntime"], inputs.options, tmp_path, isolate=False,
                                       inputs=inputs)
     _assert_matrix(report, impl.label)
 
