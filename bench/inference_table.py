@@ -22,8 +22,8 @@ stays a failed record.
 `table` prints two Markdown tables from those records: throughput (images/s at batch 32) and p50
 latency (ms at batch 1), each with its ratio to PyTorch eager of the same run (> 1: faster), and
 the int8 rows (test accuracy against fp32, MLPerf's 99 % rule, how often int8's top-1 is fp32's,
-speed-up); with --readme it
-replaces the README's block between the `inference-table` markers instead.
+speed-up); with --readme it replaces the README's block between the `inference-table` markers
+instead.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def table(args) -> int:
         print(f"{args.results}: no inference records", file=sys.stderr)
         return 2
     if args.readme:
-        return write_block(args)
+        return write_block(records, args.results, args.readme)
     print_tables(records)
     return 0
 
@@ -142,6 +142,9 @@ def print_tables(records: list[dict]) -> None:
     def fmt(v, spec="{:.2f}"):
         return "–" if v is None else spec.format(v)
 
+    def failure(key) -> str:  # the first line of the first failed record's error, safe in a table cell
+        return (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
+
     ok = {k: [r for r in rs if r["status"] == "ok"] for k, rs in groups.items()}
     # the baseline: PyTorch eager fp32, on resnet50 where it ran (the int8 cnn's rows only serve the int8 table)
     eager = [k for k in ok if k[0].startswith("python/pytorch/") and k[1] == "native" and k[2] == "fp32"]
@@ -153,11 +156,10 @@ def print_tables(records: list[dict]) -> None:
           "× PyTorch eager | compile s (native: warm-up pass) | timed: images × passes, queries |")
     print("| :-- | :-- | --: | --: | --: | --: | --: | --: | :-- |")
     for key in sorted((k for k in groups if k[2] == "fp32" and k[0].endswith(f"/{model}")),
-                      key=lambda k: (k[0] != base_key[0], k[0], not k[1].startswith("native"), k[1])):
+                      key=lambda k: (base_key is None or k[0] != base_key[0], k[0], not k[1].startswith("native"), k[1])):
         rs = ok[key]
         if not rs:
-            reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
-            print(f"| {key[0]} | {key[1]} | failed: {reason} | | | | | | |")
+            print(f"| {key[0]} | {key[1]} | failed: {failure(key)} | | | | | | |")
             continue
         eps = med(rs, ("inference", "offline", "median_examples_per_s"))
         p50, p99 = med(rs, ("inference", "latency", "p50_ms")), med(rs, ("inference", "latency", "p99_ms"))
@@ -178,8 +180,7 @@ def print_tables(records: list[dict]) -> None:
         for key in quantized:
             rs = ok[key]
             if not rs:
-                reason = (groups[key][0].get("error") or "failed").splitlines()[0][:100].replace("|", "/")
-                print(f"| {key[0]} | {key[1]} | failed: {reason} | | | | | |")
+                print(f"| {key[0]} | {key[1]} | failed: {failure(key)} | | | | | |")
                 continue
             fp32 = ok.get((key[0], key[1], "fp32"), [])
             eps, eps32 = (med(x, ("inference", "offline", "median_examples_per_s")) for x in (rs, fp32))
@@ -195,11 +196,8 @@ def print_tables(records: list[dict]) -> None:
 BEGIN, END = "<!-- inference-table: begin", "<!-- inference-table: end -->"
 
 
-def write_block(args) -> int:
+def write_block(records: list[dict], results: str, readme: str) -> int:
     """Replace the README's block with the tables and the environment they were measured in."""
-    from harness import results
-
-    records = [r for r in results.read_records([args.results]) if r.get("task") == "infer"]
     ok = [r for r in records if r["status"] == "ok"] or records
     env = ok[0].get("environment") or {}
     commits = sorted({str(((r.get("environment") or {}).get("git") or {}).get("commit", "?"))[:12] for r in records})
@@ -209,17 +207,17 @@ def write_block(args) -> int:
     out = io.StringIO()
     with redirect_stdout(out):
         print_tables(records)
-    head = (f"{BEGIN}: python bench/inference_table.py table {args.results} --readme README.md; do not edit by hand -->\n"
+    head = (f"{BEGIN}: python bench/inference_table.py table {results} --readme README.md; do not edit by hand -->\n"
             f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, {env.get('platform', '?')}, Python {env.get('python', '?')}; commit {', '.join(commits)}; ResNet-50 at {cfg.get('image_size')} px, "
             f"{len(records)} records, threads {', '.join(map(str, threads)) or '?'} for every runtime; the 1-minute load "
             f"before each run: median {statistics.median(loads):.2f}, max {max(loads):.2f} (cores: {env.get('cores', '?')}).\n")
-    text = Path(args.readme).read_text()
+    text = Path(readme).read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        print(f"{args.readme}: no block between '{BEGIN} ...' and '{END}'", file=sys.stderr)
+        print(f"{readme}: no block between '{BEGIN} ...' and '{END}'", file=sys.stderr)
         return 2
-    Path(args.readme).write_text(pattern.sub(lambda m: head + "\n" + out.getvalue() + END, text, count=1))
-    print(f"{args.readme}: the inference-table block written from {args.results}", file=sys.stderr)
+    Path(readme).write_text(pattern.sub(lambda m: head + "\n" + out.getvalue() + END, text, count=1))
+    print(f"{readme}: the inference-table block written from {results}", file=sys.stderr)
     return 0
 
 

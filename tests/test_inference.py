@@ -51,13 +51,13 @@ KNOWN = {
     # jax2onnx 0.17 lowers Keras' max pooling (lax.reduce_window_max over (1, k, k, 1)) to a 4-D MaxPool
     # (every ONNX runtime here: their MaxPool takes 1-3 spatial dimensions)
     ("python/keras[jax]/cnn", "onnxruntime"): "Unsupported pooling size",
+    ("python/keras[jax]/cnn", "openvino"): "MaxPool",
+    ("python/keras[jax]/cnn", "tvm"): "pooling is supported",
+    ("python/keras[jax]/cnn", "iree"): "onnx.MaxPool",
     # jax2onnx's max_pool plugin takes only x positionally and refuses Flax's nnx.max_pool(x, (3, 3), ...)
     # in ResNet-50's stem; given window_shape by keyword it exports, but the padded pooling's logits are
     # then 10.9 off (the check catches it): the model keeps the refusal until jax2onnx handles the padding
     ("python/jax/resnet50", "onnxruntime"): "patched_max_pool() takes 1 positional argument",
-    ("python/keras[jax]/cnn", "openvino"): "MaxPool",
-    ("python/keras[jax]/cnn", "tvm"): "pooling is supported",
-    ("python/keras[jax]/cnn", "iree"): "onnx.MaxPool",
     # TVM's Relax ONNX frontend: a Reshape whose shape is computed at run time (dynamic batch)
     ("python/keras[tensorflow]/cnn", "tvm"): "Reshape",
     ("python/jax/cnn", "tvm"): "Reshape",
@@ -220,8 +220,10 @@ def _check_bench_table(store: Path, onnx_runtimes: list[str]):
     spec.loader.exec_module(table)
     readme = store / "README.md"
     readme.write_text(f"x\n{table.BEGIN}: old -->\nold\n{table.END}\ny\n")
-    args = type("Args", (), {"results": str(store), "readme": str(readme)})
-    assert table.write_block(args) == 0
+    from harness import results
+
+    records = [r for r in results.read_records([store]) if r.get("task") == "infer"]
+    assert table.write_block(records, str(store), str(readme)) == 0
     text = readme.read_text()
     assert text.startswith("x\n") and text.endswith(f"{table.END}\ny\n") and "\nold\n" not in text
     rows = [line for line in text.splitlines() if line.startswith("| python/pytorch/cnn")]
@@ -321,28 +323,18 @@ def test_deployed_logits_match(impl, deploy_inputs, tmp_path):
     _assert_matrix(report, impl.label)
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-def test_resnet50_deploys(runtime, deploy_inputs, tmp_path):
+# PyTorch's export on both ONNX runtimes; Flax's on ONNX Runtime, a KNOWN failure (its stem max-pool),
+# so the README inference table's failed JAX rows are tied to CI and this fails once jax2onnx exports it
+@pytest.mark.parametrize("framework, runtime", [("pytorch", "onnxruntime"), ("pytorch", "openvino"),
+                                                ("jax", "onnxruntime")])
+def test_resnet50_deploys(framework, runtime, deploy_inputs, tmp_path):
     if runtime not in INSTALLED:
         pytest.skip(DEPLOY.availability(runtime) if runtime in DEPLOY.RUNTIMES else f"{runtime} not offered")
     from harness.registry import select
 
-    (impl,) = select("python", "pytorch", None, "resnet50")
+    (impl,) = select("python", framework, None, "resnet50")
     inputs = replace(deploy_inputs("resnet50"), work=tmp_path)
     report = equivalence_deploy.check("resnet50", [impl], [runtime], inputs.options, tmp_path, isolate=False,
-                                      inputs=inputs)
-    _assert_matrix(report, impl.label)
-
-
-@pytest.mark.skipif("onnxruntime" not in INSTALLED, reason="ONNX Runtime is not installed")
-def test_flax_resnet50_deploys(deploy_inputs, tmp_path):
-    """Flax's ResNet-50 stem max-pool through jax2onnx: a known failure (KNOWN), so the README's
-    inference table's failed JAX rows are tied to CI and the test fails once jax2onnx exports it."""
-    from harness.registry import select
-
-    (impl,) = select("python", "jax", None, "resnet50")
-    inputs = replace(deploy_inputs("resnet50"), work=tmp_path)
-    report = equivalence_deploy.check("resnet50", [impl], ["onnxruntime"], inputs.options, tmp_path, isolate=False,
                                       inputs=inputs)
     _assert_matrix(report, impl.label)
 
