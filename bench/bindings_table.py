@@ -2,13 +2,15 @@
 
     python -m harness suite all-languages --out bench/results/<machine>-bindings --resume
     python -m harness suite binding-overhead --out bench/results/<machine>-overhead --resume
+    python -m harness suite binding-crossing --out bench/results/<machine>-crossing --resume
     python -m harness suite r-variants --out bench/results/<machine>-r-variants --resume
     .venv/bin/python bench/bindings_table.py --table bench/results/<machine>-bindings \\
-        --overhead bench/results/<machine>-overhead --variants bench/results/<machine>-r-variants
+        --overhead bench/results/<machine>-overhead --overhead bench/results/<machine>-crossing \\
+        --variants bench/results/<machine>-r-variants
 
 --table gives the bindings table (each language's s/epoch, × Python, first epoch, start-up, hand-off,
-final loss), --overhead the per-step overhead fits (step = a + b·batch), --variants the R data paths
-and loops (their table and fits). Each store must hold one section (machine, environment, commit,
+final loss), --overhead the per-step overhead fits (step = a + b·batch; repeatable: each store's
+batch sizes fitted apart), --variants the R data paths and loops (their table and fits). Each store must hold one section (machine, environment, commit,
 setup; --commit picks one), every table row --min-repeats runs (default 5), no row measured while
 the load exceeded the cores (--max-loaded, default 0), and no "+dirty" commit (--allow-dirty).
 Replaces the README's block between the `bindings-table` markers.
@@ -16,17 +18,16 @@ Replaces the README's block between the `bindings-table` markers.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.readme_block import markers, replace  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
 
-BEGIN = "<!-- bindings-table: begin"
-END = "<!-- bindings-table: end -->"
+BEGIN, END = markers("bindings-table")
 
 
 def _one_section(frame, store, what: str):
@@ -72,29 +73,26 @@ def part(store: Path, commit: str | None, min_repeats: int, max_loaded: int, all
     return bindings.markdown(rows, fits)
 
 
-def regenerate(readme: Path, table: Path, overhead: Path | None = None, variants: Path | None = None,
+def regenerate(readme: Path, table: Path, overhead: Path | list[Path] | None = None, variants: Path | None = None,
                commit: str | None = None, min_repeats: int = 5, max_loaded: int = 0, allow_dirty: bool = False) -> str:
+    """The block from the stores; `overhead` may be several stores (e.g. binding-overhead's batch
+    16-256 and binding-crossing's batch 1-16), each fitted apart."""
+    overheads = [] if overhead is None else [overhead] if isinstance(overhead, Path) else list(overhead)
     parts = [part(table, commit, min_repeats, max_loaded, allow_dirty, "--table")]
-    if overhead is not None:
-        parts.append(part(overhead, commit, min_repeats, max_loaded, allow_dirty, "--overhead", fits_only=True))
+    for store in overheads:
+        parts.append(part(store, commit, min_repeats, max_loaded, allow_dirty, "--overhead", fits_only=True))
     if variants is not None:
         parts.append(part(variants, commit, min(min_repeats, 3), max_loaded, allow_dirty, "--variants"))
-    command = " ".join(["python bench/bindings_table.py", f"--table {table}"]
-                       + ([f"--overhead {overhead}"] if overhead else []) + ([f"--variants {variants}"] if variants else []))
-    text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise UsageError(f"{readme}: no block between '{BEGIN} ...' and '{END}'")
-    block = "\n".join([f"{BEGIN}: {command}; do not edit by hand -->", "", *parts, END])
-    new = pattern.sub(lambda m: block, text, count=1)
-    readme.write_text(new)
-    return new
+    command = " ".join(["python bench/bindings_table.py", f"--table {table}"] + [f"--overhead {o}" for o in overheads]
+                       + ([f"--variants {variants}"] if variants else []))
+    return replace(readme, "bindings-table", "\n".join([f"{BEGIN}: {command}; do not edit by hand -->", "", *parts, END]))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--table", type=Path, required=True, help="the store of the all-languages suite")
-    p.add_argument("--overhead", type=Path, help="the store of the binding-overhead suite")
+    p.add_argument("--overhead", type=Path, action="append", help="the store of the binding-overhead suite (or of "
+                   "binding-crossing: batch 1-16); repeatable, each store fitted apart")
     p.add_argument("--variants", type=Path, help="the store of the r-variants suite")
     p.add_argument("--commit", help="only runs of this commit (a prefix of the commit key)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="default: the checkout's README.md")

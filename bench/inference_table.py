@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.readme_block import markers, replace  # noqa: E402
+from harness.errors import UsageError  # noqa: E402
+
 IMPLEMENTATIONS = [  # (--lang, --framework, --backend, the runtimes that read its exports besides TVM and IREE)
     ("python", "pytorch", None, "native,onnxruntime,openvino"),
     ("python", "tensorflow", None, "native,onnxruntime,openvino,litert"),
@@ -108,7 +112,6 @@ def run(args) -> int:
 
 
 def table(args) -> int:
-    sys.path.insert(0, str(REPO))
     from harness import results
 
     records = [r for r in results.read_records([args.results]) if r.get("task") == "infer"]
@@ -193,7 +196,7 @@ def print_tables(records: list[dict]) -> None:
                   f"{eps:,.1f} | {speed} |")
 
 
-BEGIN, END = "<!-- inference-table: begin", "<!-- inference-table: end -->"
+BEGIN, END = markers("inference-table")
 
 
 def write_block(records: list[dict], results: str, readme: str) -> int:
@@ -211,12 +214,11 @@ def write_block(records: list[dict], results: str, readme: str) -> int:
             f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, {env.get('platform', '?')}, Python {env.get('python', '?')}; commit {', '.join(commits)}; ResNet-50 at {cfg.get('image_size')} px, "
             f"{len(records)} records, threads {', '.join(map(str, threads)) or '?'} for every runtime; the 1-minute load "
             f"before each run: median {statistics.median(loads):.2f}, max {max(loads):.2f} (cores: {env.get('cores', '?')}).\n")
-    text = Path(readme).read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        print(f"{readme}: no block between '{BEGIN} ...' and '{END}'", file=sys.stderr)
+    try:
+        replace(Path(readme), "inference-table", head + "\n" + out.getvalue() + END)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    Path(readme).write_text(pattern.sub(lambda m: head + "\n" + out.getvalue() + END, text, count=1))
     print(f"{readme}: the inference-table block written from {results}", file=sys.stderr)
     return 0
 

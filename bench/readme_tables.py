@@ -21,19 +21,14 @@ average exceeded the cores are flagged (⚑) and counted in the block's first li
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.readme_block import markers, replace  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
-
-def markers(name: str) -> tuple[str, str]:
-    """The README block's begin (a prefix: the rest of its line says where it came from) and end."""
-    return f"<!-- {name}: begin", f"<!-- {name}: end -->"
-
 
 BEGIN, END = markers("readme-tables")
 
@@ -132,16 +127,9 @@ def regenerate(store: Path, readme: Path, min_repeats: int = 5, max_loaded: int 
         raise UsageError(f"{newest.title}: {int(s['loaded'].sum())} row(s) measured while the load exceeded the "
                          f"cores (more than --max-loaded {max_loaded}): measure again on a quiet machine")
     png = next(name for name, _ in newest.charts if name.startswith("bars-"))
-    text = readme.read_text()
-    begin, end = markers(name)
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise UsageError(f"{readme}: no block between '{begin} ...' and '{end}'")
     link = (out / png).resolve().relative_to(readme.resolve().parent) if (out / png).resolve().is_relative_to(
         readme.resolve().parent) else (out / png)
-    new = pattern.sub(lambda m: BLOCKS[name](newest, str(link), str(store)), text, count=1)
-    readme.write_text(new)
-    return new
+    return replace(readme, name, BLOCKS[name](newest, str(link), str(store)))
 
 
 def main(argv=None) -> int:

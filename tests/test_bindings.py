@@ -115,13 +115,13 @@ def test_intervals_are_the_t_intervals_on_logs():
     assert math.isnan(bindings.geometric_interval([3.0])[1]), "one run: no interval"
 
 
-def overhead_records(truth, repeats=3, noise_sd=0.01, seed=1):
-    """Runs at batch 16, 64 and 256 whose step time is a + b * batch; truth: (lang, framework, backend,
-    variant) -> (a, b) in seconds, variant a ("key", "value") pair or None."""
+def overhead_records(truth, repeats=3, noise_sd=0.01, seed=1, batches=(16, 64, 256)):
+    """Runs at each batch size (default 16, 64 and 256) whose step time is a + b * batch; truth:
+    (lang, framework, backend, variant) -> (a, b) in seconds, variant a ("key", "value") pair or None."""
     rng = np.random.default_rng(seed)
     out = []
     for rep in range(repeats):
-        for batch in (16, 64, 256):
+        for batch in batches:
             drift = math.exp(0.05 * rng.standard_normal())
             for (lang, framework, backend, pair), (a, b) in truth.items():
                 variant = dict([pair]) if pair else None
@@ -331,6 +331,13 @@ def test_readme_block_from_the_stores(tmp_path):
     assert "old" not in text and text.endswith("after\n")
     assert "| R Keras (TF) | cnn | 64 |" in text and "#### Per-step overhead" in text
     assert f"--table {store} --overhead {overhead}" in text
+    crossing = tmp_path / "crossing"  # binding-crossing's small batches: a second store, fitted apart
+    for r in overhead_records({("python", "pytorch", None, None): (1e-3, 1e-4), ("cpp", "libtorch", None, None):
+                               (8e-4, 1e-4)}, batches=(1, 4, 16)):
+        results.save(r, crossing)
+    text = bindings_table.regenerate(readme, store, [overhead, crossing])
+    assert text.count("#### Per-step overhead") == 2 and f"--overhead {overhead} --overhead {crossing}" in text
+    assert " (16, 64, 256) |" in text and " (1, 4, 16) |" in text
     with pytest.raises(UsageError, match=r"fewer than 6 runs"):
         bindings_table.regenerate(readme, store, min_repeats=6)
     busy = tmp_path / "busy"
@@ -348,6 +355,10 @@ def test_published_binding_suites():
     assert {"python/keras[tensorflow]", "r/keras[jax]", "r/keras[torch]", "python/pytorch", "cpp/libtorch"} <= labels
     overhead = schedule.load("binding-overhead", check_runnable=False)
     assert {e.request.batch_size for e in overhead.entries} == {16, 64, 256}
+    crossing = schedule.load("binding-crossing", check_runnable=False)
+    assert {e.request.batch_size for e in crossing.entries} == {1, 4, 16} and crossing.repeats >= 3
+    assert {e.impl.label.rsplit("/", 1)[0] for e in crossing.entries} == {
+        e.impl.label.rsplit("/", 1)[0] for e in overhead.entries}
     variants = schedule.load("r-variants", check_runnable=False)
     assert {e.request.setup.variant for e in variants.entries} == {
         (), (("data", "r-arrays"),), (("loop", "train_on_batch"),), (("data", "r-arrays"), ("loop", "train_on_batch"))}

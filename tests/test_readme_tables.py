@@ -98,3 +98,23 @@ def test_the_readme_has_the_blocks():
     for name in readme_tables.BLOCKS:
         begin, end = readme_tables.markers(name)
         assert text.count(begin) == 1 and text.count(end) == 1, name
+
+
+def test_replace_writes_one_block_and_keeps_the_rest(tmp_path):
+    """bench/readme_block.py, shared by the three block writers: the block between its markers is
+    replaced, the other blocks and the text around them are kept; a README without the block, or a
+    block that lacks its own markers, is refused and the file left as it was."""
+    from bench.readme_block import markers, replace
+
+    readme = tmp_path / "README.md"
+    readme.write_text(README + "\n<!-- bindings-table: begin: x -->\nkeep\n<!-- bindings-table: end -->\n")
+    begin, end = markers("readme-tables")
+    text = replace(readme, "readme-tables", f"{begin}: new -->\n| new |\n{end}")
+    assert text == readme.read_text()
+    assert "| old | table |" not in text and "| new |" in text and "\nkeep\n" in text
+    assert text.startswith("# Title\n\nSome text.\n\n") and "\nMore text.\n" in text
+    with pytest.raises(UsageError, match="no block between '<!-- inference-table: begin"):
+        replace(readme, "inference-table", "<!-- inference-table: begin -->\n<!-- inference-table: end -->")
+    with pytest.raises(ValueError, match="must start with"):
+        replace(readme, "readme-tables", "| no markers |")
+    assert readme.read_text() == text
