@@ -10,10 +10,11 @@
 
 --table gives the bindings table (each language's s/epoch, × Python, first epoch, start-up, hand-off,
 final loss), --overhead the per-step overhead fits (step = a + b·batch; repeatable: each store's
-batch sizes fitted apart), --variants the R data paths and loops (their table and fits). Each store must hold one section (machine, environment, commit,
-setup; --commit picks one), every table row --min-repeats runs (default 5), no row measured while
-the load exceeded the cores (--max-loaded, default 0), and no "+dirty" commit (--allow-dirty).
-Replaces the README's block between the `bindings-table` markers.
+batch sizes fitted apart), --variants the R data paths and loops (their table and fits). Each store
+must hold one section (machine, environment, commit, setup; --commit picks one), every table row
+--min-repeats runs (default 5), no row measured while the load exceeded the cores (--max-loaded,
+default 0), and no "+dirty" commit (--allow-dirty). Replaces the README's block between the
+`bindings-table` markers; its first line is the command that wrote it, these options included.
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def regenerate(readme: Path, table: Path, overhead: Path | list[Path] | None = N
     if variants is not None:
         parts.append(part(variants, commit, min(min_repeats, 3), max_loaded, allow_dirty, "--variants"))
     command = " ".join(["python bench/bindings_table.py", f"--table {table}"] + [f"--overhead {o}" for o in overheads]
-                       + ([f"--variants {variants}"] if variants else []))
+                       + ([f"--variants {variants}"] if variants else []) + ([f"--commit {commit}"] if commit else [])
+                       + ([f"--min-repeats {min_repeats}"] if min_repeats != 5 else [])
+                       + ([f"--max-loaded {max_loaded}"] if max_loaded else []) + (["--allow-dirty"] if allow_dirty else []))
     return replace(readme, "bindings-table", "\n".join([f"{BEGIN}: {command}; do not edit by hand -->", "", *parts, END]))
 
 

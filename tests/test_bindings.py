@@ -337,6 +337,8 @@ def test_readme_block_from_the_stores(tmp_path):
         results.save(r, crossing)
     text = bindings_table.regenerate(readme, store, [overhead, crossing])
     assert text.count("#### Per-step overhead") == 2 and f"--overhead {overhead} --overhead {crossing}" in text
+    text = bindings_table.regenerate(readme, store, [overhead, crossing], max_loaded=3)
+    assert f"--overhead {crossing} --max-loaded 3; do not edit by hand -->" in text  # the command, options and all
     assert " (16, 64, 256) |" in text and " (1, 4, 16) |" in text
     with pytest.raises(UsageError, match=r"fewer than 6 runs"):
         bindings_table.regenerate(readme, store, min_repeats=6)
