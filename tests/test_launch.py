@@ -175,6 +175,14 @@ os._exit(0)  # the parent ends; its child is an orphan now
             os.kill(child, signal.SIGKILL)
 
 
+def sigint_as_at_a_terminal():
+    """Ctrl-C delivered and at its default in the child. Both an ignored SIGINT and a blocked one are
+    inherited across exec, and then Python raises no KeyboardInterrupt: the SIGINT case hung in full
+    suites, its harness started from an xdist worker that had one or the other."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT (Ctrl-C)")])
 def test_an_interrupted_run_is_recorded_with_what_finished(data_cache, tmp_path, sig, code, name):
     """SIGTERM (a scheduler, a CI timeout) and Ctrl-C end the harness and its worker, and the run in
@@ -188,10 +196,7 @@ def test_an_interrupted_run_is_recorded_with_what_finished(data_cache, tmp_path,
                                                       "--samples", "128", "--epochs", "1000", "--quiet",
                                                       "--out", str(out)),
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            # Ctrl-C's default, as at a terminal: an ignored SIGINT is inherited across exec, and
-                            # Python then installs no KeyboardInterrupt handler (the parent hung in full suites,
-                            # started from an xdist worker whose SIGINT something in-process had set to ignore)
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=sigint_as_at_a_terminal)
     logs = out / "logs"
     _wait_for(lambda: proc.poll() is not None or (logs.exists() and any(logs.iterdir()) and children(proc.pid)), 120,
               "no worker started")
