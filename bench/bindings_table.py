@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,11 +75,10 @@ def part(store: Path, commit: str | None, min_repeats: int, max_loaded: int, all
     return bindings.markdown(rows, fits)
 
 
-def regenerate(readme: Path, table: Path, overhead: Path | list[Path] | None = None, variants: Path | None = None,
+def regenerate(readme: Path, table: Path, overheads: Sequence[Path] = (), variants: Path | None = None,
                commit: str | None = None, min_repeats: int = 5, max_loaded: int = 0, allow_dirty: bool = False) -> str:
-    """The block from the stores; `overhead` may be several stores (e.g. binding-overhead's batch
-    16-256 and binding-crossing's batch 1-16), each fitted apart."""
-    overheads = [] if overhead is None else [overhead] if isinstance(overhead, Path) else list(overhead)
+    """The block from the stores; each of `overheads` (e.g. binding-overhead's batch 16-256 and
+    binding-crossing's batch 1-16) is fitted apart."""
     parts = [part(table, commit, min_repeats, max_loaded, allow_dirty, "--table")]
     for store in overheads:
         parts.append(part(store, commit, min_repeats, max_loaded, allow_dirty, "--overhead", fits_only=True))
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--allow-dirty", action="store_true", help="accept runs of a tree with uncommitted changes")
     args = p.parse_args(argv)
     try:
-        regenerate(args.readme, args.table, args.overhead, args.variants, args.commit, args.min_repeats,
+        regenerate(args.readme, args.table, args.overhead or (), args.variants, args.commit, args.min_repeats,
                    args.max_loaded, args.allow_dirty)
     except (UsageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -327,7 +327,7 @@ def test_readme_block_from_the_stores(tmp_path):
         results.save(r, overhead)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{bindings_table.BEGIN}: not yet -->\nold\n{bindings_table.END}\n\nafter\n")
-    text = bindings_table.regenerate(readme, store, overhead)
+    text = bindings_table.regenerate(readme, store, [overhead])
     assert "old" not in text and text.endswith("after\n")
     assert "| R Keras (TF) | cnn | 64 |" in text and "#### Per-step overhead" in text
     assert f"--table {store} --overhead {overhead}" in text
